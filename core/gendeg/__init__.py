@@ -1,0 +1,1 @@
+"""GenDeg: conditioning, sampling pipeline, checkpoint conversion."""

@@ -1,0 +1,1 @@
+"""Workflow formats (UI <-> API), validation and the executor."""

@@ -1,0 +1,1 @@
+"""Quality: full-reference and no-reference metrics, the quality perceiver."""

@@ -1,0 +1,1 @@
+"""Restorers: IR-SDE family, DriftRec, feed-forward (spandrel), DiffLoss, networks."""

@@ -1,0 +1,1 @@
+"""`gendeg studio`: a local server for the ComfyUI frontend."""

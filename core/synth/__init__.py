@@ -1,0 +1,1 @@
+"""Procedural degradations, one module per degradation, and intensity calibration."""
