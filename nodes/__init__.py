@@ -2,7 +2,7 @@
 
 Every module in this folder that defines ``NODE_CLASS_MAPPINGS`` (and optionally
 ``NODE_DISPLAY_NAME_MAPPINGS``) contributes its nodes. Modules whose name starts with an
-underscore, and :mod:`.host` and :mod:`.standins`, are not node modules. A module that
+underscore, and the helpers :mod:`.host`, :mod:`.ui`, :mod:`.common`, :mod:`.standins`, are not node modules. A module that
 fails to import is reported (``IMPORT_ERRORS``) and skipped, so one broken optional
 dependency does not take every other node down with it.
 """
@@ -16,7 +16,7 @@ import traceback
 
 log = logging.getLogger("gendeg")
 
-_NOT_NODE_MODULES = {"host", "standins", "common"}
+_NOT_NODE_MODULES = {"host", "standins", "common", "ui"}
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

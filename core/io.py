@@ -1,0 +1,124 @@
+"""Image files: read to ``[1,C,H,W]`` in 0..1, write PNG/JPEG/WebP atomically.
+
+One place for image I/O: the command line, the runner's LoadImage/SaveImage stand-ins,
+dataset nodes and previews all call these.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, PngImagePlugin
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+# Refuse decompression bombs with a clear error rather than PIL's warning.
+Image.MAX_IMAGE_PIXELS = 16384 * 16384
+
+
+def pil_to_tensor(img: Image.Image, keep_alpha: bool = True) -> torch.Tensor:
+    """PIL image -> ``[1,C,H,W]`` float32 in 0..1 (C = 1, 3 or 4; EXIF orientation applied)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I"):
+        arr = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else max(float(np.asarray(img).max()), 1.0))
+        return torch.from_numpy(arr)[None, None].clamp(0, 1)
+    if img.mode == "L":
+        pass
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA") if keep_alpha else img.convert("RGB")
+    else:
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
+
+
+def load_image(path: str | Path, keep_alpha: bool = True) -> torch.Tensor:
+    """Read an image file -> ``[1,C,H,W]`` float32 in 0..1. Unreadable files raise :class:`InputError`."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_tensor(img, keep_alpha=keep_alpha)
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no such image file") from exc
+    except (OSError, Image.DecompressionBombError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read this image ({exc})") from exc
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """``[C,H,W]`` or ``[1,C,H,W]`` in 0..1 -> 8-bit PIL image (L, LA, RGB or RGBA)."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise InputError(f"expected one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    arr = (x.detach().float().clamp(0, 1).cpu().permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    c = arr.shape[2]
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c]
+    return Image.fromarray(arr[..., 0] if c == 1 else arr, mode=mode)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder + rename (never a partial file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def encode_image(x: torch.Tensor, fmt: str = "png", text: Mapping[str, str] | None = None, quality: int = 95, compress_level: int = 4) -> bytes:
+    """Encode ``[C,H,W]``/``[1,C,H,W]`` to bytes. PNG gets ``text`` as tEXt chunks (like ComfyUI's prompt/workflow)."""
+    import io
+
+    img = tensor_to_pil(x)
+    buf = io.BytesIO()
+    fmt = fmt.lower()
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        for k, v in (text or {}).items():
+            info.add_text(k, v)
+        img.save(buf, format="PNG", pnginfo=info, compress_level=compress_level)
+    elif fmt in ("jpg", "jpeg"):
+        img.convert("RGB").save(buf, format="JPEG", quality=quality)
+    elif fmt == "webp":
+        img.save(buf, format="WEBP", quality=quality)
+    else:
+        raise InputError(f"unknown image format {fmt!r}; use png, jpg or webp")
+    return buf.getvalue()
+
+
+def save_image(path: str | Path, x: torch.Tensor, text: Mapping[str, str] | None = None, quality: int = 95) -> Path:
+    """Atomically write one image; the format follows the suffix. Returns the path."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    atomic_write_bytes(path, encode_image(x, fmt, text=text, quality=quality))
+    return path
+
+
+def list_images(folder: str | Path, pattern: str = "*", recursive: bool = False) -> list[Path]:
+    """Image files under ``folder`` matching ``pattern`` (glob), sorted by relative path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    it = folder.rglob(pattern) if recursive else folder.glob(pattern)
+    files = [p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())

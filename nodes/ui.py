@@ -1,0 +1,61 @@
+"""What nodes show in the editor after a run (the ``"ui"`` part of a node's return value).
+
+Conventions (read by ``js/``):
+
+* ``ui["gendeg_stats"]``: a list with one mapping of named numbers per image, e.g.
+  ``{"mu": 0.12, "sigma": 0.05}`` or scores; shown on the node.
+* ``ui["gendeg_compare"]``: a list of ``{"before": ref, "after": ref}`` where a ref is
+  ``{"filename", "subfolder", "type": "temp"}`` as ComfyUI's ``/view`` expects; drives the
+  before/after slider widget.
+
+A node returns ``{"ui": ..., "result": (...)}`` as ComfyUI's own output nodes do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from ..core.io import save_image
+from . import host
+
+_counter = itertools.count()
+PREVIEW_MAX_IMAGES = 4
+PREVIEW_MAX_SIDE = 1024
+
+
+def _preview_ref(image_bhwc: torch.Tensor, index: int, tag: str) -> dict[str, str]:
+    x = image_bhwc[index].permute(2, 0, 1)[None]
+    h, w = x.shape[-2:]
+    if max(h, w) > PREVIEW_MAX_SIDE:  # previews are for eyes, not for pixels
+        s = PREVIEW_MAX_SIDE / max(h, w)
+        x = torch.nn.functional.interpolate(x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="area")
+    name = f"gendeg_{tag}_{uuid.uuid4().hex[:8]}_{next(_counter):05d}.png"
+    save_image(host.temp_dir() / name, x)
+    return {"filename": name, "subfolder": "", "type": "temp"}
+
+
+def compare_ui(before: torch.Tensor, after: torch.Tensor) -> dict[str, list]:
+    """Save small previews of the first images of two ``IMAGE`` batches for the comparison slider."""
+    n = min(before.shape[0], after.shape[0], PREVIEW_MAX_IMAGES)
+    return {
+        "gendeg_compare": [
+            {"before": _preview_ref(before, i, "before"), "after": _preview_ref(after, i, "after")} for i in range(n)
+        ]
+    }
+
+
+def stats_ui(rows: Sequence[Mapping[str, float]]) -> dict[str, list]:
+    """Named numbers per image, rounded for display."""
+    return {"gendeg_stats": [{k: round(float(v), 5) for k, v in row.items()} for row in rows]}
+
+
+def merge_ui(*parts: Mapping[str, list]) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for part in parts:
+        for k, v in part.items():
+            out.setdefault(k, []).extend(v)
+    return out
