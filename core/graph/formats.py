@@ -1,0 +1,481 @@
+"""Workflow formats: the UI format the ComfyUI frontend saves ⇄ the API prompt it posts.
+
+*API prompt* (what ``/prompt`` receives)::
+
+    {"3": {"class_type": "KSampler", "inputs": {"seed": 5, "model": ["4", 0]}, "_meta": {"title": "..."}}}
+
+A list value ``[node_id, output_slot]`` is a link; anything else is a widget value (a
+literal list travels wrapped as ``{"__value__": [...]}``).
+
+*UI workflow* (what the editor saves, schema version 0.4)::
+
+    {"last_node_id", "last_link_id", "nodes": [...], "links": [[id, from, from_slot, to, to_slot, type]],
+     "groups", "config", "extra", "version": 0.4}
+
+Each node has ``id, type, pos, size, flags, order, mode, inputs, outputs, properties`` and
+``widgets_values``: the values of the node's widgets in widget order. Widgets are the
+inputs of type INT, FLOAT, STRING, BOOLEAN and combo (a list of options) that are not
+``forceInput``, in ``input_order`` (required, then optional). The editor adds extra widgets
+that are saved too: an INT named ``seed``/``noise_seed`` (or with ``control_after_generate``)
+is followed by its control value (``"fixed"``, ``"increment"``, ``"decrement"``,
+``"randomize"``), a combo with ``image_upload`` by the upload button's value (``"image"``).
+
+Frontend-only nodes are resolved the way the editor does when it builds a prompt:
+``Reroute`` (followed through), ``PrimitiveNode`` (its value is given to the inputs it
+feeds), ``Note``/``MarkdownNote`` (ignored). Muted nodes (mode 2) are dropped, and so are
+the links they feed; bypassed nodes (mode 4) pass an input of the type the consumer wants
+on to it (the input at the same slot first, then the first of that type), like ComfyUI.
+
+Both converters need ``object_info`` (the shape of ComfyUI's ``/object_info``, see
+:mod:`.object_info`) to know which inputs are widgets.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import GenDegError
+
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+NOTE_TYPES = frozenset({"Note", "MarkdownNote", "Label (rgthree)"})
+REROUTE_TYPES = frozenset({"Reroute"})
+PRIMITIVE_TYPES = frozenset({"PrimitiveNode"})
+#: Node ``mode`` values of the editor.
+MODE_NORMAL, MODE_NEVER, MODE_BYPASS = 0, 2, 4
+#: Property that keeps a non-integer API node id through a UI round trip.
+API_ID_PROPERTY = "gendeg_api_id"
+
+
+class WorkflowFormatError(GenDegError, ValueError):
+    """A workflow file is neither a valid UI workflow nor a valid API prompt."""
+
+
+# --- input specs -----------------------------------------------------------------------
+
+
+class InputSpec:
+    """One declared input of a node class, as ``/object_info`` describes it."""
+
+    __slots__ = ("name", "type", "options", "opts", "category")
+
+    def __init__(self, name: str, spec: Any, category: str) -> None:
+        self.name = name
+        self.category = category
+        if isinstance(spec, str):  # hidden inputs: "PROMPT"
+            spec = [spec]
+        spec = list(spec) if isinstance(spec, list | tuple) else [spec]
+        first = spec[0] if spec else "*"
+        self.opts: dict[str, Any] = dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], Mapping) else {}
+        if isinstance(first, list | tuple):
+            self.type = "COMBO"
+            self.options: list[Any] | None = list(first)
+        elif first == "COMBO":
+            self.type = "COMBO"
+            self.options = list(self.opts.get("options", []))
+        else:
+            self.type = str(first)
+            self.options = None
+
+    @property
+    def is_widget(self) -> bool:
+        return self.category != "hidden" and self.type in WIDGET_TYPES and not self.opts.get("forceInput", False)
+
+    @property
+    def has_control(self) -> bool:
+        """The editor adds a 'control after generate' widget after this one."""
+        if not self.is_widget:
+            return False
+        if "control_after_generate" in self.opts:
+            return bool(self.opts["control_after_generate"])
+        return self.type == "INT" and self.name in ("seed", "noise_seed")
+
+    @property
+    def has_upload(self) -> bool:
+        """The editor adds an upload button widget (saved as ``"image"``) after this one."""
+        return self.type == "COMBO" and bool(self.opts.get("image_upload"))
+
+    def default(self) -> Any:
+        if "default" in self.opts:
+            return self.opts["default"]
+        if self.type == "COMBO":
+            return self.options[0] if self.options else ""
+        return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(self.type)
+
+    @property
+    def ui_type(self) -> str:
+        return self.type
+
+
+def input_specs(info: Mapping[str, Any], include_hidden: bool = False) -> list[InputSpec]:
+    """Declared inputs of one ``/object_info`` entry, in the editor's order (required, optional)."""
+    inputs = info.get("input", {}) or {}
+    order = info.get("input_order") or {k: list(v.keys()) for k, v in inputs.items()}
+    cats = ("required", "optional", "hidden") if include_hidden else ("required", "optional")
+    out = []
+    for cat in cats:
+        declared = inputs.get(cat) or {}
+        names = [n for n in order.get(cat, []) if n in declared] + [n for n in declared if n not in order.get(cat, [])]
+        out.extend(InputSpec(name, declared[name], cat) for name in names)
+    return out
+
+
+def widget_specs(info: Mapping[str, Any]) -> list[InputSpec]:
+    return [s for s in input_specs(info) if s.is_widget]
+
+
+# --- format detection ----------------------------------------------------------------
+
+
+def is_api_prompt(doc: Any) -> bool:
+    return (
+        isinstance(doc, Mapping)
+        and len(doc) > 0
+        and all(isinstance(v, Mapping) and "class_type" in v for v in doc.values())
+    )
+
+
+def is_ui_workflow(doc: Any) -> bool:
+    return isinstance(doc, Mapping) and isinstance(doc.get("nodes"), list) and "links" in doc
+
+
+def _links_table(workflow: Mapping[str, Any]) -> dict[int, tuple[Any, int, Any, int, Any]]:
+    """``{link_id: (from_node, from_slot, to_node, to_slot, type)}`` from either link layout."""
+    table: dict[int, tuple[Any, int, Any, int, Any]] = {}
+    for link in workflow.get("links") or []:
+        if isinstance(link, list | tuple) and len(link) >= 5:
+            lid, a, a_slot, b, b_slot = link[:5]
+            typ = link[5] if len(link) > 5 else "*"
+        elif isinstance(link, Mapping):
+            lid, a, a_slot = link.get("id"), link.get("origin_id"), link.get("origin_slot")
+            b, b_slot, typ = link.get("target_id"), link.get("target_slot"), link.get("type", "*")
+        else:
+            raise WorkflowFormatError(f"link {link!r} is neither [id, from, slot, to, slot, type] nor an object")
+        table[int(lid)] = (a, int(a_slot), b, int(b_slot), typ)
+    return table
+
+
+# --- UI -> API -------------------------------------------------------------------------
+
+
+def _align_widget_values(node: Mapping[str, Any], specs: list[InputSpec]) -> dict[str, Any]:
+    """Map a node's ``widgets_values`` onto its widget names (list or dict layout)."""
+    values = node.get("widgets_values")
+    if values is None:
+        return {}
+    if isinstance(values, Mapping):  # some nodes save {name: value}
+        return {s.name: values[s.name] for s in specs if s.name in values}
+    values = list(values)
+    out: dict[str, Any] = {}
+    i = 0
+    for k, spec in enumerate(specs):
+        if i >= len(values):
+            break
+        out[spec.name] = values[i]
+        i += 1
+        needed_after = len(specs) - k - 1
+        # Extra editor widgets: consume their saved value only when there is one to spare,
+        # so files from editors that do not save them still align.
+        if spec.has_control and i < len(values) and values[i] in CONTROL_VALUES and len(values) - i > needed_after:
+            i += 1
+        elif spec.has_upload and i < len(values) and len(values) - i > needed_after and isinstance(values[i], str):
+            i += 1
+    return out
+
+
+def _node_title(node: Mapping[str, Any], info: Mapping[str, Any] | None) -> str:
+    if node.get("title"):
+        return str(node["title"])
+    if info:
+        return str(info.get("display_name") or info.get("name") or node.get("type"))
+    return str(node.get("type"))
+
+
+def _wrap_value(v: Any) -> Any:
+    return {"__value__": v} if isinstance(v, list) else v
+
+
+def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Convert a UI workflow to an API prompt, resolving reroutes, primitives, mutes and bypasses.
+
+    Node ids become strings (``"7"``), or the original API id kept in the node's
+    properties by :func:`api_to_ui`. Nodes whose class is unknown keep their links (their
+    widget values cannot be named); the validator reports them.
+    """
+    if not is_ui_workflow(workflow):
+        raise WorkflowFormatError("not a UI workflow: expected an object with 'nodes' and 'links'")
+    subgraphs = {sg.get("id") for sg in (workflow.get("definitions") or {}).get("subgraphs", []) or []}
+    nodes: dict[Any, Mapping[str, Any]] = {}
+    for node in workflow["nodes"]:
+        if not isinstance(node, Mapping) or "id" not in node or "type" not in node:
+            raise WorkflowFormatError(f"a node entry lacks 'id' or 'type': {str(node)[:120]}")
+        if node["type"] in subgraphs:
+            raise WorkflowFormatError(
+                f"node {node['id']} is a subgraph; unpack it in the editor (right-click → Unpack Subgraph) and save again"
+            )
+        nodes[node["id"]] = node
+    links = _links_table(workflow)
+
+    def api_id(node_id: Any) -> str:
+        props = nodes[node_id].get("properties") or {}
+        return str(props.get(API_ID_PROPERTY, node_id))
+
+    def resolve(link_id: int | None, want_type: Any) -> tuple[str, Any] | None:
+        """Follow a link back to a real node output: ('link', [id, slot]) / ('value', v) / None."""
+        seen = set()
+        while link_id is not None:
+            if link_id in seen or link_id not in links:
+                return None
+            seen.add(link_id)
+            origin_id, origin_slot = links[link_id][0], links[link_id][1]
+            origin = nodes.get(origin_id)
+            if origin is None:
+                return None
+            otype, mode = origin["type"], origin.get("mode", MODE_NORMAL)
+            if otype in PRIMITIVE_TYPES:
+                vals = origin.get("widgets_values") or []
+                return ("value", vals[0]) if vals else None
+            if otype in REROUTE_TYPES:
+                ins = origin.get("inputs") or []
+                link_id = ins[0].get("link") if ins else None
+                continue
+            if mode == MODE_NEVER:
+                return None
+            if mode == MODE_BYPASS:
+                ins = origin.get("inputs") or []
+                link_id = None
+                for idx in [origin_slot, *range(len(ins))]:
+                    if 0 <= idx < len(ins) and _types_match(ins[idx].get("type"), want_type):
+                        link_id = ins[idx].get("link")
+                        break
+                continue
+            return ("link", [api_id(origin_id), origin_slot])
+        return None
+
+    prompt: dict[str, dict[str, Any]] = {}
+    for node in sorted(nodes.values(), key=lambda n: (n.get("order", 0), str(n["id"]))):
+        ntype = node["type"]
+        if ntype in NOTE_TYPES or ntype in REROUTE_TYPES or ntype in PRIMITIVE_TYPES:
+            continue
+        if node.get("mode", MODE_NORMAL) in (MODE_NEVER, MODE_BYPASS):
+            continue
+        info = object_info.get(ntype)
+        inputs: dict[str, Any] = {}
+        declared: dict[str, InputSpec] = {}
+        if info is not None:
+            specs = widget_specs(info)
+            declared = {s.name: s for s in input_specs(info)}
+            for name, value in _align_widget_values(node, specs).items():
+                inputs[name] = _wrap_value(value)
+        for slot in node.get("inputs") or []:
+            name = slot.get("name")
+            if slot.get("link") is None or name is None:
+                continue
+            want = declared[name].type if name in declared else slot.get("type", "*")
+            got = resolve(slot["link"], slot.get("type", want))
+            if got is None:
+                if not (name in declared and declared[name].is_widget):
+                    inputs.pop(name, None)
+                continue
+            kind, value = got
+            inputs[name] = value if kind == "link" else _wrap_value(value)
+        prompt[api_id(node["id"])] = {
+            "inputs": inputs,
+            "class_type": ntype,
+            "_meta": {"title": _node_title(node, info)},
+        }
+    return prompt
+
+
+def _types_match(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return False
+    a, b = str(a), str(b)
+    if a == b or "*" in (a, b):
+        return True
+    return bool({t.strip() for t in a.split(",")} & {t.strip() for t in b.split(",")})
+
+
+# --- API -> UI -------------------------------------------------------------------------
+
+NODE_WIDTH = 320
+COLUMN_GAP = 80
+ROW_GAP = 50
+SLOT_HEIGHT = 22
+TITLE_HEIGHT = 30
+
+
+def _is_link(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and isinstance(v[0], str | int) and isinstance(v[1], int)
+
+
+def _depths(prompt: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Longest distance from a source node (cycles are cut)."""
+    depth: dict[str, int] = {}
+    visiting: set[str] = set()
+
+    def visit(nid: str) -> int:
+        if nid in depth:
+            return depth[nid]
+        if nid in visiting or nid not in prompt:
+            return -1
+        visiting.add(nid)
+        d = 0
+        for v in (prompt[nid].get("inputs") or {}).values():
+            if _is_link(v):
+                d = max(d, visit(str(v[0])) + 1)
+        visiting.discard(nid)
+        depth[nid] = d
+        return d
+
+    for nid in prompt:
+        visit(nid)
+    return depth
+
+
+def _node_height(n_widgets: int, n_slots: int) -> int:
+    return TITLE_HEIGHT + SLOT_HEIGHT * (n_slots + n_widgets) + 10
+
+
+def api_to_ui(prompt: Mapping[str, Mapping[str, Any]], object_info: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Convert an API prompt to a UI workflow the editor opens (laid out left to right by depth).
+
+    Seed-like widgets get the control value ``"fixed"`` (a shared file reproduces its run).
+    Integer ids are kept; other ids are numbered and kept in the node's properties so that
+    :func:`ui_to_api` gives the original prompt back.
+    """
+    if not is_api_prompt(prompt):
+        raise WorkflowFormatError("not an API prompt: expected {node_id: {'class_type': ..., 'inputs': {...}}}")
+    unknown = sorted({str(n["class_type"]) for n in prompt.values() if n["class_type"] not in object_info})
+    if unknown:
+        raise WorkflowFormatError(f"cannot lay out unknown node classes {unknown}: their widgets are not known")
+
+    keys = [str(k) for k in prompt]
+    numeric = all(k.isdigit() for k in keys)
+    ui_id = {k: (int(k) if numeric else i + 1) for i, k in enumerate(keys)}
+    prompt = {str(k): v for k, v in prompt.items()}
+    depth = _depths(prompt)
+    order_list = sorted(keys, key=lambda k: (depth.get(k, 0), ui_id[k]))
+    order = {k: i for i, k in enumerate(order_list)}
+
+    nodes: dict[str, dict[str, Any]] = {}
+    for k in keys:
+        data = prompt[k]
+        info = object_info[data["class_type"]]
+        node: dict[str, Any] = {
+            "id": ui_id[k],
+            "type": data["class_type"],
+            "pos": [0, 0],
+            "size": [NODE_WIDTH, 60],
+            "flags": {},
+            "order": order[k],
+            "mode": MODE_NORMAL,
+            "inputs": [],
+            "outputs": [],
+            "properties": {"Node name for S&R": data["class_type"]},
+            "widgets_values": [],
+        }
+        if not numeric:
+            node["properties"][API_ID_PROPERTY] = k
+        title = (data.get("_meta") or {}).get("title")
+        if title and title != info.get("display_name", data["class_type"]):
+            node["title"] = title
+        outputs = list(info.get("output") or [])
+        names = list(info.get("output_name") or outputs)
+        is_list = list(info.get("output_is_list") or [False] * len(outputs))
+        for i, t in enumerate(outputs):
+            out = {"name": names[i] if i < len(names) else str(t), "type": t, "links": [], "slot_index": i}
+            if i < len(is_list) and is_list[i]:
+                out["shape"] = 6
+            node["outputs"].append(out)
+        nodes[k] = node
+
+    links: list[list[Any]] = []
+    for k in order_list:
+        data, node = prompt[k], nodes[k]
+        info = object_info[data["class_type"]]
+        given = data.get("inputs") or {}
+        for spec in input_specs(info):
+            v = given.get(spec.name)
+            linked = _is_link(v) and str(v[0]) in nodes
+            if spec.is_widget:
+                value = spec.default() if (linked or spec.name not in given) else v
+                if isinstance(value, Mapping) and "__value__" in value:
+                    value = value["__value__"]
+                node["widgets_values"].append(value)
+                if spec.has_control:
+                    node["widgets_values"].append("fixed")
+                if spec.has_upload:
+                    node["widgets_values"].append("image")
+                if not linked:
+                    continue
+            slot: dict[str, Any] = {"name": spec.name, "type": spec.ui_type, "link": None}
+            if spec.is_widget:
+                slot["widget"] = {"name": spec.name}
+            if linked:
+                src = nodes[str(v[0])]
+                lid = len(links) + 1
+                out_type = src["outputs"][v[1]]["type"] if v[1] < len(src["outputs"]) else "*"
+                links.append([lid, src["id"], v[1], node["id"], len(node["inputs"]), out_type])
+                slot["link"] = lid
+                if v[1] < len(src["outputs"]):
+                    src["outputs"][v[1]]["links"].append(lid)
+            node["inputs"].append(slot)
+
+    # Layout: one column per depth, stacked top to bottom.
+    column, y = None, 50
+    col_x: dict[int, int] = {}
+    for k in order_list:
+        node, d = nodes[k], depth.get(k, 0)
+        n_widgets = sum(1 for s in widget_specs(object_info[node["type"]]))
+        n_slots = max(len(node["inputs"]), len(node["outputs"]))
+        node["size"] = [NODE_WIDTH, _node_height(n_widgets, n_slots)]
+        if d != column:
+            column, y = d, 50
+            col_x[d] = 50 if not col_x else max(col_x.values()) + NODE_WIDTH + COLUMN_GAP
+        node["pos"] = [col_x[d], y]
+        y += node["size"][1] + ROW_GAP
+
+    return {
+        "last_node_id": max((n["id"] for n in nodes.values()), default=0),
+        "last_link_id": len(links),
+        "nodes": [nodes[k] for k in order_list],
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}},
+        "version": 0.4,
+    }
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_any(doc: Any, object_info: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """``(api_prompt, ui_workflow_or_None)`` from a parsed file in either format.
+
+    A PNG's ``prompt``/``workflow`` text is accepted too: pass ``{"prompt": ..., "workflow": ...}``.
+    """
+    if isinstance(doc, Mapping) and "prompt" in doc and is_api_prompt(doc.get("prompt")):
+        return copy.deepcopy(dict(doc["prompt"])), copy.deepcopy(doc.get("workflow"))
+    if is_ui_workflow(doc):
+        return ui_to_api(doc, object_info), copy.deepcopy(dict(doc))
+    if is_api_prompt(doc):
+        return {str(k): copy.deepcopy(dict(v)) for k, v in doc.items()}, None
+    raise WorkflowFormatError(
+        "this JSON is neither a UI workflow (with 'nodes' and 'links') nor an API prompt "
+        "({id: {'class_type', 'inputs'}}); save it from the ComfyUI editor with Workflow → Save or Export (API)"
+    )
+
+
+def read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError as exc:
+        raise WorkflowFormatError(f"{path}: no such workflow file") from exc
+    except json.JSONDecodeError as exc:
+        raise WorkflowFormatError(f"{path}: not valid JSON ({exc})") from exc
