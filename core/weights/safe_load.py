@@ -2,14 +2,18 @@
 
 A pickle may only reconstruct the types ``torch.load(weights_only=True)`` allows plus an
 explicit allow-list. Some official checkpoints store harmless extras (numpy scalars in
-DA-CLIP's ``.pt``, PyTorch-Lightning callback state in GenDeg's ``.ckpt``); the names a
-loader passes in ``inert`` are mapped to an inert placeholder class that only keeps its
-state as a dict, so nothing of theirs is ever imported or executed. Anything else is
-refused with :class:`UnsafeCheckpointError` naming the offending global.
+DA-CLIP's ``.pt``, PyTorch-Lightning callback state in GenDeg's ``.ckpt``). A loader names
+the allow-lists it needs (:data:`ALLOW_LISTS`: ``"numpy"``, ``"lightning"``): numpy's
+array/scalar reconstructors and plain builtins are the real (data-only) functions; every
+other allowed foreign class is mapped to an inert placeholder (:class:`InertObject`) that
+only keeps its pickled state as a dict, so nothing of theirs is ever imported or executed.
+Anything else is refused with :class:`UnsafeCheckpointError` naming the offending global.
 """
 
 from __future__ import annotations
 
+import collections
+import importlib
 import pickle
 import re
 import zipfile
@@ -33,10 +37,16 @@ NUMPY_GLOBALS = (
     "numpy.dtype",
 )
 
-#: PyTorch-Lightning / omegaconf objects found beside ``state_dict`` in Lightning ``.ckpt`` files.
+#: PyTorch-Lightning / omegaconf objects found beside ``state_dict`` in Lightning ``.ckpt`` files
+#: (callback classes used as dict keys, hyper-parameter containers). They become inert
+#: placeholders; the plain builtins / collections types are the real (harmless) ones.
 LIGHTNING_GLOBALS = (
     "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor",
+    "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
     "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint",
+    "lightning.pytorch.callbacks.lr_monitor.LearningRateMonitor",
+    "lightning.pytorch.callbacks.early_stopping.EarlyStopping",
     "lightning_fabric.utilities.data.AttributeDict",
     "pytorch_lightning.utilities.parsing.AttributeDict",
     "omegaconf.dictconfig.DictConfig",
@@ -47,16 +57,54 @@ LIGHTNING_GLOBALS = (
     "typing.Any",
     "builtins.dict",
     "builtins.list",
+    "builtins.tuple",
     "builtins.int",
     "builtins.float",
     "builtins.str",
+    "builtins.bool",
     "builtins.set",
+    "builtins.frozenset",
     "collections.defaultdict",
 )
 
+#: Named allow-lists, as the command line's ``--allow`` and the manifest's ``allow`` name them.
+ALLOW_LISTS: dict[str, tuple[str, ...]] = {"numpy": NUMPY_GLOBALS, "lightning": LIGHTNING_GLOBALS}
+
+#: Harmless constructors that are mapped to themselves rather than to an inert placeholder.
+_REAL_GLOBALS: dict[str, Any] = {
+    "builtins.dict": dict,
+    "builtins.list": list,
+    "builtins.tuple": tuple,
+    "builtins.int": int,
+    "builtins.float": float,
+    "builtins.str": str,
+    "builtins.bool": bool,
+    "builtins.set": set,
+    "builtins.frozenset": frozenset,
+    "collections.defaultdict": collections.defaultdict,
+    "collections.OrderedDict": collections.OrderedDict,
+}
+
+
+def allow_list(names: Iterable[str]) -> tuple[str, ...]:
+    """Globals of the named allow-lists (``"numpy"``, ``"lightning"``); unknown names are an error."""
+    out: list[str] = []
+    for name in names:
+        if name not in ALLOW_LISTS:
+            raise WeightsError(f"unknown allow-list {name!r}; choose from {', '.join(sorted(ALLOW_LISTS))}")
+        out.extend(ALLOW_LISTS[name])
+    return tuple(dict.fromkeys(out))
+
 
 class InertObject(dict):
-    """Placeholder for an allow-listed foreign class: keeps pickled state as plain data, runs nothing."""
+    """Placeholder for an allow-listed foreign class: keeps pickled state as plain data, runs nothing.
+
+    Each foreign global gets its own subclass (see :func:`inert_class`) so that two
+    different foreign classes used as dict keys stay distinct; ``__gendeg_global__``
+    names the class it stands for.
+    """
+
+    __gendeg_global__ = "?"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # called by REDUCE / NEWOBJ with any args
         super().__init__()
@@ -68,6 +116,21 @@ class InertObject(dict):
     def __setstate__(self, state: Any) -> None:
         self["__state__"] = state
 
+    def __repr__(self) -> str:
+        return f"<inert {self.__gendeg_global__} {dict.__repr__(self)}>"
+
+
+_INERT_CLASSES: dict[str, type] = {}
+
+
+def inert_class(name: str) -> type:
+    """The inert placeholder class standing for the global ``name`` (one per name, cached)."""
+    cls = _INERT_CLASSES.get(name)
+    if cls is None:
+        cls = type(f"Inert_{name.rpartition('.')[2]}", (InertObject,), {"__gendeg_global__": name})
+        _INERT_CLASSES[name] = cls
+    return cls
+
 
 def _numpy_global(name: str) -> Any | None:
     try:
@@ -76,8 +139,6 @@ def _numpy_global(name: str) -> Any | None:
         return None
     module, _, attr = name.rpartition(".")
     try:
-        import importlib
-
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError):
         return {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}.get(name)
@@ -86,12 +147,15 @@ def _numpy_global(name: str) -> Any | None:
 def _safe_globals(allowed: Iterable[str]) -> list[Any]:
     out: list[Any] = []
     for name in allowed:
+        if name in _REAL_GLOBALS:
+            out.append((_REAL_GLOBALS[name], name))
+            continue
         if name.startswith("numpy."):
             obj = _numpy_global(name)
             if obj is not None:
                 out.append((obj, name))
                 continue
-        out.append((InertObject, name))
+        out.append((inert_class(name), name))
     return out
 
 
@@ -104,13 +168,41 @@ def _numpy_dtype_classes() -> list[Any]:
     return [getattr(nd, n) for n in dir(nd) if n.endswith("DType")]
 
 
+#: Phrases of torch's weights-only unpickler that mean "this pickle wants something not allowed".
+_UNSAFE_MARKERS = ("GLOBAL", "global", "allowlist", "unrecognized function", "Can only create new object", "Can only build")
+
+
+_ALLOW_LIST_MODULES = {
+    "numpy": "numpy",
+    "pytorch_lightning": "lightning",
+    "lightning": "lightning",
+    "lightning_fabric": "lightning",
+    "omegaconf": "lightning",
+}
+
+
+def _suggest_allow(culprit: str) -> str:
+    list_name = _ALLOW_LIST_MODULES.get(culprit.split(".")[0])
+    if list_name is None:
+        return ""
+    return (
+        f" Such objects are expected in some official checkpoints: if this is the file you meant, "
+        f"load it with the {list_name!r} allow-list (`gendeg weights convert FILE --allow {list_name}`)."
+    )
+
+
 def load_pickle(path: str | Path, allowed: Iterable[str] = ()) -> Any:
     """``torch.load(path, weights_only=True)`` with ``allowed`` globals (see module doc).
 
-    Raises :class:`UnsafeCheckpointError` when the pickle needs anything else.
+    ``allowed`` holds full global names (``"numpy.dtype"``) or allow-list names
+    (``"numpy"``, ``"lightning"``). Raises :class:`UnsafeCheckpointError` when the pickle
+    needs anything else, :class:`WeightsError` when the file is truncated or corrupt.
     """
     path = Path(path)
-    allowed = tuple(allowed)
+    names: list[str] = []
+    for a in allowed:
+        names.extend(ALLOW_LISTS.get(a, (a,)))
+    allowed = tuple(dict.fromkeys(names))
     globs = _safe_globals(allowed)
     if any(a.startswith("numpy.") for a in allowed):
         globs += _numpy_dtype_classes()
@@ -119,16 +211,19 @@ def load_pickle(path: str | Path, allowed: Iterable[str] = ()) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
+        if not any(marker in msg for marker in _UNSAFE_MARKERS):
+            raise WeightsError(f"{path.name}: not a readable PyTorch checkpoint ({msg.strip().splitlines()[-1] if msg.strip() else exc!r}); the file may be truncated or corrupt") from exc
         m = re.search(r"GLOBAL ([\w.]+)", msg) or re.search(r"Unsupported global: ([\w.]+)", msg)
         culprit = m.group(1) if m else "an unknown global"
         raise UnsafeCheckpointError(
             f"{path.name}: refused to load: the pickle needs {culprit}, which is not on the allow-list. "
-            "Pickles can run arbitrary code, so only plain tensors and known-harmless types are accepted. "
-            "If you trust this file, convert it to safetensors in an environment you trust "
+            "Pickles can run arbitrary code, so only plain tensors and known-harmless types are accepted."
+            + _suggest_allow(culprit)
+            + " If you trust this file, convert it to safetensors in an environment you trust "
             "(or use the official checkpoint this pack expects)."
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise WeightsError(f"{path.name}: not a readable PyTorch checkpoint ({exc}); the file may be truncated or corrupt") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{path.name}: not a readable PyTorch checkpoint ({exc!r}); the file may be truncated or corrupt") from exc
 
 
 def load_safetensors(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
