@@ -77,10 +77,119 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from ..core.graph.executor import run_workflow_file
+def _file_hint(class_type: str, input_name: str, value: Any) -> str:
+    from ..core.io import IMAGE_SUFFIXES
+    from ..nodes import host
 
-    return run_workflow_file(args)
+    if isinstance(value, str) and value.lower().endswith(IMAGE_SUFFIXES):
+        return f"images are read from the input folder {host.input_dir()} (choose another with --input-dir)"
+    return (
+        f"model files are looked up under {host.models_dir()} (choose another with --models-dir or GENDEG_MODELS_DIR); "
+        "`gendeg weights list` shows where each known checkpoint goes and `gendeg weights fetch ID` downloads it"
+    )
+
+
+def make_executor(cache: bool = False):  # noqa: ANN201 - Executor, imported lazily
+    """An :class:`Executor` over the pack's nodes and the stand-ins, wired to the host services."""
+    from ..core.graph.executor import Executor
+    from ..nodes import host
+    from ..nodes.standins import runner_registry
+
+    classes, _, _ = runner_registry()
+    return Executor(
+        classes,
+        cache=cache,
+        progress_listeners=host.PROGRESS_LISTENERS,
+        interrupted=lambda: host.SETTINGS.interrupt.is_set(),
+        file_hint=_file_hint,
+    )
+
+
+def apply_host_settings(args: argparse.Namespace) -> None:
+    """``--input-dir/--output-dir/--temp-dir/--models-dir/--device/--shard`` → ``nodes.host.SETTINGS``."""
+    from ..nodes import host
+
+    settings = host.SETTINGS
+    for attr in ("input_dir", "output_dir", "temp_dir", "models_dir"):
+        value = getattr(args, attr, None)
+        if value is not None:
+            setattr(settings, attr, Path(value).expanduser().resolve())
+    if getattr(args, "device", None):
+        import torch
+
+        try:
+            dev = torch.device(args.device)
+        except (RuntimeError, ValueError) as exc:
+            raise InputError(f"--device {args.device!r}: not a torch device (use cpu, cuda, cuda:1 or mps)") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+        settings.device = str(dev)
+    if getattr(args, "shard", None):
+        settings.shard = parse_shard(args.shard)
+    settings.interrupt.clear()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from ..core.errors import Interrupted
+    from ..core.graph.executor import NodeExecutionError
+    from ..core.graph.formats import api_to_ui, load_any, read_json
+    from ..core.graph.overrides import apply_overrides
+    from ..core.graph.validate import format_errors
+
+    if args.quiet:
+        os.environ["GENDEG_NO_PROGRESS"] = "1"
+    apply_host_settings(args)
+    executor = make_executor(cache=args.cache)
+    _, info = _registry_info()
+    prompt, ui = load_any(read_json(args.workflow), info)
+    apply_overrides(prompt, args.overrides, executor.registry)
+
+    errors = executor.validate(prompt, check_files=not args.structure_only)
+    if errors:
+        print(f"{args.workflow}: {len(errors)} problem(s), nothing was run:", file=sys.stderr)
+        print(format_errors(errors), file=sys.stderr)
+        return 2
+    order = executor.execution_order(prompt)
+    if args.validate_only:
+        print(f"{args.workflow}: valid ({len(prompt)} nodes, {len(order)} would run)")
+        return 0
+
+    if ui is None:
+        try:
+            ui = api_to_ui(prompt, info)
+        except Exception:  # noqa: BLE001 - the PNG then carries the prompt only
+            ui = None
+    extra = {"workflow": ui} if ui is not None else None
+    step = {"i": 0}
+    saved: list[str] = []
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        if kind == "executing" and data.get("node") is not None:
+            step["i"] += 1
+            nid = data["node"]
+            if not args.quiet:
+                print(f"[{step['i']}/{len(order)}] node {nid} {prompt[nid]['class_type']}", file=sys.stderr)
+        elif kind == "executed":
+            for img in (data.get("output") or {}).get("images", []):
+                if img.get("type") == "output":
+                    saved.append(str(Path(img.get("subfolder", "")) / img["filename"]))
+
+    start = time.perf_counter()
+    try:
+        executor.execute(prompt, extra_pnginfo=extra, on_event=on_event, check_files=not args.structure_only)
+    except Interrupted as exc:
+        print(f"gendeg: {exc}", file=sys.stderr)
+        return 130
+    except NodeExecutionError as exc:
+        print(f"gendeg: error: {exc}", file=sys.stderr)
+        return 1
+    from ..nodes import host
+
+    print(f"done in {time.perf_counter() - start:.1f} s: ran {len(order)} nodes, saved {len(saved)} image(s) in {host.output_dir()}")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
