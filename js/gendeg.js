@@ -1,0 +1,82 @@
+// ComfyUI-GenDeg editor extension.
+//
+// * colours per category (GenDeg/Degrade, Restore, Quality, Dataset) on new nodes;
+// * after a run: the numbers a node reports (ui.gendeg_stats: μ/σ, scores) shown on it,
+//   and a before/after comparison slider fed by ui.gendeg_compare;
+// * a compact type + intensity picker (light / medium / heavy) on GenDegCondition and
+//   GenDegSynthesize.
+//
+// Only nodes whose class id starts with "GenDeg" are touched; nothing here assumes those
+// nodes exist, and every hook chains the previous one.
+
+import { app } from "../../scripts/app.js";
+import { addPicker, compareWidget, statsWidget } from "./gendeg_widgets.js";
+
+export const CATEGORY_COLORS = {
+  "GenDeg/Degrade": { color: "#6b4a2a", bgcolor: "#3f2d1c" },
+  "GenDeg/Restore": { color: "#2f5f45", bgcolor: "#1f3b2c" },
+  "GenDeg/Quality": { color: "#33507a", bgcolor: "#1f3049" },
+  "GenDeg/Dataset": { color: "#5b3f73", bgcolor: "#372646" },
+};
+
+const PICKER_NODES = new Set(["GenDegCondition", "GenDegSynthesize"]);
+
+function isOurs(name) {
+  return typeof name === "string" && name.startsWith("GenDeg");
+}
+
+function categoryColors(category) {
+  if (typeof category !== "string") return null;
+  for (const [prefix, colors] of Object.entries(CATEGORY_COLORS)) {
+    if (category === prefix || category.startsWith(prefix + "/")) return colors;
+  }
+  return null;
+}
+
+function chain(proto, name, after) {
+  const previous = proto[name];
+  proto[name] = function (...args) {
+    const result = previous?.apply(this, args);
+    try {
+      after.apply(this, args);
+    } catch (err) {
+      console.warn(`[GenDeg] ${name} failed on node ${this?.id}:`, err);
+    }
+    return result;
+  };
+}
+
+/** What a GenDeg node does with its ui output (also called for cached outputs). */
+export function showOutput(node, output) {
+  if (!output || typeof output !== "object") return;
+  const stats = output.gendeg_stats;
+  if (Array.isArray(stats) && stats.length) statsWidget(node)?.gendegSetRows(stats);
+  const pairs = output.gendeg_compare;
+  if (Array.isArray(pairs) && pairs.length) compareWidget(node)?.gendegSetPairs(pairs);
+}
+
+app.registerExtension({
+  name: "GenDeg.Editor",
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!isOurs(nodeData?.name)) return;
+    const colors = categoryColors(nodeData.category);
+    const proto = nodeType.prototype;
+
+    chain(proto, "onNodeCreated", function () {
+      if (colors && !this.color && !this.bgcolor) {
+        this.color = colors.color;
+        this.bgcolor = colors.bgcolor;
+      }
+      if (PICKER_NODES.has(nodeData.name)) addPicker(this);
+    });
+
+    chain(proto, "onConfigure", function () {
+      this.widgets?.find((w) => w.name === "gendeg_picker")?.gendegRefresh?.();
+    });
+
+    chain(proto, "onExecuted", function (output) {
+      showOutput(this, output);
+    });
+  },
+});
