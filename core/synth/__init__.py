@@ -1,1 +1,74 @@
-"""Procedural degradations, one module per degradation, and intensity calibration."""
+"""Procedural degradations (the embedded default that needs no weights), and their calibration.
+
+One module per degradation; each exposes ``DEGRADATION`` (a :class:`~.base.Degradation`).
+:data:`REGISTRY` maps the type names ``haze, rain, snow, motion_blur, low_light, raindrop,
+jpeg, noise`` to them; :func:`synthesize` applies one at given strengths, and
+:mod:`.calibrate` finds the strength that lands on a requested GenDeg intensity μ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from ..image import check_image
+from . import haze, jpeg, low_light, motion_blur, noise, rain, raindrop, snow
+from .base import Degradation, Param, as_strength
+
+REGISTRY: dict[str, Degradation] = {
+    m.DEGRADATION.name: m.DEGRADATION for m in (haze, rain, snow, motion_blur, low_light, raindrop, jpeg, noise)
+}
+TYPES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def get(name: str) -> Degradation:
+    """The degradation called ``name``; unknown names raise :class:`InputError` listing the valid ones."""
+    key = str(name).strip().lower().replace(" ", "_").replace("-", "_")
+    if key == "lowlight":
+        key = "low_light"
+    if key not in REGISTRY:
+        raise InputError(f"unknown degradation type {name!r}; choose one of {', '.join(TYPES)}")
+    return REGISTRY[key]
+
+
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (any integer; reduced mod 2⁶⁴)."""
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(int(seed) % (1 << 64))
+    return g
+
+
+def synthesize(
+    x: torch.Tensor,
+    kind: str,
+    strength: float | torch.Tensor,
+    seed: int = 0,
+    *,
+    depth: torch.Tensor | None = None,
+    params: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Degrade ``[B,3,H,W]`` images in 0..1 (any device) with ``kind`` at ``strength`` (float or ``[B]``, 0..1).
+
+    ``depth`` (haze only): ``[B|1,1,H,W]`` 0..1 depth map (see :mod:`.haze` for the convention).
+    ``params``: expert parameters of that degradation (defaults in its module). Returns
+    ``[B,3,H,W]`` 0..1 on the same device; the same inputs and seed give the same output.
+    """
+    deg = get(kind)
+    check_image(x, "image")
+    if x.shape[1] != 3:
+        raise InputError(f"synthesize expects RGB [B,3,H,W]; got {x.shape[1]} channels (use core.image.to_rgb)")
+    p = deg.resolve_params(params)
+    s = as_strength(strength, x.shape[0], x.device)
+    g = make_generator(seed, x.device)
+    kwargs = dict(p)
+    if deg.uses_depth:
+        kwargs["depth"] = depth
+    elif depth is not None:
+        raise InputError(f"a depth map only applies to haze, not to {deg.name}; disconnect it")
+    with torch.no_grad():
+        return deg.fn(x.float(), s, g, **kwargs)
+
+
+__all__ = ["REGISTRY", "TYPES", "Degradation", "Param", "get", "make_generator", "synthesize"]

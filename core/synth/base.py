@@ -1,0 +1,191 @@
+"""Shared pieces of the procedural degradations: parameter specs, strength handling, kernels.
+
+Every degradation is a function ``fn(x, strength, generator, **params) -> y`` on ``[B,3,H,W]``
+float images in 0..1 (any device), ``strength`` a ``[B]`` tensor in 0..1 (0 = untouched,
+1 = the strongest the default parameters give), ``generator`` a ``torch.Generator`` on the
+images' device. All random fields are drawn *before* the strength is applied, in a fixed
+order, so that re-running with a re-seeded generator and another strength changes only the
+amount of degradation, never the pattern (the intensity calibration relies on this).
+
+Lengths that must look the same at any resolution (blur lengths, drop sizes) are given as
+fractions of the image's shorter side, or in pixels "at 512 px" and scaled by ``min(H,W)/512``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+
+REF_SIDE = 512.0
+
+
+@dataclass(frozen=True)
+class Param:
+    """One expert parameter: default, allowed range (inclusive) and what it means (with units)."""
+
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    doc: str = ""
+    choices: tuple[str, ...] | None = None
+    optional: bool = False  # ``None`` allowed (meaning: drawn at random from the seed, or a proxy)
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """A registered degradation: its function, parameters and documentation."""
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    params: dict[str, Param] = field(default_factory=dict)
+    doc: str = ""
+    stochastic: bool = True
+    uses_depth: bool = False
+    discrete: bool = False  # output changes in steps (JPEG quality), calibration keeps the closest step
+
+    def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults overlaid with ``params``, each checked; unknown names raise :class:`InputError`."""
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            raise InputError(
+                f"{self.name}: unknown parameter(s) {', '.join(unknown)}; "
+                f"valid parameters are: {', '.join(sorted(self.params)) or '(none)'}"
+            )
+        out: dict[str, Any] = {}
+        for key, spec in self.params.items():
+            value = params.get(key, spec.default)
+            out[key] = check_param(self.name, key, value, spec)
+        return out
+
+
+def check_param(deg: str, key: str, value: Any, spec: Param) -> Any:
+    """Validate one parameter value against its spec; returns the (converted) value."""
+    if value is None:
+        if spec.optional:
+            return None
+        raise InputError(f"{deg}: parameter {key} must be set ({spec.doc})")
+    if spec.choices is not None:
+        if value not in spec.choices:
+            raise InputError(f"{deg}: parameter {key}={value!r} is not one of {', '.join(spec.choices)}")
+        return value
+    if isinstance(spec.default, bool):
+        if not isinstance(value, bool):
+            raise InputError(f"{deg}: parameter {key} must be true or false, got {value!r}")
+        return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{deg}: parameter {key} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise InputError(f"{deg}: parameter {key} must be finite, got {value!r}")
+    if (spec.lo is not None and v < spec.lo) or (spec.hi is not None and v > spec.hi):
+        raise InputError(f"{deg}: parameter {key}={v:g} is outside its range {spec.lo:g}..{spec.hi:g} ({spec.doc})")
+    return int(round(v)) if isinstance(spec.default, int) else v
+
+
+def as_strength(strength: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """A float or ``[B]`` tensor of strengths -> ``[B]`` float32 on ``device``, checked to lie in 0..1."""
+    s = torch.as_tensor(strength, dtype=torch.float32, device=device).flatten()
+    if s.numel() == 1:
+        s = s.expand(batch)
+    if s.numel() != batch:
+        raise InputError(f"strength: expected one value or {batch} (one per image), got {s.numel()}")
+    if not torch.isfinite(s).all() or float(s.min()) < 0.0 or float(s.max()) > 1.0:
+        raise InputError(f"strength must be in 0..1, got {s.tolist()}")
+    return s.contiguous()
+
+
+def scale_of(x: torch.Tensor) -> float:
+    """Pixels per "pixel at 512 px": ``min(H, W) / 512``."""
+    return min(x.shape[-2:]) / REF_SIDE
+
+
+def bview(v: torch.Tensor) -> torch.Tensor:
+    """``[B]`` -> ``[B,1,1,1]`` for broadcasting over images."""
+    return v.view(-1, 1, 1, 1)
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=device) * (hi - lo) + lo
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """Rec. 709 luma weights on ``[B,3,H,W]`` -> ``[B,1,H,W]``."""
+    w = torch.tensor([0.2126, 0.7152, 0.0722], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (reflect borders), ``sigma`` in pixels; identity for ``sigma`` < 0.3."""
+    if sigma < 0.3:
+        return x
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    radius = min(radius, max(1, min(x.shape[-2:]) - 1))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
+    y = F.pad(x, (radius, radius, 0, 0), mode=mode)
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.pad(y, (0, 0, radius, radius), mode=mode)
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def fft_conv(x: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "reflect") -> torch.Tensor:
+    """Convolve each image with its own kernel: ``x`` ``[B,C,H,W]``, ``kernels`` ``[B,K,K]`` (K odd),
+    or ``[B,C,K,K]`` for one kernel per image and channel.
+
+    True convolution (the kernel is not flipped by the caller), output size = input size,
+    borders extended by ``pad_mode`` (reflect, falling back to replicate for tiny images).
+    Computed with real FFTs over the padded image, batched over images and channels.
+    """
+    b, c, h, w = x.shape
+    k = kernels.shape[-1]
+    p = k // 2
+    mode = pad_mode if (pad_mode != "reflect" or (p < h and p < w)) else "replicate"
+    xp = F.pad(x, (p, p, p, p), mode=mode) if p > 0 else x
+    hp, wp = xp.shape[-2:]
+    kf = torch.fft.rfft2(kernels.to(x.dtype), s=(hp, wp))  # [B,(C,)hp,wp//2+1]
+    yf = torch.fft.rfft2(xp) * (kf if kernels.ndim == 4 else kf[:, None])
+    y = torch.fft.irfft2(yf, s=(hp, wp))
+    return y[..., 2 * p : 2 * p + h, 2 * p : 2 * p + w]
+
+
+def segment_kernels(length: torch.Tensor, angle: torch.Tensor, width: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased line-segment ("capsule") kernels, one per row, normalised to sum 1.
+
+    ``length``: segment length in pixels (``[B]``), ``angle``: direction in radians (0 = along
+    +x, π/2 = straight down), ``width``: Gaussian cross-section std in pixels; ``size`` odd.
+    Value at a pixel = exp(−d²/2w²) with d its distance to the centred segment.
+    """
+    r = size // 2
+    t = torch.arange(-r, r + 1, device=length.device, dtype=torch.float32)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    dx, dy = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+    half = (length / 2).view(-1, 1, 1)
+    along = torch.maximum(torch.minimum(xx * dx + yy * dy, half), -half)
+    px, py = along * dx, along * dy
+    d2 = (xx - px) ** 2 + (yy - py) ** 2
+    w = width.clamp_min(0.3).view(-1, 1, 1)
+    k = torch.exp(-0.5 * d2 / w**2)
+    return k / k.sum(dim=(-2, -1), keepdim=True)
+
+
+def odd(n: float) -> int:
+    """Smallest odd integer ≥ ``n`` (at least 1)."""
+    m = max(1, int(math.ceil(n)))
+    return m if m % 2 == 1 else m + 1
+
+
+def screen(base: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+    """Screen blend ``1 − (1 − a)(1 − b)`` (brightens, never exceeds 1)."""
+    return 1.0 - (1.0 - base) * (1.0 - layer)

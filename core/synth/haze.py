@@ -1,0 +1,98 @@
+"""Haze by the atmospheric scattering model (Koschmieder; as in RESIDE's synthetic sets).
+
+``I = J·t + A·(1 − t)``, ``t = exp(−β·d)``, with ``d`` the scene depth normalised to 0..1
+(0 = nearest, 1 = farthest), ``A`` the airlight (global atmospheric light, 0..1) and ``β``
+the scattering coefficient. RESIDE draws A in [0.7, 1.0] and β in [0.6, 1.8]; here
+``β = strength · beta_max`` (default ``beta_max`` 2.0, so strengths 0.3..0.9 span RESIDE's
+β range) and A is drawn from [airlight_min, airlight_max] per image unless given.
+
+Depth: an optional ``depth`` ``[B,1,H,W]`` map in 0..1 from any depth node. Monocular depth
+nodes (MiDaS, Depth Anything, ZoeDepth previews) output *inverse* depth where near = bright,
+so by default ``d = 1 − depth``; set ``depth_near_is_bright=False`` for maps where far = bright.
+The map is min-max normalised per image. Without a depth map a documented proxy is used:
+``d = 0.6·v + 0.4·L̃`` where ``v`` runs from 1 at the top row to 0 at the bottom (scenes
+recede towards the horizon) and ``L̃`` is the image luminance blurred with σ = 1/32 of the
+shorter side (bright, flat regions such as sky are usually far), then min-max normalised.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .base import Degradation, Param, bview, gaussian_blur, luminance, uniform
+
+PARAMS = {
+    "beta_max": Param(2.0, 0.1, 8.0, "scattering coefficient β at strength 1 (β = strength·beta_max), per unit depth"),
+    "airlight": Param(None, 0.0, 1.0, "airlight A (0..1); empty = drawn per image from [airlight_min, airlight_max]", optional=True),
+    "airlight_min": Param(0.7, 0.0, 1.0, "lower bound of the random airlight (RESIDE: 0.7)"),
+    "airlight_max": Param(1.0, 0.0, 1.0, "upper bound of the random airlight (RESIDE: 1.0)"),
+    "depth_near_is_bright": Param(True, doc="depth input convention: true for inverse depth / disparity (MiDaS, Depth Anything)"),
+}
+
+
+def depth_proxy(x: torch.Tensor) -> torch.Tensor:
+    """Normalised depth proxy ``[B,1,H,W]`` in 0..1 (1 = far) from the image alone (see module doc)."""
+    b, _, h, w = x.shape
+    v = torch.linspace(1.0, 0.0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+    # blur at a reduced resolution (same σ relative to the image), then back to full size
+    f = max(1, min(h, w) // 64)
+    small = F.avg_pool2d(luminance(x), f, ceil_mode=True) if f > 1 else luminance(x)
+    lum = gaussian_blur(small, min(small.shape[-2:]) / 32.0)
+    if f > 1:
+        lum = F.interpolate(lum, size=(h, w), mode="bilinear", align_corners=False)
+    return normalise(0.6 * v + 0.4 * lum)
+
+
+def normalise(d: torch.Tensor) -> torch.Tensor:
+    """Per-image min-max normalisation to 0..1 (a constant map becomes 0.5)."""
+    lo = d.amin(dim=(1, 2, 3), keepdim=True)
+    hi = d.amax(dim=(1, 2, 3), keepdim=True)
+    span = hi - lo
+    return torch.where(span > 1e-6, (d - lo) / span.clamp_min(1e-6), torch.full_like(d, 0.5))
+
+
+def prepare_depth(depth: torch.Tensor | None, x: torch.Tensor, near_is_bright: bool) -> torch.Tensor:
+    """Depth input (``[B,1|3,h,w]`` 0..1, or ``None``) -> normalised distance ``[B,1,H,W]`` (1 = far)."""
+    if depth is None:
+        return depth_proxy(x)
+    if depth.ndim != 4 or depth.shape[1] not in (1, 2, 3, 4):
+        raise InputError(f"depth: expected [B,1,H,W] or [B,3,H,W], got shape {tuple(depth.shape)}")
+    if not torch.isfinite(depth).all():
+        raise InputError("depth: contains NaN or infinite values")
+    d = depth.to(device=x.device, dtype=x.dtype)
+    d = d[:, :3].mean(dim=1, keepdim=True) if d.shape[1] > 1 else d
+    if d.shape[0] not in (1, x.shape[0]):
+        raise InputError(f"depth: batch of {d.shape[0]} does not match the {x.shape[0]} images (use 1 or the same count)")
+    d = d.expand(x.shape[0], -1, -1, -1)
+    if d.shape[-2:] != x.shape[-2:]:
+        d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    d = normalise(d)
+    return 1.0 - d if near_is_bright else d
+
+
+def haze(
+    x: torch.Tensor,
+    strength: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    depth: torch.Tensor | None = None,
+    beta_max: float = 2.0,
+    airlight: float | None = None,
+    airlight_min: float = 0.7,
+    airlight_max: float = 1.0,
+    depth_near_is_bright: bool = True,
+) -> torch.Tensor:
+    """Hazy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1 scales β."""
+    if airlight_min > airlight_max:
+        raise InputError(f"haze: airlight_min ({airlight_min}) must not exceed airlight_max ({airlight_max})")
+    b = x.shape[0]
+    a_rand = uniform((b,), generator, x.device, airlight_min, airlight_max)
+    a = torch.full_like(a_rand, float(airlight)) if airlight is not None else a_rand
+    d = prepare_depth(depth, x, depth_near_is_bright)
+    t = torch.exp(-bview(strength * beta_max) * d)
+    return (x * t + bview(a) * (1.0 - t)).clamp(0, 1)
+
+
+DEGRADATION = Degradation("haze", haze, PARAMS, __doc__ or "", uses_depth=True)

@@ -1,0 +1,66 @@
+"""JPEG compression with the real codec (Pillow / libjpeg), per image.
+
+``quality = round(100 − strength·(100 − quality_min))`` (default ``quality_min`` 5), or the
+``quality`` parameter when set; strength 0 returns the image untouched (quality 100 would
+still change it). Each image is rounded to 8 bits, encoded with Pillow at that quality
+(``subsampling`` as given; Pillow's default for RGB is 4:2:0) and decoded back, so the output
+is exactly what a JPEG file written at that quality decodes to. Deterministic (no seed).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .base import Degradation, Param
+
+SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+
+PARAMS = {
+    "quality": Param(None, 1, 100, "JPEG quality factor 1..100; empty = from strength", optional=True),
+    "quality_min": Param(5, 1, 99, "quality at strength 1"),
+    "subsampling": Param("4:2:0", doc="chroma subsampling", choices=tuple(SUBSAMPLING)),
+}
+
+
+def quality_for(strength: float, quality_min: int = 5) -> int:
+    """JPEG quality factor that ``strength`` in 0..1 maps to (100 at 0, ``quality_min`` at 1)."""
+    return int(round(100.0 - float(strength) * (100.0 - quality_min)))
+
+
+def jpeg_roundtrip_uint8(arr: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
+    """Encode an ``[H,W,3]`` uint8 array as JPEG at ``quality`` and decode it again."""
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode="RGB").save(buf, format="JPEG", quality=int(quality), subsampling=SUBSAMPLING[subsampling])
+    buf.seek(0)
+    with Image.open(buf) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def jpeg(
+    x: torch.Tensor,
+    strength: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    quality: int | None = None,
+    quality_min: int = 5,
+    subsampling: str = "4:2:0",
+) -> torch.Tensor:
+    """JPEG-compressed ``[B,3,H,W]`` 0..1 (computed on the CPU, returned on ``x``'s device)."""
+    arr = (x.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    out = np.empty_like(arr)
+    strengths = strength.detach().cpu().tolist()
+    for i in range(arr.shape[0]):
+        if quality is None and strengths[i] <= 0.0:
+            out[i] = arr[i]
+            continue
+        q = int(quality) if quality is not None else quality_for(strengths[i], quality_min)
+        out[i] = jpeg_roundtrip_uint8(arr[i], q, subsampling)
+    y = torch.from_numpy(out).to(device=x.device, dtype=x.dtype).permute(0, 3, 1, 2) / 255.0
+    return y.contiguous()
+
+
+DEGRADATION = Degradation("jpeg", jpeg, PARAMS, __doc__ or "", stochastic=False, discrete=True)

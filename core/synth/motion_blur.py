@@ -1,0 +1,112 @@
+"""Camera-shake motion blur from random camera trajectories (Boracchi & Foi, IEEE TIP 2012).
+
+A trajectory is a 2-D random walk of ``steps`` points with constant speed: at every step
+the velocity changes by a Gaussian perturbation, a centripetal pull towards the origin and,
+rarely, an abrupt shake that reverses the direction (the "anxiety", centripetal, Gaussian
+and big-shake terms of Boracchi & Foi are drawn per image from their published ranges:
+anxiety U(0, 0.1)·``shake``, centripetal U(0, 0.7), Gaussian U(0, 10), big-shake frequency
+U(0, 0.2)). The walk is rescaled so that its total path length is
+``strength · length_max · min(H, W)`` pixels, the first ``exposure`` fraction of it is kept,
+and it is rasterised into a point-spread function by bilinear splatting of densely
+resampled trajectory points. The kernel is normalised to sum 1 (so the mean brightness is
+preserved) and applied as a true convolution via the FFT, reflecting the borders.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Degradation, Param, fft_conv, odd
+
+PARAMS = {
+    "length_max": Param(0.1, 0.0, 0.5, "path length of the camera trajectory at strength 1, as a fraction of the shorter side"),
+    "exposure": Param(1.0, 0.05, 1.0, "fraction of the trajectory the shutter records (Boracchi–Foi exposure T)"),
+    "shake": Param(1.0, 0.0, 5.0, "multiplier of the random-walk 'anxiety' (0 = straight line)"),
+    "steps": Param(128, 8, 2048, "points of the random walk"),
+}
+
+
+def trajectories(b: int, steps: int, shake: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``[B,steps,2]`` random-walk camera paths of total length 1, starting at the origin."""
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand((b,), generator=generator, device=device) * (hi - lo) + lo
+
+    anxiety = u(0.0, 0.1) * shake
+    centripetal = u(0.0, 0.7)
+    gauss = u(0.0, 10.0)
+    freq_big = u(0.0, 0.2)
+    angle0 = u(0.0, 2 * math.pi)
+    step_len = 1.0 / (steps - 1)
+    rnd = torch.randn((steps, b, 2), generator=generator, device=device)
+    big = torch.rand((steps, b), generator=generator, device=device)
+    big_angle = torch.rand((steps, b), generator=generator, device=device) - 0.5
+    v = torch.stack([torch.cos(angle0), torch.sin(angle0)], dim=-1) * step_len
+    pos = torch.zeros(b, 2, device=device)
+    out = [pos]
+    for t in range(steps - 1):
+        shake_now = (big[t] < freq_big * anxiety).float()
+        # abrupt shake: twice the velocity, turned by π + U(−0.5, 0.5) radians
+        ang = math.pi + big_angle[t]
+        c, s = torch.cos(ang), torch.sin(ang)
+        turned = torch.stack([v[:, 0] * c - v[:, 1] * s, v[:, 0] * s + v[:, 1] * c], dim=-1) * 2.0
+        dv = shake_now[:, None] * turned + anxiety[:, None] * (gauss[:, None] * rnd[t] - centripetal[:, None] * pos) * step_len
+        v = v + dv
+        v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12) * step_len
+        pos = pos + v
+        out.append(pos)
+    return torch.stack(out, dim=1)
+
+
+def rasterize(paths: torch.Tensor, lengths: torch.Tensor, exposure: float, size: int) -> torch.Tensor:
+    """Point-spread functions ``[B,size,size]`` (sum 1) of paths scaled to ``lengths`` pixels."""
+    b, steps, _ = paths.shape
+    keep = max(2, int(round(exposure * steps)))
+    p = paths[:, :keep] * lengths.view(-1, 1, 1)
+    # resample densely (≤ 0.25 px apart) so the kernel is a continuous streak
+    dense = max(keep, int(math.ceil(float(lengths.max()) * exposure * 4)) + 1)
+    p = torch.nn.functional.interpolate(p.transpose(1, 2), size=dense, mode="linear", align_corners=True).transpose(1, 2)
+    centre = (p.amax(dim=1, keepdim=True) + p.amin(dim=1, keepdim=True)) / 2
+    p = p - centre + size // 2
+    x, y = p[..., 0], p[..., 1]
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = x - x0, y - y0
+    k = torch.zeros(b, size * size, device=paths.device)
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = (x0 + dx).long().clamp(0, size - 1), (y0 + dy).long().clamp(0, size - 1)
+        k.scatter_add_(1, yi * size + xi, w)
+    k = k.view(b, size, size)
+    return k / k.sum(dim=(-2, -1), keepdim=True)
+
+
+def motion_kernels(
+    b: int, side: int, strength: torch.Tensor, generator: torch.Generator, device: torch.device, *,
+    length_max: float = 0.1, exposure: float = 1.0, shake: float = 1.0, steps: int = 128,
+) -> torch.Tensor:
+    """Blur kernels ``[B,K,K]`` for images whose shorter side is ``side`` pixels."""
+    paths = trajectories(b, steps, shake, generator, device)
+    lengths = strength.to(device) * length_max * side
+    size = odd(float(lengths.max()) * exposure + 3)
+    return rasterize(paths, lengths, exposure, size)
+
+
+def motion_blur(
+    x: torch.Tensor,
+    strength: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    length_max: float = 0.1,
+    exposure: float = 1.0,
+    shake: float = 1.0,
+    steps: int = 128,
+) -> torch.Tensor:
+    """Blurred ``[B,3,H,W]`` 0..1; ``strength`` ``[B]`` in 0..1 scales the trajectory length."""
+    k = motion_kernels(x.shape[0], min(x.shape[-2:]), strength, generator, x.device,
+                       length_max=length_max, exposure=exposure, shake=shake, steps=steps)
+    if k.shape[-1] == 1:
+        return x.clone()
+    return fft_conv(x, k).clamp(0, 1)
+
+
+DEGRADATION = Degradation("motion_blur", motion_blur, PARAMS, __doc__ or "")

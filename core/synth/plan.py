@@ -1,0 +1,115 @@
+"""Degradation plans: which (type, μ, seed) to synthesize, for sweeps and balanced datasets.
+
+Intensity presets ``light``, ``medium`` and ``heavy`` are GenDeg μ values per type, taken
+from the 20th, 50th and 80th percentiles (rounded) of the μ histograms GenDeg publishes for
+its training sets (``data/<type>/Mu_*.json`` of the official repository; e.g. haze:
+RESIDE 0.063/0.107/0.161, CityscapesFog 0.085/0.139/0.216; rain: Rain13K
+0.036/0.074/0.101; snow: Snow100K 0.014/0.046/0.090, CSD 0.118/0.161/0.205; motion blur:
+REDS 0.014/0.025/0.041, HIDE 0.025/0.041/0.052; low light: LOLv2 0.112/0.194/0.249;
+raindrop: Raindrop 0.041/0.063/0.079, RainDS 0.019/0.025/0.030). JPEG and sensor noise are
+not GenDeg types: their presets are ours (visible, clear and strong artefacts).
+
+* ``grid``: every type × every intensity × ``seeds`` seeds (seed = base_seed + k), in that
+  nesting order (type outermost), so a sweep reads row by row.
+* ``random``: ``count`` items, each with a type and an intensity drawn uniformly (balanced
+  in expectation) and a random seed, reproducible from ``base_seed``. ``balanced``
+  instead cycles through the type × intensity grid in a shuffled order so every
+  combination occurs equally often (± 1).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ..errors import InputError
+from . import TYPES, get
+
+PRESETS: dict[str, dict[str, float]] = {
+    "haze": {"light": 0.06, "medium": 0.11, "heavy": 0.18},
+    "rain": {"light": 0.03, "medium": 0.06, "heavy": 0.10},
+    "snow": {"light": 0.03, "medium": 0.07, "heavy": 0.12},
+    "motion_blur": {"light": 0.015, "medium": 0.025, "heavy": 0.04},
+    "low_light": {"light": 0.10, "medium": 0.18, "heavy": 0.25},
+    "raindrop": {"light": 0.02, "medium": 0.03, "heavy": 0.045},
+    "jpeg": {"light": 0.006, "medium": 0.01, "heavy": 0.018},
+    "noise": {"light": 0.02, "medium": 0.05, "heavy": 0.09},
+}
+LEVELS = ("light", "medium", "heavy")
+MODES = ("grid", "random", "balanced")
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    type: str
+    mu: float
+    seed: int
+    label: str
+    level: str  # preset name, or "mu=<value>" for a number
+
+
+def parse_types(text: str) -> list[str]:
+    """Comma-separated type names (``all`` = every type) -> canonical names, checked."""
+    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
+    if not parts or parts == ["all"]:
+        return list(TYPES)
+    return [get(p).name for p in parts]
+
+
+def parse_intensities(text: str) -> list[str]:
+    """Comma-separated presets (light, medium, heavy) and/or μ numbers in 0..1 -> tokens, checked."""
+    parts = [p.strip().lower() for p in str(text).replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        raise InputError("intensities: give presets (light, medium, heavy) and/or mu values such as 0.05")
+    for p in parts:
+        if p in LEVELS:
+            continue
+        try:
+            v = float(p)
+        except ValueError:
+            raise InputError(f"intensities: {p!r} is neither a preset ({', '.join(LEVELS)}) nor a number") from None
+        if not 0.0 <= v <= 1.0:
+            raise InputError(f"intensities: mu {v} is outside 0..1")
+    return parts
+
+
+def mu_of(kind: str, token: str) -> float:
+    return PRESETS[kind][token] if token in LEVELS else float(token)
+
+
+def make_plan(
+    types: str = "all",
+    intensities: str = "light,medium,heavy",
+    mode: str = "grid",
+    seeds: int = 1,
+    count: int = 0,
+    base_seed: int = 0,
+) -> list[PlanItem]:
+    """The planned items (see module doc). ``count`` is used by random/balanced modes (0 = one full grid)."""
+    kinds = parse_types(types)
+    levels = parse_intensities(intensities)
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if seeds < 1:
+        raise InputError(f"seeds must be at least 1, got {seeds}")
+    if count < 0:
+        raise InputError(f"count must be 0 or more, got {count}")
+    combos = [(k, lv) for k in kinds for lv in levels]
+
+    def item(kind: str, token: str, seed: int) -> PlanItem:
+        level = token if token in LEVELS else f"mu={float(token):g}"
+        mu = mu_of(kind, token)
+        return PlanItem(kind, mu, seed, f"{kind} {level} (mu {mu:.3f})", level)
+
+    if mode == "grid":
+        return [item(k, lv, base_seed + s) for k, lv in combos for s in range(seeds)]
+    rng = random.Random(base_seed)
+    n = count or len(combos) * seeds
+    if mode == "random":
+        return [item(*rng.choice(combos), rng.randrange(2**31)) for _ in range(n)]
+    out: list[PlanItem] = []
+    while len(out) < n:
+        order = combos[:]
+        rng.shuffle(order)
+        out.extend(item(k, lv, rng.randrange(2**31)) for k, lv in order[: n - len(out)])
+    return out
