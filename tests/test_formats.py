@@ -1,0 +1,194 @@
+"""UI workflow ⇄ API prompt conversion (core/graph/formats.py) and `gendeg workflow`."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from comfyui_gendeg import cli
+from comfyui_gendeg.core.graph.formats import (
+    WorkflowFormatError,
+    api_to_ui,
+    load_any,
+    ui_to_api,
+)
+from comfyui_gendeg.core.graph.object_info import object_info
+from comfyui_gendeg.nodes.standins import STANDIN_CLASS_MAPPINGS, STANDIN_DISPLAY_NAME_MAPPINGS
+
+DATA = Path(__file__).parent / "data" / "workflows"
+
+
+def _test_nodes():
+    spec = importlib.util.spec_from_file_location("gendeg_runner_test_nodes", DATA / "runner_nodes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+NODES = _test_nodes()
+REGISTRY = {**STANDIN_CLASS_MAPPINGS, **NODES.TEST_NODES}
+
+
+@pytest.fixture
+def info(tmp_path):
+    from comfyui_gendeg.nodes import host
+
+    host.SETTINGS.input_dir.mkdir(parents=True, exist_ok=True)
+    (host.SETTINGS.input_dir / "clean.png").write_bytes(b"")  # listed by LoadImage's combo
+    return object_info(REGISTRY, STANDIN_DISPLAY_NAME_MAPPINGS)
+
+
+def _fixture():
+    return json.loads((DATA / "ui_reroute_primitive_bypass.json").read_text())
+
+
+def test_ui_workflow_converts_like_the_editor(info):
+    prompt = ui_to_api(_fixture(), info)
+    assert prompt == {
+        "1": {"inputs": {"image": "clean.png"}, "class_type": "LoadImage", "_meta": {"title": "Load Image"}},
+        # Reroute followed, PrimitiveNode's value given to the converted widget, seed control value skipped.
+        "4": {
+            "inputs": {"image": ["1", 0], "amount": 0.2, "seed": 1234},
+            "class_type": "TestNoise",
+            "_meta": {"title": "TestNoise"},
+        },
+        # Bypassed TestInvert passes its IMAGE input through; muted PreviewImage and the notes are gone.
+        "6": {
+            "inputs": {"images": ["4", 0], "filename_prefix": "runner/noisy"},
+            "class_type": "SaveImage",
+            "_meta": {"title": "Save Image"},
+        },
+    }
+
+
+def test_primitive_value_wins_over_stale_widget_value(info):
+    wf = _fixture()
+    next(n for n in wf["nodes"] if n["id"] == 3)["widgets_values"] = [0.7, "fixed"]
+    assert ui_to_api(wf, info)["4"]["inputs"]["amount"] == 0.7
+
+
+def test_bypass_without_matching_input_drops_the_link(info):
+    wf = _fixture()
+    inv = next(n for n in wf["nodes"] if n["id"] == 5)
+    inv["inputs"][0]["type"] = "MASK"  # nothing of type IMAGE to pass on
+    prompt = ui_to_api(wf, info)
+    assert "images" not in prompt["6"]["inputs"]
+
+
+def test_muted_upstream_keeps_widget_value(info):
+    wf = _fixture()
+    next(n for n in wf["nodes"] if n["id"] == 3)["mode"] = 2  # muting a primitive does not matter
+    for n in wf["nodes"]:
+        if n["id"] == 4:
+            n["mode"] = 2  # muted: dropped, and SaveImage loses its input
+    prompt = ui_to_api(wf, info)
+    assert "4" not in prompt and "images" not in prompt["6"]["inputs"]
+
+
+def test_widget_values_align_with_and_without_editor_extras(info):
+    base = {"id": 1, "type": "LoadImage", "mode": 0, "inputs": [], "outputs": []}
+    for values in (["clean.png", "image"], ["clean.png"]):
+        wf = {"nodes": [dict(base, widgets_values=values)], "links": []}
+        assert ui_to_api(wf, info)["1"]["inputs"] == {"image": "clean.png"}
+    noise = {"id": 2, "type": "TestNoise", "mode": 0, "inputs": [], "outputs": []}
+    for values in ([0.3, 7, "increment"], [0.3, 7]):
+        wf = {"nodes": [dict(noise, widgets_values=values)], "links": []}
+        assert ui_to_api(wf, info)["2"]["inputs"] == {"amount": 0.3, "seed": 7}
+    # Some nodes save a dict of widget values.
+    wf = {"nodes": [dict(noise, widgets_values={"seed": 9, "amount": 0.5})], "links": []}
+    assert ui_to_api(wf, info)["2"]["inputs"] == {"amount": 0.5, "seed": 9}
+
+
+def test_object_links_of_newer_schema(info):
+    wf = _fixture()
+    wf["links"] = [
+        {"id": k[0], "origin_id": k[1], "origin_slot": k[2], "target_id": k[3], "target_slot": k[4], "type": k[5]}
+        for k in wf["links"]
+    ]
+    assert ui_to_api(wf, info) == ui_to_api(_fixture(), info)
+
+
+def test_subgraphs_and_unknown_documents_are_refused(info):
+    wf = _fixture()
+    wf["definitions"] = {"subgraphs": [{"id": "abcd-1234"}]}
+    wf["nodes"].append({"id": 10, "type": "abcd-1234", "mode": 0, "inputs": [], "outputs": []})
+    with pytest.raises(WorkflowFormatError, match="subgraph"):
+        ui_to_api(wf, info)
+    with pytest.raises(WorkflowFormatError, match="neither a UI workflow"):
+        load_any({"hello": 1}, info)
+
+
+def _api_prompt():
+    return {
+        "1": {"inputs": {"n": 3}, "class_type": "TestBatch", "_meta": {"title": "TestBatch"}},
+        "2": {"inputs": {"image": ["1", 0]}, "class_type": "TestSplit", "_meta": {"title": "split"}},
+        "3": {
+            "inputs": {
+                "image": ["2", 0],
+                "factor": 2.0,
+                "mode": "add",
+                "index": ["2", 1],
+                "bias": 0.5,
+                "flag": True,
+                "note": "multi\nline",
+            },
+            "class_type": "TestScale",
+            "_meta": {"title": "TestScale"},
+        },
+        "4": {"inputs": {"image": ["3", 0], "amount": 0.05, "seed": 11}, "class_type": "TestNoise", "_meta": {"title": "n"}},
+        "5": {"inputs": {"images": ["4", 0], "index": ["2", 1]}, "class_type": "TestCollect", "_meta": {"title": "TestCollect"}},
+        "6": {"inputs": {"image": "clean.png"}, "class_type": "LoadImage", "_meta": {"title": "Load Image"}},
+        "7": {"inputs": {"images": ["6", 0], "filename_prefix": "a/b"}, "class_type": "SaveImage", "_meta": {"title": "Save Image"}},
+    }
+
+
+def test_api_ui_api_round_trip_is_identity(info):
+    prompt = _api_prompt()
+    assert ui_to_api(api_to_ui(copy.deepcopy(prompt), info), info) == prompt
+    # Non-numeric ids (e.g. from other tools) survive too.
+    named = {"load": prompt["6"], "save": {**prompt["7"], "inputs": {"images": ["load", 0], "filename_prefix": "x"}}}
+    assert ui_to_api(api_to_ui(copy.deepcopy(named), info), info) == named
+
+
+def test_api_to_ui_is_a_file_the_editor_opens(info):
+    ui = api_to_ui(_api_prompt(), info)
+    assert ui["version"] == 0.4 and ui["last_node_id"] == 7 and ui["last_link_id"] == len(ui["links"]) == 7
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    # Left to right by depth: every link goes to a node further right.
+    for lid, a, a_slot, b, b_slot, typ in ui["links"]:
+        assert nodes[a]["pos"][0] < nodes[b]["pos"][0]
+        assert nodes[a]["outputs"][a_slot]["type"] == typ and lid in nodes[a]["outputs"][a_slot]["links"]
+        assert nodes[b]["inputs"][b_slot]["link"] == lid
+    # Nodes in the same column do not overlap.
+    by_x: dict[float, list] = {}
+    for n in nodes.values():
+        by_x.setdefault(n["pos"][0], []).append(n)
+    for col in by_x.values():
+        col.sort(key=lambda n: n["pos"][1])
+        for upper, lower in zip(col, col[1:], strict=False):
+            assert upper["pos"][1] + upper["size"][1] < lower["pos"][1]
+    # Widget values in widget order, with the editor's extra values.
+    assert nodes[4]["widgets_values"] == [0.05, 11, "fixed"]
+    assert nodes[6]["widgets_values"] == ["clean.png", "image"]
+    assert nodes[3]["widgets_values"] == [2.0, "add", 0.5, True, "multi\nline"]
+    assert nodes[2]["outputs"][0]["shape"] == 6  # a list output is drawn as a grid dot
+    assert [n["order"] for n in sorted(nodes.values(), key=lambda n: n["order"])] == list(range(7))
+    assert nodes[2]["title"] == "split"
+
+
+def test_workflow_commands_convert_both_ways(tmp_path, info, monkeypatch, capsys):
+    from comfyui_gendeg import nodes as pack_nodes
+
+    for k, v in NODES.TEST_NODES.items():
+        monkeypatch.setitem(pack_nodes.NODE_CLASS_MAPPINGS, k, v)
+    api = tmp_path / "api.json"
+    api.write_text(json.dumps(_api_prompt()))
+    assert cli.main(["workflow", "to-ui", str(api), str(tmp_path / "ui.json")]) == 0
+    assert cli.main(["workflow", "to-api", str(tmp_path / "ui.json"), str(tmp_path / "back.json")]) == 0
+    assert json.loads((tmp_path / "back.json").read_text()) == _api_prompt()
+    (tmp_path / "bad.json").write_text("{not json")
+    assert cli.main(["workflow", "to-ui", str(tmp_path / "bad.json"), str(tmp_path / "x.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
