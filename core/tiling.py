@@ -311,8 +311,8 @@ def tiled_apply_oom_safe(
 
     On an error for which ``is_oom(exc)`` is true, ``on_oom()`` is called (e.g. to empty the
     accelerator cache), then the tile batch is halved down to 1, then the tile side is halved
-    (a whole-image request starts from the image's longer side), keeping the overlap at most a
-    quarter of the tile, until the tile would drop below ``min_tile``; then
+    (a whole-image request starts from the image's longer side), keeping the overlap at most half
+    the tile, until the tile would drop below ``min_tile``; then
     :class:`TilingOutOfMemoryError` says what to do. Other errors pass through unchanged.
     ``kwargs`` go to :func:`tiled_apply` (``scale``, ``pad_multiple``, ``progress``, ...).
     """
@@ -340,4 +340,4 @@ def tiled_apply_oom_safe(
                     f"or run on the CPU. Original error: {exc}"
                 ) from exc
             th, tw = max(min_tile, th // 2), max(min_tile, tw // 2)
-            ov = min(ov, min(th, tw) // 4)
+            ov = min(ov, min(th, tw) // 2)
