@@ -53,18 +53,15 @@ def build_studio(
     from ..core.studio.backend import ExecutorBackend
     from ..nodes import host
     from ..nodes.standins import runner_registry
+    from .run import apply_host_settings, make_executor
 
+    # the same host settings and executor as `gendeg run`
+    apply_host_settings(
+        argparse.Namespace(
+            input_dir=input_dir, output_dir=output_dir, temp_dir=temp_dir, models_dir=models_dir, device=device
+        )
+    )
     settings = host.SETTINGS
-    if input_dir is not None:
-        settings.input_dir = Path(input_dir)
-    if output_dir is not None:
-        settings.output_dir = Path(output_dir)
-    if temp_dir is not None:
-        settings.temp_dir = Path(temp_dir)
-    if models_dir is not None:
-        settings.models_dir = Path(models_dir)
-    if device:
-        settings.device = device
     for folder in (settings.input_dir, settings.output_dir, settings.temp_dir):
         Path(folder).mkdir(parents=True, exist_ok=True)
 
@@ -78,7 +75,7 @@ def build_studio(
         )
 
     classes, names, modules = runner_registry()
-    backend = ExecutorBackend(classes, names, modules)
+    backend = ExecutorBackend(make_executor(), classes, names, modules)
     config = StudioConfig(
         web_root=web_root,
         input_dir=Path(settings.input_dir),

@@ -22,7 +22,7 @@ def _error_fields(err: Any) -> dict[str, Any]:
         "type": get("type") or get("kind") or "invalid_input",
         "message": message,
         "details": get("details") or "",
-        "extra_info": dict(get("extra_info") or ({"input_name": get("input")} if get("input") else {})),
+        "extra_info": dict(get("extra_info") or ({"input_name": name} if (name := get("input_name") or get("input")) else {})),
     }
 
 
@@ -58,19 +58,16 @@ class ExecutorBackend:
 
     def __init__(
         self,
+        executor: Any,
         registry: Mapping[str, type],
         display_names: Mapping[str, str] | None = None,
         python_modules: Mapping[str, str] | None = None,
-        executor_factory: Callable[[Mapping[str, type]], Any] | None = None,
     ) -> None:
+        """``executor``: a :class:`..graph.executor.Executor` over ``registry`` (as ``gendeg run`` makes it)."""
+        self.executor = executor
         self.registry = dict(registry)
         self.display_names = dict(display_names or {})
         self.python_modules = dict(python_modules or {})
-        if executor_factory is None:
-            from ..graph.executor import Executor
-
-            executor_factory = Executor
-        self.executor = executor_factory(self.registry)
 
     def object_info(self) -> dict[str, Any]:
         return build_object_info(self.registry, self.display_names, self.python_modules)

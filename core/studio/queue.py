@@ -210,6 +210,8 @@ class PromptQueue:
         def on_event(kind: str, data: dict[str, Any]) -> None:
             node = str(data.get("node")) if data.get("node") is not None else None
             if kind == "executing":
+                if node is None:  # the queue itself says when the prompt is over
+                    return
                 self.last_node = node
                 if node is not None and node not in executed:
                     executed.append(node)
