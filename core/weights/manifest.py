@@ -237,9 +237,9 @@ def _load(path: str, mtime: float) -> dict[str, WeightEntry]:
     return parse_manifest(data)
 
 
-def load_manifest(path: str | Path = MANIFEST_PATH) -> dict[str, WeightEntry]:
-    """All entries of the manifest at ``path`` (cached until the file changes)."""
-    path = Path(path)
+def load_manifest(path: str | Path | None = None) -> dict[str, WeightEntry]:
+    """All entries of the manifest at ``path`` (default: the pack's own; cached until the file changes)."""
+    path = Path(path) if path is not None else MANIFEST_PATH
     try:
         mtime = path.stat().st_mtime_ns
     except OSError as exc:

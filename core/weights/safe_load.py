@@ -191,6 +191,19 @@ def _suggest_allow(culprit: str) -> str:
     )
 
 
+def _check_header(path: Path) -> None:
+    """A PyTorch checkpoint is a zip archive or a pickle (protocol 2-5); anything else is corrupt."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read ({exc})") from exc
+    if head.startswith(b"PK") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        return
+    what = "empty" if not head else f"starts with {head!r}"
+    raise WeightsError(f"{path.name}: not a PyTorch checkpoint (the file is {what}); it may be truncated or corrupt, re-download it")
+
+
 def load_pickle(path: str | Path, allowed: Iterable[str] = ()) -> Any:
     """``torch.load(path, weights_only=True)`` with ``allowed`` globals (see module doc).
 
@@ -206,19 +219,26 @@ def load_pickle(path: str | Path, allowed: Iterable[str] = ()) -> Any:
     globs = _safe_globals(allowed)
     if any(a.startswith("numpy.") for a in allowed):
         globs += _numpy_dtype_classes()
+    _check_header(path)
     try:
         with torch.serialization.safe_globals(globs):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc)
-        if not any(marker in msg for marker in _UNSAFE_MARKERS):
-            raise WeightsError(f"{path.name}: not a readable PyTorch checkpoint ({msg.strip().splitlines()[-1] if msg.strip() else exc!r}); the file may be truncated or corrupt") from exc
+        if "Weights only load failed" not in msg and not any(marker in msg for marker in _UNSAFE_MARKERS):
+            raise WeightsError(f"{path.name}: not a readable PyTorch checkpoint ({exc}); the file may be truncated or corrupt") from exc
         m = re.search(r"GLOBAL ([\w.]+)", msg) or re.search(r"Unsupported global: ([\w.]+)", msg)
-        culprit = m.group(1) if m else "an unknown global"
+        if m:
+            need = f"the pickle needs {m.group(1)}, which is not on the allow-list"
+            hint = _suggest_allow(m.group(1))
+        else:
+            reason = msg.split("WeightsUnpickler error:", 1)[-1].strip().split("\n\n")[0].strip() or "an unsupported construct"
+            need = f"the pickle uses something the weights-only loader does not accept ({reason})"
+            hint = ""
         raise UnsafeCheckpointError(
-            f"{path.name}: refused to load: the pickle needs {culprit}, which is not on the allow-list. "
+            f"{path.name}: refused to load: {need}. "
             "Pickles can run arbitrary code, so only plain tensors and known-harmless types are accepted."
-            + _suggest_allow(culprit)
+            + hint
             + " If you trust this file, convert it to safetensors in an environment you trust "
             "(or use the official checkpoint this pack expects)."
         ) from exc

@@ -144,8 +144,8 @@ def _missing(name: str, folders: Sequence[Path], entry: WeightEntry | None) -> M
     else:
         how = "Put the file there (or pick one that exists); `gendeg weights list` shows the known checkpoints."
         place = f"It belongs in {where}."
-    searched = "" if len(folders) <= 1 else " Searched: " + ", ".join(str(f) for f in folders) + "."
-    return MissingWeightError(f"weight file {name!r} not found. {place} {how}{searched}")
+    searched = "" if len(folders) <= 1 else ". Searched: " + ", ".join(str(f) for f in folders)
+    return MissingWeightError(f"weight file {name!r} not found. {place} {how.rstrip('.')}{searched}.")
 
 
 def default_folders(entry: WeightEntry, models_root: str | Path) -> list[Path]:
@@ -186,8 +186,9 @@ def resolve(name: str, folders: Sequence[str | Path], *, verify: bool = False) -
     else:
         rel = name
         found = entry_for_file(name, manifest)
-        if found:
+        if found and not Path(name).is_absolute():
             entry, wfile = found
+            rel = wfile.path  # its place in the model folder (the bare name is tried too)
     if Path(rel).is_absolute():
         if Path(rel).exists():
             return Path(rel)
