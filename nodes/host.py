@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ class Settings:
     models_dir: Path | None = None
     input_dir: Path = field(default_factory=lambda: Path("input"))
     output_dir: Path = field(default_factory=lambda: Path("output"))
-    temp_dir: Path = field(default_factory=lambda: Path("temp"))
+    temp_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "comfyui-gendeg")
+    """Previews only; outside the working folder so headless runs leave no litter."""
     shard: tuple[int, int] = (0, 1)
     """(index, count), 0-based index: folder-loading nodes keep every count-th item."""
     interrupt: threading.Event = field(default_factory=threading.Event)
