@@ -232,7 +232,7 @@ def daclip_configs(sd: Mapping[str, torch.Tensor]) -> tuple[VisionConfig, TextCo
         patch_size=patch,
         width=width,
         layers=len(_indices(sd, r"clip\.visual\.transformer\.resblocks\.(\d+)\.")),
-        heads=max(1, width // 64),
+        heads=max(1, width // 64),  # OpenCLIP: head width 64 (ViT-B/32: 12 heads, ViT-L/14: 16)
         embed_dim=int(sd["clip.visual.proj"].shape[1]),
     )
     text = None
