@@ -112,16 +112,19 @@ def measure_intensity(
 
     μ and σ are in 0..1 units (mean and population std of the absolute difference).
     Defaults follow the official code: 8-bit quantisation, RGB, Pillow Lanczos to 256×256.
+    Like the official code, the two images may differ in size (each is squashed to 256×256).
     ``size=None`` measures at the native resolution; ``quantize=False`` skips the 8-bit
     rounding and uses a float Lanczos with the same weights (for differentiable-ish use).
     """
-    if clean.shape != degraded.shape:
+    if clean.ndim != 4 or degraded.ndim != 4:
+        raise InputError(f"expected [B,C,H,W] images, got shapes {tuple(clean.shape)} and {tuple(degraded.shape)}")
+    if clean.shape[0] != degraded.shape[0]:
+        raise InputError(f"clean and degraded batches differ: {clean.shape[0]} and {degraded.shape[0]} images")
+    if size is None and clean.shape[-2:] != degraded.shape[-2:]:
         raise InputError(
-            f"clean and degraded must have the same shape, got {tuple(clean.shape)} and {tuple(degraded.shape)}; "
-            "resize one of them first"
+            f"clean and degraded must have the same size to measure at native resolution, got "
+            f"{tuple(clean.shape[-2:])} and {tuple(degraded.shape[-2:])}; resize one of them first"
         )
-    if clean.ndim != 4:
-        raise InputError(f"expected [B,C,H,W] images, got shape {tuple(clean.shape)}")
     a, b = _rgb(clean), _rgb(degraded)
     if quantize:
         a, b = quantize8(a), quantize8(b)

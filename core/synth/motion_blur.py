@@ -21,7 +21,7 @@ import torch
 from .base import Degradation, Param, fft_conv, odd
 
 PARAMS = {
-    "length_max": Param(0.1, 0.0, 0.5, "path length of the camera trajectory at strength 1, as a fraction of the shorter side"),
+    "length_max": Param(0.15, 0.0, 0.5, "path length of the camera trajectory at strength 1, as a fraction of the shorter side"),
     "exposure": Param(1.0, 0.05, 1.0, "fraction of the trajectory the shutter records (Boracchi–Foi exposure T)"),
     "shake": Param(1.0, 0.0, 5.0, "multiplier of the random-walk 'anxiety' (0 = straight line)"),
     "steps": Param(128, 8, 2048, "points of the random walk"),
@@ -82,7 +82,7 @@ def rasterize(paths: torch.Tensor, lengths: torch.Tensor, exposure: float, size:
 
 def motion_kernels(
     b: int, side: int, strength: torch.Tensor, generator: torch.Generator, device: torch.device, *,
-    length_max: float = 0.1, exposure: float = 1.0, shake: float = 1.0, steps: int = 128,
+    length_max: float = 0.15, exposure: float = 1.0, shake: float = 1.0, steps: int = 128,
 ) -> torch.Tensor:
     """Blur kernels ``[B,K,K]`` for images whose shorter side is ``side`` pixels."""
     paths = trajectories(b, steps, shake, generator, device)
@@ -96,7 +96,7 @@ def motion_blur(
     strength: torch.Tensor,
     generator: torch.Generator,
     *,
-    length_max: float = 0.1,
+    length_max: float = 0.15,
     exposure: float = 1.0,
     shake: float = 1.0,
     steps: int = 128,

@@ -27,7 +27,7 @@ import torch
 from .base import Degradation, Param, bview, fft_conv, odd, scale_of, screen, segment_kernels
 
 PARAMS = {
-    "density": Param(0.003, 0.0, 0.2, "fraction of pixels that seed a near streak at strength 1 (far layer: twice that)"),
+    "density": Param(0.005, 0.0, 0.2, "fraction of pixels that seed a near streak at strength 1 (far layer: twice that)"),
     "length": Param(0.1, 0.005, 0.5, "streak length as a fraction of the shorter side (near layer)"),
     "angle": Param(None, -80.0, 80.0, "fall angle in degrees from vertical (positive leans right); empty = random", optional=True),
     "angle_range": Param(20.0, 0.0, 80.0, "random angles are drawn from ±angle_range degrees"),
@@ -57,7 +57,7 @@ def rain(
     strength: torch.Tensor,
     generator: torch.Generator,
     *,
-    density: float = 0.003,
+    density: float = 0.005,
     length: float = 0.1,
     angle: float | None = None,
     angle_range: float = 20.0,

@@ -1,0 +1,299 @@
+"""Nodes of the procedural synthesizer: synthesize, measure intensity, plan, contact sheet, samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.errors import InputError
+from ..core.image import from_comfy, mask_to_bchw, restore_channels, to_comfy, to_rgb
+from ..core.intensity import measure_intensity
+from ..core.io import list_images, load_image
+from ..core.synth import REGISTRY, TYPES, get
+from ..core.synth.calibrate import SynthResult, degrade_at_strength, degrade_to_mu
+from ..core.synth.plan import LEVELS, MODES, PRESETS, make_plan
+from ..core.synth.sheet import contact_sheet
+from . import host, ui
+
+DEGRADE = "GenDeg/Degrade"
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+
+
+def _params_help() -> str:
+    lines = []
+    for name, deg in REGISTRY.items():
+        keys = ", ".join(f"{k}={v.default!r}" for k, v in deg.params.items() if k != "depth_near_is_bright")
+        lines.append(f"{name}: {keys}")
+    return "; ".join(lines)
+
+
+def parse_params(text: str | None) -> dict[str, Any]:
+    """Expert parameters from a JSON object string (empty = none)."""
+    text = (text or "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"expert_params: not valid JSON ({exc.msg} at character {exc.pos}); write e.g. {{\"beta_max\": 2.5}}") from None
+    if not isinstance(value, dict):
+        raise InputError("expert_params: expected a JSON object such as {\"beta_max\": 2.5}")
+    return value
+
+
+def metadata_of(result: SynthResult, kind: str, seed: int, mode: str, depth: str | None) -> list[dict[str, Any]]:
+    """One JSON-able record per image: engine, type, strength, requested/achieved μ and σ, seed, parameters."""
+    rows = []
+    for i in range(result.image.shape[0]):
+        rows.append({
+            "engine": "synth",
+            "type": kind,
+            "intensity_mode": mode,
+            "strength": round(float(result.strength[i]), 6),
+            "mu_requested": None if result.requested_mu is None else round(float(result.requested_mu[i]), 6),
+            "mu": round(float(result.mu[i]), 6),
+            "sigma": round(float(result.sigma[i]), 6),
+            "seed": int(seed),
+            "params": result.params,
+            **({"depth": depth} if depth else {}),
+        })
+    return rows
+
+
+class GenDegSynthesize:
+    DESCRIPTION = (
+        "Degrade images with the physically based synthesizer (no weights; CPU or GPU): haze (atmospheric scattering "
+        "with depth), rain streaks, snow, camera-shake motion blur, low light (exposure drop + sensor noise), "
+        "raindrops on glass, JPEG and sensor noise. Intensity is either GenDeg's mu (mean |clean - degraded| at "
+        "256x256; the strength is searched per image until it lands within the tolerance) or a raw strength 0..1. "
+        "Outputs the degraded images, the achieved mu and sigma, and JSON metadata for GenDeg Save Dataset Pairs."
+    )
+    CATEGORY = DEGRADE
+    RETURN_TYPES = ("IMAGE", "FLOAT", "FLOAT", "STRING")
+    RETURN_NAMES = ("degraded", "mu", "sigma", "metadata")
+    OUTPUT_TOOLTIPS = (
+        "Degraded images, same size and channels as the input.",
+        "Achieved GenDeg mu (mean over the batch).",
+        "Achieved GenDeg sigma (mean over the batch).",
+        "JSON: type, strength, requested/achieved mu and sigma, seed and every parameter (a list for a batch).",
+    )
+    FUNCTION = "synthesize"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Clean images (any size, grey/RGB/RGBA, batches)."}),
+                "type": (list(TYPES), {"default": "haze", "tooltip": "Which degradation to synthesize."}),
+                "intensity_mode": (["mu", "strength"], {
+                    "default": "mu",
+                    "tooltip": "mu: reach GenDeg's intensity mu (calibrated per image); strength: use the strength directly.",
+                }),
+                "mu": ("FLOAT", {
+                    "default": 0.08, "min": 0.0, "max": 1.0, "step": 0.001,
+                    "tooltip": "Target GenDeg mu = mean |clean - degraded| (0..1 units, at 256x256). Typical: "
+                    + "; ".join(f"{k} {v['light']}/{v['medium']}/{v['heavy']}" for k, v in PRESETS.items())
+                    + " (light/medium/heavy).",
+                }),
+                "strength": ("FLOAT", {
+                    "default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "Degradation strength 0..1 (0 = untouched), used when intensity_mode is strength.",
+                }),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Random seed (streaks, drops, noise, trajectories, airlight)."}),
+            },
+            "optional": {
+                "type_name": ("STRING", {
+                    "forceInput": True,
+                    "tooltip": "Overrides type when connected (e.g. the type output of GenDeg Degradation Plan).",
+                }),
+                "depth": ("IMAGE", {"tooltip": "Haze only: depth map 0..1 from any depth node (see depth_near_is_bright). Without it a proxy is used."}),
+                "depth_mask": ("MASK", {"tooltip": "Haze only: depth map as a MASK (used when depth is not connected)."}),
+                "depth_near_is_bright": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "Haze: true for inverse depth / disparity maps where near is bright (MiDaS, Depth Anything); false when far is bright.",
+                }),
+                "tolerance": ("FLOAT", {
+                    "default": 0.005, "min": 0.0005, "max": 0.1, "step": 0.0005,
+                    "tooltip": "mu mode: stop when |achieved mu - target| is at most this.",
+                }),
+                "expert_params": ("STRING", {
+                    "default": "", "multiline": True,
+                    "tooltip": "Optional JSON object of physical parameters for the chosen type. Parameters and defaults: " + _params_help(),
+                }),
+            },
+        }
+
+    def synthesize(
+        self, image: torch.Tensor, type: str, intensity_mode: str, mu: float, strength: float, seed: int,
+        type_name: str | None = None, depth: torch.Tensor | None = None, depth_mask: torch.Tensor | None = None,
+        depth_near_is_bright: bool = True, tolerance: float = 0.005, expert_params: str = "",
+    ):
+        kind = get(type_name if type_name else type).name
+        device = host.torch_device()
+        rgb, layout = to_rgb(from_comfy(image, device))
+        params = parse_params(expert_params)
+        depth_map, depth_src = None, None
+        if kind == "haze":
+            params.setdefault("depth_near_is_bright", bool(depth_near_is_bright))
+            if depth is not None:
+                depth_map, depth_src = from_comfy(depth, device, name="depth"), "image"
+            elif depth_mask is not None:
+                depth_map, depth_src = mask_to_bchw(depth_mask, device), "mask"
+            else:
+                depth_src = "proxy"
+        if intensity_mode == "mu":
+            result = degrade_to_mu(rgb, kind, mu, seed, depth=depth_map, params=params, tol=tolerance,
+                                   progress=host.progress(22, f"synth {kind}"))
+        elif intensity_mode == "strength":
+            result = degrade_at_strength(rgb, kind, strength, seed, depth=depth_map, params=params)
+        else:
+            raise InputError(f"intensity_mode must be mu or strength, got {intensity_mode!r}")
+        out = to_comfy(restore_channels(result.image, layout))
+        rows = metadata_of(result, kind, seed, intensity_mode, depth_src)
+        meta = json.dumps(rows[0] if len(rows) == 1 else rows)
+        stats = [{"mu": r["mu"], "sigma": r["sigma"], "strength": r["strength"]} for r in rows]
+        return {
+            "ui": ui.merge_ui(ui.stats_ui(stats), ui.compare_ui(image, out)),
+            "result": (out, float(result.mu.mean()), float(result.sigma.mean()), meta),
+        }
+
+
+class GenDegMeasureIntensity:
+    DESCRIPTION = (
+        "GenDeg's intensity of a (clean, degraded) pair, exactly as the official code measures its training pairs: "
+        "both as 8-bit RGB, resized to 256x256 with Lanczos, mu and sigma = mean and std of |clean - degraded| (0..1)."
+    )
+    CATEGORY = DEGRADE
+    RETURN_TYPES = ("FLOAT", "FLOAT")
+    RETURN_NAMES = ("mu", "sigma")
+    OUTPUT_TOOLTIPS = ("Mean |clean - degraded| (mean over the batch).", "Std of |clean - degraded| (mean over the batch).")
+    FUNCTION = "measure"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "clean": ("IMAGE", {"tooltip": "Clean images."}),
+                "degraded": ("IMAGE", {"tooltip": "Degraded images, paired with clean (sizes may differ: both are resized to 256x256)."}),
+            }
+        }
+
+    def measure(self, clean: torch.Tensor, degraded: torch.Tensor):
+        mu, sigma = measure_intensity(from_comfy(clean, name="clean"), from_comfy(degraded, name="degraded"))
+        stats = [{"mu": float(m), "sigma": float(s)} for m, s in zip(mu, sigma, strict=True)]
+        return {"ui": ui.stats_ui(stats), "result": (float(mu.mean()), float(sigma.mean()))}
+
+
+class GenDegDegradationPlan:
+    DESCRIPTION = (
+        "Plan which degradations to make: types x intensities x seeds as a grid (sweeps), or random / balanced "
+        "draws (datasets). Outputs lists, so the nodes downstream run once per planned item. Presets light / "
+        "medium / heavy are GenDeg mu values per type from the 20th/50th/80th percentiles of GenDeg's training-set "
+        "histograms (ours for jpeg and noise)."
+    )
+    CATEGORY = "GenDeg/Dataset"
+    RETURN_TYPES = ("STRING", "FLOAT", "INT", "STRING")
+    RETURN_NAMES = ("type", "mu", "seed", "label")
+    OUTPUT_IS_LIST = (True, True, True, True)
+    OUTPUT_TOOLTIPS = (
+        "Degradation type per item (connect to type_name of GenDeg Synthesize).",
+        "Target GenDeg mu per item.",
+        "Seed per item.",
+        "Readable label per item (for GenDeg Contact Sheet).",
+    )
+    FUNCTION = "plan"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "types": ("STRING", {"default": "all", "tooltip": "Comma-separated types, or all: " + ", ".join(TYPES)}),
+                "intensities": ("STRING", {
+                    "default": "light,medium,heavy",
+                    "tooltip": "Comma-separated presets (" + ", ".join(LEVELS) + ") and/or mu values such as 0.05.",
+                }),
+                "mode": (list(MODES), {
+                    "default": "grid",
+                    "tooltip": "grid: every combination in order; random: independent draws; balanced: every combination equally often, shuffled.",
+                }),
+                "seeds": ("INT", {"default": 1, "min": 1, "max": 10000, "tooltip": "grid: seeds per combination (base_seed, base_seed+1, ...)."}),
+                "count": ("INT", {"default": 0, "min": 0, "max": 1000000, "tooltip": "random/balanced: number of items (0 = one per combination x seeds)."}),
+                "base_seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "First seed (grid) or the seed of the random draws."}),
+            }
+        }
+
+    def plan(self, types: str, intensities: str, mode: str, seeds: int, count: int, base_seed: int):
+        items = make_plan(types, intensities, mode, seeds, count, base_seed)
+        return ([i.type for i in items], [i.mu for i in items], [i.seed for i in items], [i.label for i in items])
+
+
+class GenDegContactSheet:
+    DESCRIPTION = "Lay a list or batch of images out as one labelled grid image (labels drawn under each tile)."
+    CATEGORY = DEGRADE
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("sheet",)
+    OUTPUT_TOOLTIPS = ("The contact sheet (RGB).",)
+    FUNCTION = "sheet"
+    INPUT_IS_LIST = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "Images: a list (e.g. one per planned item) and/or batches."}),
+                "columns": ("INT", {"default": 3, "min": 1, "max": 64, "tooltip": "Tiles per row."}),
+                "tile": ("INT", {"default": 256, "min": 32, "max": 2048, "tooltip": "Tile width in pixels (height keeps the aspect ratio)."}),
+            },
+            "optional": {
+                "labels": ("STRING", {"forceInput": True, "tooltip": "One label per image, in order (e.g. the label output of GenDeg Degradation Plan)."}),
+            },
+        }
+
+    def sheet(self, images: list[torch.Tensor], columns: list[int], tile: list[int], labels: list[str] | None = None):
+        flat = [from_comfy(batch, name="images")[i] for batch in images for i in range(batch.shape[0])]
+        names = [line for text in (labels or []) for line in (str(text).splitlines() or [""])]
+        return (to_comfy(contact_sheet(flat, names, int(columns[0]), int(tile[0]))),)
+
+
+def sample_names() -> list[str]:
+    return [p.name for p in list_images(SAMPLES_DIR)] if SAMPLES_DIR.is_dir() else []
+
+
+class GenDegSampleImage:
+    DESCRIPTION = "One of the small sample images shipped with the pack (public domain; see samples/LICENSE.md), for trying graphs."
+    CATEGORY = "GenDeg/Dataset"
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("image", "filename")
+    OUTPUT_TOOLTIPS = ("The sample image (RGB, 0..1).", "Its file name.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        names = sample_names()
+        return {"required": {"sample": (names, {"default": names[0] if names else "", "tooltip": "Which sample image."})}}
+
+    def load(self, sample: str):
+        if sample not in sample_names():
+            raise InputError(f"unknown sample {sample!r}; choose one of {', '.join(sample_names())}")
+        x = load_image(SAMPLES_DIR / sample, keep_alpha=False)
+        return (to_comfy(x), sample)
+
+
+NODE_CLASS_MAPPINGS = {
+    "GenDegSynthesize": GenDegSynthesize,
+    "GenDegMeasureIntensity": GenDegMeasureIntensity,
+    "GenDegDegradationPlan": GenDegDegradationPlan,
+    "GenDegContactSheet": GenDegContactSheet,
+    "GenDegSampleImage": GenDegSampleImage,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "GenDegSynthesize": "GenDeg Synthesize (physical)",
+    "GenDegMeasureIntensity": "GenDeg Measure Intensity",
+    "GenDegDegradationPlan": "GenDeg Degradation Plan",
+    "GenDegContactSheet": "GenDeg Contact Sheet",
+    "GenDegSampleImage": "GenDeg Sample Image",
+}
