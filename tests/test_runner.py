@@ -395,3 +395,27 @@ def test_nodes_lists_object_info(capsys):
     assert cli.main(["nodes"]) == 0
     table = capsys.readouterr().out
     assert "TestScale  [GenDeg/Test]" in table and "in   mode: COMBO[mul, add]" in table
+
+
+@pytest.mark.skipif("GenDegSynthesize" not in pack_nodes.NODE_CLASS_MAPPINGS, reason="synth nodes not present")
+def test_editor_workflow_with_load_save_and_pack_nodes_runs(tmp_path):
+    """The 'done when' case: an editor-saved UI workflow with LoadImage, a pack node and SaveImage."""
+    rng = np.random.default_rng(0)
+    src = (rng.random((32, 48, 3)) * 255).astype(np.uint8)
+    _write_png(tmp_path / "in" / "clean.png", src)
+    wf = DATA / "ui_loadimage_synthesize_save.json"
+    args = ["run", str(wf), "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+            "--temp-dir", str(tmp_path / "tmp"), "--quiet"]  # fmt: skip
+    assert cli.main(args) == 0
+    saved = Image.open(tmp_path / "out" / "gendeg" / "haze_00001_.png")
+    got = np.asarray(saved, dtype=np.float32) / 255.0
+    # Same result as calling the node directly with the widget values of the file.
+    node = pack_nodes.NODE_CLASS_MAPPINGS["GenDegSynthesize"]()
+    clean = torch.from_numpy(src.astype(np.float32) / 255.0)[None]
+    res = getattr(node, node.FUNCTION)(image=clean, type="haze", intensity_mode="strength", mu=0.08, strength=0.4,
+                                       seed=77, depth_near_is_bright=True, tolerance=0.005, expert_params="")  # fmt: skip
+    res = res["result"] if isinstance(res, dict) else res
+    assert np.abs(got - res[0][0].numpy()).max() <= 0.5 / 255 + 1e-6
+    assert np.abs(got - src / 255.0).mean() > 0.01  # it really degraded the image
+    assert json.loads(saved.text["workflow"])["nodes"][1]["type"] == "GenDegSynthesize"
+    assert len(list((tmp_path / "tmp").glob("ComfyUI_temp_*.png"))) == 1  # the PreviewImage
