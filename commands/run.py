@@ -135,8 +135,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from ..core.errors import Interrupted
     from ..core.graph.executor import NodeExecutionError
-    from ..core.graph.formats import api_to_ui, load_any, read_json
-    from ..core.graph.overrides import apply_overrides
+    from ..core.graph.formats import api_to_ui, load_any, read_json, set_widget_value
+    from ..core.graph.overrides import apply_overrides, parse_override
     from ..core.graph.validate import format_errors
 
     if args.quiet:
@@ -146,6 +146,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _, info = _registry_info()
     prompt, ui = load_any(read_json(args.workflow), info)
     apply_overrides(prompt, args.overrides, executor.registry)
+    if ui is not None:  # the PNGs' workflow shows the values that ran
+        for item in args.overrides:
+            node_id, name, value = parse_override(item)
+            set_widget_value(ui, node_id, name, value, info)
 
     errors = executor.validate(prompt, check_files=not args.structure_only)
     if errors:

@@ -260,6 +260,10 @@ def test_set_overrides_values_and_reports_unknown_names(tmp_path, capsys):
     assert rc == 0
     prompt = json.loads(Image.open(tmp_path / "out" / "over" / "ride_00001_.png").text["prompt"])
     assert prompt["4"]["inputs"]["seed"] == 7 and prompt["4"]["inputs"]["amount"] == 0.5
+    workflow = json.loads(Image.open(tmp_path / "out" / "over" / "ride_00001_.png").text["workflow"])
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    assert nodes[4]["widgets_values"] == [0.5, 7, "randomize"] and nodes[6]["widgets_values"] == ["over/ride"]
+    assert nodes[3]["widgets_values"][0] == 0.5  # the PrimitiveNode feeding 'amount' too
     capsys.readouterr()
     assert cli.main(["run", wf, *common, "--set", "42.seed=1"]) == 2
     err = capsys.readouterr().err

@@ -161,20 +161,20 @@ def _links_table(workflow: Mapping[str, Any]) -> dict[int, tuple[Any, int, Any, 
 # --- UI -> API -------------------------------------------------------------------------
 
 
-def _align_widget_values(node: Mapping[str, Any], specs: list[InputSpec]) -> dict[str, Any]:
-    """Map a node's ``widgets_values`` onto its widget names (list or dict layout)."""
+def _widget_positions(node: Mapping[str, Any], specs: list[InputSpec]) -> dict[str, Any]:
+    """``{widget name: index in widgets_values}`` (or the key, for the dict layout)."""
     values = node.get("widgets_values")
     if values is None:
         return {}
     if isinstance(values, Mapping):  # some nodes save {name: value}
-        return {s.name: values[s.name] for s in specs if s.name in values}
+        return {s.name: s.name for s in specs if s.name in values}
     values = list(values)
     out: dict[str, Any] = {}
     i = 0
     for k, spec in enumerate(specs):
         if i >= len(values):
             break
-        out[spec.name] = values[i]
+        out[spec.name] = i
         i += 1
         needed_after = len(specs) - k - 1
         # Extra editor widgets: consume their saved value only when there is one to spare,
@@ -184,6 +184,42 @@ def _align_widget_values(node: Mapping[str, Any], specs: list[InputSpec]) -> dic
         elif spec.has_upload and i < len(values) and len(values) - i > needed_after and isinstance(values[i], str):
             i += 1
     return out
+
+
+def _align_widget_values(node: Mapping[str, Any], specs: list[InputSpec]) -> dict[str, Any]:
+    """Map a node's ``widgets_values`` onto its widget names (list or dict layout)."""
+    values = node.get("widgets_values")
+    return {name: values[pos] for name, pos in _widget_positions(node, specs).items()}
+
+
+def set_widget_value(
+    workflow: dict[str, Any], node_id: str, name: str, value: Any, object_info: Mapping[str, Mapping[str, Any]]
+) -> bool:
+    """Write ``value`` into widget ``name`` of node ``node_id`` of a UI workflow (``--set`` on a UI file).
+
+    Returns False when the node or widget is not there (then only the prompt changes).
+    """
+    for node in workflow.get("nodes") or []:
+        props = node.get("properties") or {}
+        if str(props.get(API_ID_PROPERTY, node.get("id"))) != str(node_id):
+            continue
+        info = object_info.get(node.get("type"))
+        if info is None:
+            return False
+        pos = _widget_positions(node, widget_specs(info)).get(name)
+        if pos is None:
+            return False
+        node["widgets_values"][pos] = value
+        # A PrimitiveNode feeding this widget would put its own value back when the file is opened.
+        links = _links_table(workflow)
+        by_id = {n.get("id"): n for n in workflow.get("nodes") or []}
+        for slot in node.get("inputs") or []:
+            if slot.get("name") == name and slot.get("link") in links:
+                origin = by_id.get(links[slot["link"]][0])
+                if origin is not None and origin.get("type") in PRIMITIVE_TYPES and origin.get("widgets_values"):
+                    origin["widgets_values"][0] = value
+        return True
+    return False
 
 
 def _node_title(node: Mapping[str, Any], info: Mapping[str, Any] | None) -> str:
