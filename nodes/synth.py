@@ -223,11 +223,26 @@ class GenDegDegradationPlan:
                 "seeds": ("INT", {"default": 1, "min": 1, "max": 10000, "tooltip": "grid: seeds per combination (base_seed, base_seed+1, ...)."}),
                 "count": ("INT", {"default": 0, "min": 0, "max": 1000000, "tooltip": "random/balanced: number of items (0 = one per combination x seeds)."}),
                 "base_seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "First seed (grid) or the seed of the random draws."}),
-            }
+            },
+            "optional": {
+                "filenames": ("STRING", {
+                    "forceInput": True,
+                    "tooltip": "random/balanced: connect the filenames of GenDeg Load Image Folder to plan exactly one item "
+                    "per image, aligned with the images (random: each file's choice depends only on its name and "
+                    "base_seed, so shards and chunks agree).",
+                }),
+            },
         }
 
-    def plan(self, types: str, intensities: str, mode: str, seeds: int, count: int, base_seed: int):
-        items = make_plan(types, intensities, mode, seeds, count, base_seed)
+    INPUT_IS_LIST = True
+
+    def plan(self, types: list[str], intensities: list[str], mode: list[str], seeds: list[int], count: list[int],
+             base_seed: list[int], filenames: list[str] | None = None):
+        keys = [line for text in filenames for line in (str(text).splitlines() or [""])] if filenames else None
+        if keys is not None and mode[0] == "grid":
+            raise InputError("filenames only apply to random or balanced mode (grid plans every combination); "
+                             "set mode to balanced or disconnect filenames")
+        items = make_plan(types[0], intensities[0], mode[0], int(seeds[0]), int(count[0]), int(base_seed[0]), keys)
         return ([i.type for i in items], [i.mu for i in items], [i.seed for i in items], [i.label for i in items])
 
 
@@ -250,12 +265,18 @@ class GenDegContactSheet:
             },
             "optional": {
                 "labels": ("STRING", {"forceInput": True, "tooltip": "One label per image, in order (e.g. the label output of GenDeg Degradation Plan)."}),
+                "mu": ("FLOAT", {"forceInput": True, "tooltip": "Achieved mu per image (e.g. from GenDeg Synthesize), appended to the labels."}),
             },
         }
 
-    def sheet(self, images: list[torch.Tensor], columns: list[int], tile: list[int], labels: list[str] | None = None):
+    def sheet(self, images: list[torch.Tensor], columns: list[int], tile: list[int], labels: list[str] | None = None,
+              mu: list[float] | None = None):
         flat = [from_comfy(batch, name="images")[i] for batch in images for i in range(batch.shape[0])]
         names = [line for text in (labels or []) for line in (str(text).splitlines() or [""])]
+        if mu:
+            names += [""] * (len(flat) - len(names))
+            names = [f"{n} -> {float(m):.3f}".strip() if k < len(mu) else n for k, (n, m) in
+                     enumerate(zip(names, list(mu) + [0.0] * len(names), strict=False))]
         return (to_comfy(contact_sheet(flat, names, int(columns[0]), int(tile[0]))),)
 
 

@@ -19,6 +19,7 @@ not GenDeg types: their presets are ours (visible, clear and strong artefacts).
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 
@@ -84,8 +85,15 @@ def make_plan(
     seeds: int = 1,
     count: int = 0,
     base_seed: int = 0,
+    keys: list[str] | None = None,
 ) -> list[PlanItem]:
-    """The planned items (see module doc). ``count`` is used by random/balanced modes (0 = one full grid)."""
+    """The planned items (see module doc). ``count`` is used by random/balanced modes (0 = one full grid).
+
+    ``keys`` (e.g. the file names of a loaded folder) plan one item per key in random/balanced
+    mode, aligned with them: balanced cycles the combinations in a shuffled order; random
+    draws each key's combination and seed from a hash of (base_seed, key), so a file gets the
+    same degradation whichever shard or chunk of the folder it is processed in.
+    """
     kinds = parse_types(types)
     levels = parse_intensities(intensities)
     if mode not in MODES:
@@ -105,6 +113,14 @@ def make_plan(
         return [item(k, lv, base_seed + s) for k, lv in combos for s in range(seeds)]
     rng = random.Random(base_seed)
     n = count or len(combos) * seeds
+    if keys:
+        n = len(keys)
+        if mode == "random":
+            out = []
+            for key in keys:
+                r = random.Random(hashlib.sha256(f"{base_seed}\0{key}".encode()).digest())
+                out.append(item(*r.choice(combos), r.randrange(2**31)))
+            return out
     if mode == "random":
         return [item(*rng.choice(combos), rng.randrange(2**31)) for _ in range(n)]
     out: list[PlanItem] = []
