@@ -32,6 +32,7 @@ def _one_thread():
     yield
     torch.set_num_threads(n)
 
+
 VISION = VisionConfig(image_size=32, patch_size=8, width=128, layers=3, heads=2, embed_dim=16)  # heads = width/64
 TEXT = TextConfig(context_length=8, vocab_size=50, width=64, heads=1, layers=2, embed_dim=16)
 

@@ -26,6 +26,7 @@ def _one_thread():
     yield
     torch.set_num_threads(n)
 
+
 # Parameter names as the official code creates them (written out from the official modules).
 OFFICIAL_UNET_KEYS = [
     "init_conv.weight",
