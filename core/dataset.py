@@ -14,6 +14,7 @@ Pair writer
         degraded/<source stem>__<pair id>.<ext>
         records/<pair id>.json        one metadata record per pair (written last)
         metadata.jsonl                every record, sorted by (source, pair id)
+        .metadata.lock                lets shards writing the same dataset rebuild it in turn
 
     The pair id is a hash of the source name, every parameter and the seed, so the same
     job always gives the same file names. Every file is written to a temporary name
@@ -28,12 +29,13 @@ Pair writer
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -189,6 +191,23 @@ def sweep_stale_parts(root: Path, *, once: bool = False) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """An advisory inter-process lock on ``path`` (POSIX ``flock``; a no-op where unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 # --- pair writer ---------------------------------------------------------------------------
@@ -401,10 +420,15 @@ class PairWriter:
         return out
 
     def finalize(self) -> Path:
-        """Rebuild ``metadata.jsonl`` atomically from the records (deterministic order)."""
+        """Rebuild ``metadata.jsonl`` atomically from the records (deterministic order).
+
+        Shards writing into the same dataset at once take turns (a file lock), so the last
+        one to finish writes a file with every record.
+        """
         sweep_stale_parts(self.root)
-        lines = "".join(_dumps(r) + "\n" for r in self.records())
-        write_atomic(self.metadata_path, lines.encode("utf-8"))
+        with _exclusive_lock(self.root / ".metadata.lock"):
+            lines = "".join(_dumps(r) + "\n" for r in self.records())
+            write_atomic(self.metadata_path, lines.encode("utf-8"))
         return self.metadata_path
 
 
