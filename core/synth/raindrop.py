@@ -71,8 +71,9 @@ def raindrop(
     z = z_c.amax(dim=1, keepdim=True)
     hn = (z_c / rad).amax(dim=1, keepdim=True).clamp(0, 1)  # 0 at glass, 1 at a drop's apex
     # displacement = (1 + refraction) · ∇(z²/2), in pixels
-    half = 0.5 * z * z
-    gy, gx = torch.gradient(half[:, 0], dim=(1, 2))
+    half = F.pad(0.5 * z * z, (1, 1, 1, 1), mode="replicate")[:, 0]  # central differences, any size
+    gx = (half[:, 1:-1, 2:] - half[:, 1:-1, :-2]) / 2
+    gy = (half[:, 2:, 1:-1] - half[:, :-2, 1:-1]) / 2
     disp_x, disp_y = (1 + refraction) * gx, (1 + refraction) * gy
     ys = torch.arange(h, device=dev, dtype=x.dtype).view(1, h, 1)
     xs = torch.arange(w, device=dev, dtype=x.dtype).view(1, 1, w)

@@ -1,0 +1,261 @@
+"""Procedural degradations: physical direction, closed forms, strength monotonicity, seeding, shapes, errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from comfyui_gendeg.core.errors import InputError
+from comfyui_gendeg.core.intensity import measure_intensity
+from comfyui_gendeg.core.synth import TYPES, get, make_generator, synthesize
+from comfyui_gendeg.core.synth.base import fft_conv, gaussian_blur, segment_kernels
+from comfyui_gendeg.core.synth.haze import depth_proxy
+from comfyui_gendeg.core.synth.motion_blur import motion_kernels
+from PIL import Image
+
+
+def scene(b: int = 1, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
+    """A smooth, textured test scene in 0.1..0.9 (gradients + blobs), ``[B,3,H,W]``."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(b, 3, h // 8 + 1, w // 8 + 1, generator=g)
+    x = F.interpolate(base, size=(h, w), mode="bicubic", align_corners=False)
+    fine = torch.rand(b, 3, h, w, generator=g) * 0.2
+    return (0.1 + 0.8 * (0.8 * x + fine).clamp(0, 1)).clamp(0, 1)
+
+
+def test_registry_has_every_contract_type():
+    assert TYPES == ("haze", "rain", "snow", "motion_blur", "low_light", "raindrop", "jpeg", "noise")
+    assert get("Motion Blur").name == "motion_blur" and get("low-light").name == "low_light"
+    with pytest.raises(InputError, match="choose one of"):
+        get("fog")
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_shapes_range_seeds_and_monotone_strength(kind):
+    x = scene(2, 37, 53)  # odd sizes, non-square, a batch
+    ys = [synthesize(x, kind, s, seed=5) for s in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    for y in ys:
+        assert y.shape == x.shape and y.dtype == torch.float32
+        assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    mus = torch.stack([measure_intensity(x, y)[0] for y in ys])  # [5, B]
+    assert float(mus[0].max()) < 0.004, "strength 0 must leave the image (almost) untouched"
+    slack = 2e-3 if kind == "jpeg" else 1e-4  # JPEG quality moves in steps
+    assert bool((mus[1:] >= mus[:-1] - slack).all()), f"mu not monotone in strength: {mus.T.tolist()}"
+    assert float(mus[-1].min()) > float(mus[1].max()) * 0.5 and float(mus[-1].min()) > 0.004
+    # same seed -> same output; another seed -> another output (stochastic types)
+    assert torch.equal(synthesize(x, kind, 0.6, seed=5), synthesize(x, kind, 0.6, seed=5))
+    other = synthesize(x, kind, 0.6, seed=6)
+    if get(kind).stochastic:
+        assert not torch.allclose(other, synthesize(x, kind, 0.6, seed=5))
+    else:
+        assert torch.equal(other, synthesize(x, kind, 0.6, seed=5))
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_tiny_and_extreme_aspect_images(kind):
+    for h, w in ((1, 1), (3, 97), (97, 5)):
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+        y = synthesize(x, kind, 0.7, seed=1)
+        assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_bad_parameters_give_clear_errors():
+    x = scene()
+    with pytest.raises(InputError, match="unknown parameter.*valid parameters are"):
+        synthesize(x, "haze", 0.5, params={"beta": 1.0})
+    with pytest.raises(InputError, match="outside its range"):
+        synthesize(x, "haze", 0.5, params={"beta_max": -1})
+    with pytest.raises(InputError, match="must be a number"):
+        synthesize(x, "rain", 0.5, params={"density": "lots"})
+    with pytest.raises(InputError, match="not one of"):
+        synthesize(x, "noise", 0.5, params={"model": "speckle"})
+    with pytest.raises(InputError, match="strength must be in 0..1"):
+        synthesize(x, "snow", 1.5)
+    with pytest.raises(InputError, match="strength"):
+        synthesize(x, "snow", torch.tensor([0.1, 0.2, 0.3]))
+    with pytest.raises(InputError, match="RGB"):
+        synthesize(x[:, :1], "snow", 0.5)
+    with pytest.raises(InputError, match="NaN"):
+        synthesize(x * float("nan"), "noise", 0.5)
+    with pytest.raises(InputError, match="only applies to haze"):
+        synthesize(x, "rain", 0.5, depth=torch.rand(1, 1, 48, 64))
+    with pytest.raises(InputError, match="airlight_min"):
+        synthesize(x, "haze", 0.5, params={"airlight_min": 0.9, "airlight_max": 0.8})
+
+
+# --- haze -------------------------------------------------------------------------
+
+
+def test_haze_matches_the_scattering_model_with_a_given_depth():
+    x = scene(1, 32, 40)
+    depth = torch.linspace(0, 1, 40).view(1, 1, 1, 40).expand(1, 1, 32, 40).clone()  # far = bright
+    y = synthesize(x, "haze", 0.5, params={"airlight": 0.8, "beta_max": 2.0, "depth_near_is_bright": False}, depth=depth)
+    # independent NumPy computation of I = J t + A (1 - t), t = exp(-beta d), beta = 0.5 * 2.0
+    j, d = x[0].numpy(), depth[0, 0].numpy()
+    t = np.exp(-1.0 * d)
+    expected = j * t + 0.8 * (1 - t)
+    np.testing.assert_allclose(y[0].numpy(), expected, atol=1e-5)
+    # inverse-depth convention (near = bright) is the flipped map
+    y2 = synthesize(x, "haze", 0.5, params={"airlight": 0.8}, depth=1 - depth)
+    assert torch.allclose(y, y2, atol=1e-5)
+
+
+def test_haze_raises_dark_channel_and_lowers_contrast_with_depth():
+    x = scene(1, 48, 64, seed=3)
+    depth = torch.zeros(1, 1, 48, 64)
+    depth[..., 32:] = 1.0  # right half far (far = bright convention)
+    y = synthesize(x, "haze", 0.6, seed=2, depth=depth, params={"depth_near_is_bright": False})
+    dark = lambda im: im.amin(dim=1)  # noqa: E731 - dark channel (per-pixel min over colour)
+    assert float(dark(y).mean()) > float(dark(x).mean()) + 0.05
+    near_ratio = float(y[..., :32].std() / x[..., :32].std())
+    far_ratio = float(y[..., 32:].std() / x[..., 32:].std())
+    assert far_ratio < near_ratio <= 1.0 + 1e-6
+    assert far_ratio < 0.5
+
+
+def test_haze_depth_proxy_is_far_at_top_and_normalised():
+    x = torch.full((1, 3, 40, 30), 0.5)
+    d = depth_proxy(x)
+    assert d.shape == (1, 1, 40, 30)
+    assert float(d.min()) == pytest.approx(0.0, abs=1e-6) and float(d.max()) == pytest.approx(1.0, abs=1e-6)
+    assert float(d[..., 0, :].mean()) > float(d[..., -1, :].mean())
+
+
+# --- low light --------------------------------------------------------------------
+
+
+def test_low_light_closed_form_without_noise():
+    x = scene(1, 24, 24)
+    y = synthesize(x, "low_light", 0.5, params={"noise": False, "stops_max": 4.0, "gamma": 2.2})
+    expected = ((x.double() ** 2.2) * 2.0 ** (-2.0)) ** (1 / 2.2)
+    assert torch.allclose(y.double(), expected, atol=1e-5)
+
+
+def test_low_light_darkens_and_adds_noise_in_flat_regions():
+    flat = torch.full((1, 3, 64, 64), 0.6)
+    lum = lambda im: (0.2126 * im[:, 0] + 0.7152 * im[:, 1] + 0.0722 * im[:, 2]).mean()  # noqa: E731
+    prev_mean, prev_var = float(lum(flat)), 0.0
+    for s in (0.3, 0.6, 0.9):
+        y = synthesize(flat, "low_light", s, seed=4)
+        lin = y.double() ** 2.2  # back to linear light, where the noise model lives
+        rel_var = float((lin / lin.mean()).var())  # noise relative to the signal grows as light drops
+        assert float(lum(y)) < prev_mean
+        assert rel_var > prev_var
+        prev_mean, prev_var = float(lum(y)), rel_var
+
+
+# --- motion blur ------------------------------------------------------------------
+
+
+def test_motion_kernels_sum_to_one_and_grow_with_strength():
+    g = make_generator(3, "cpu")
+    k = motion_kernels(4, 256, torch.tensor([0.1, 0.4, 0.7, 1.0]), g, torch.device("cpu"))
+    assert torch.allclose(k.sum(dim=(-2, -1)), torch.ones(4), atol=1e-5)
+    assert bool((k >= 0).all())
+    support = (k > 1e-4).flatten(1).sum(dim=1)
+    assert bool((support[1:] >= support[:-1]).all()) and int(support[-1]) > 3 * int(support[0])
+
+
+def test_motion_blur_preserves_mean_and_fft_conv_is_a_true_convolution():
+    x = scene(2, 40, 56)
+    y = synthesize(x, "motion_blur", 1.0, seed=8)
+    assert torch.allclose(y.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=5e-3)
+    # fft_conv == spatial convolution (conv2d correlates, so flip the kernel), same reflect borders
+    k = torch.rand(2, 7, 7)
+    k = k / k.sum(dim=(-2, -1), keepdim=True)
+    ref = torch.cat([
+        F.conv2d(F.pad(x[i : i + 1], (3, 3, 3, 3), mode="reflect"), k[i].flip(-1, -2).expand(3, 1, 7, 7), groups=3)
+        for i in range(2)
+    ])
+    assert torch.allclose(fft_conv(x, k), ref, atol=1e-5)
+
+
+# --- JPEG, noise ------------------------------------------------------------------
+
+
+def test_jpeg_equals_the_codec_at_that_quality():
+    x = scene(2, 40, 48)
+    for q in (10, 50, 90):
+        y = synthesize(x, "jpeg", 0.5, params={"quality": q})
+        for i in range(2):
+            arr = (x[i].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, format="JPEG", quality=q)
+            ref = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+            got = (y[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            assert np.array_equal(got, ref)
+    from comfyui_gendeg.core.synth.jpeg import quality_for
+
+    assert quality_for(0.0) == 100 and quality_for(1.0) == 5 and quality_for(0.5) == 52
+
+
+def test_gaussian_and_poisson_gaussian_noise_levels():
+    x = torch.full((1, 3, 96, 96), 0.5)
+    y = synthesize(x, "noise", 0.5, seed=1, params={"sigma_max": 0.2})
+    assert float((y - x).std()) == pytest.approx(0.1, rel=0.05)
+    # Poisson-Gaussian: variance a*J + b^2 grows with the signal
+    ramp = torch.cat([torch.full((1, 3, 48, 96), 0.2), torch.full((1, 3, 48, 96), 0.8)], dim=2)
+    y = synthesize(ramp, "noise", 1.0, seed=1, params={"model": "poisson_gaussian", "poisson_max": 0.02, "sigma_max": 0.04})
+    d = y - ramp
+    var_dark, var_bright = float(d[..., :48, :].var()), float(d[..., 48:, :].var())
+    b2 = (0.04 * 0.25) ** 2
+    assert var_dark == pytest.approx(0.02 * 0.2 + b2, rel=0.1)
+    assert var_bright == pytest.approx(0.02 * 0.8 + b2, rel=0.1)
+
+
+# --- rain, snow, raindrops --------------------------------------------------------
+
+
+def test_rain_brightens_with_streaks_along_the_fall_direction():
+    x = scene(1, 96, 96) * 0.5
+    y = synthesize(x, "rain", 1.0, seed=2, params={"angle": 0.0, "veil": 0.0})
+    d = (y - x)[0].mean(dim=0)
+    assert float(d.min()) >= -1e-6 and float(d.mean()) > 0.01  # screen blend only brightens
+    dc = d - d.mean()
+    vertical = float((dc[1:, :] * dc[:-1, :]).mean())
+    horizontal = float((dc[:, 1:] * dc[:, :-1]).mean())
+    assert vertical > 2 * horizontal  # streaks are long vertically
+
+
+def test_segment_kernels_are_normalised_lines():
+    k = segment_kernels(torch.tensor([10.0]), torch.tensor([np.pi / 2]), torch.tensor([0.5]), 15)
+    assert float(k.sum()) == pytest.approx(1.0, abs=1e-5)
+    centre = k[0, :, 6:9].sum() / k.sum()
+    assert float(centre) > 0.99  # a thin vertical segment keeps its mass in the centre columns
+    rows = int((k[0].sum(dim=1) > 1e-3).sum())
+    assert 10 <= rows <= 13  # and spreads it over its length (10 px)
+
+
+def test_snow_adds_bright_flakes_and_veil():
+    x = scene(1, 64, 64) * 0.4
+    y = synthesize(x, "snow", 1.0, seed=3)
+    assert float(y.mean()) > float(x.mean()) + 0.05
+    assert float((y - x).amax()) > 0.4  # individual flakes are bright
+
+
+def test_raindrops_refract_an_inverted_view():
+    # horizontal ramp: through a drop the scene is mirrored, so the ramp runs backwards
+    ramp = torch.linspace(0.05, 0.95, 128).view(1, 1, 1, 128).expand(1, 3, 128, 128).contiguous()
+    params = {"coverage": 0.1, "size": 0.08, "blur": 0.0, "rim": 0.0, "refraction": 1.0}
+    y = synthesize(ramp, "raindrop", 1.0, seed=11, params=params)
+    changed = (y - ramp).abs().amax(dim=1)[0] > 0.02
+    inside = changed[:, 1:] & changed[:, :-1]
+    dx = (y[0, 0, :, 1:] - y[0, 0, :, :-1])[inside]
+    slope = 0.9 / 127
+    assert int(inside.sum()) > 300
+    # magnification 1 + refraction = 2 mirrored through each drop's centre: slope ≈ −1× the scene's
+    assert float(dx.median()) < -0.5 * slope
+    assert float((dx < 0).float().mean()) > 0.6
+
+
+def test_gaussian_blur_matches_reference_weights():
+    x = torch.zeros(1, 1, 21, 21)
+    x[..., 10, 10] = 1.0
+    y = gaussian_blur(x, 2.0)
+    t = torch.arange(-6, 7, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / 2.0) ** 2)
+    k = k / k.sum()
+    assert torch.allclose(y[0, 0, 4:17, 4:17], k[:, None] * k[None, :], atol=1e-6)
