@@ -48,7 +48,12 @@ def _fixture():
 def test_ui_workflow_converts_like_the_editor(info):
     prompt = ui_to_api(_fixture(), info)
     assert prompt == {
-        "1": {"inputs": {"image": "clean.png"}, "class_type": "LoadImage", "_meta": {"title": "Load Image"}},
+        # The editor copies the registry id and version of a node into _meta.
+        "1": {
+            "inputs": {"image": "clean.png"},
+            "class_type": "LoadImage",
+            "_meta": {"title": "Load Image", "cnr_id": "comfy-core", "ver": "0.3.66"},
+        },
         # Reroute followed, PrimitiveNode's value given to the converted widget, seed control value skipped.
         "4": {
             "inputs": {"image": ["1", 0], "amount": 0.2, "seed": 1234},
@@ -59,7 +64,7 @@ def test_ui_workflow_converts_like_the_editor(info):
         "6": {
             "inputs": {"images": ["4", 0], "filename_prefix": "runner/noisy"},
             "class_type": "SaveImage",
-            "_meta": {"title": "Save Image"},
+            "_meta": {"title": "Save Image", "cnr_id": "comfy-core", "ver": "0.3.66"},
         },
     }
 
@@ -141,7 +146,11 @@ def _api_prompt():
         "4": {"inputs": {"image": ["3", 0], "amount": 0.05, "seed": 11}, "class_type": "TestNoise", "_meta": {"title": "n"}},
         "5": {"inputs": {"images": ["4", 0], "index": ["2", 1]}, "class_type": "TestCollect", "_meta": {"title": "TestCollect"}},
         "6": {"inputs": {"image": "clean.png"}, "class_type": "LoadImage", "_meta": {"title": "Load Image"}},
-        "7": {"inputs": {"images": ["6", 0], "filename_prefix": "a/b"}, "class_type": "SaveImage", "_meta": {"title": "Save Image"}},
+        "7": {
+            "inputs": {"images": ["6", 0], "filename_prefix": "a/b"},
+            "class_type": "SaveImage",
+            "_meta": {"title": "Save Image", "cnr_id": "comfy-core", "ver": "0.3.66"},
+        },
     }
 
 

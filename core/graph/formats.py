@@ -46,6 +46,8 @@ REROUTE_TYPES = frozenset({"Reroute"})
 PRIMITIVE_TYPES = frozenset({"PrimitiveNode"})
 #: Node ``mode`` values of the editor.
 MODE_NORMAL, MODE_NEVER, MODE_BYPASS = 0, 2, 4
+#: Node properties the editor copies into ``_meta`` (Comfy Registry id, repository id, version).
+META_PROPERTIES = ("cnr_id", "aux_id", "ver")
 #: Property that keeps a non-integer API node id through a UI round trip.
 API_ID_PROPERTY = "gendeg_api_id"
 
@@ -318,11 +320,12 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str
                 continue
             kind, value = got
             inputs[name] = value if kind == "link" else _wrap_value(value)
-        prompt[api_id(node["id"])] = {
-            "inputs": inputs,
-            "class_type": ntype,
-            "_meta": {"title": _node_title(node, info)},
-        }
+        meta: dict[str, Any] = {"title": _node_title(node, info)}
+        props = node.get("properties") or {}
+        for key in META_PROPERTIES:  # the editor copies the node's registry id and version
+            if isinstance(props.get(key), str) and props[key]:
+                meta[key] = props[key]
+        prompt[api_id(node["id"])] = {"inputs": inputs, "class_type": ntype, "_meta": meta}
     return prompt
 
 
@@ -416,7 +419,11 @@ def api_to_ui(prompt: Mapping[str, Mapping[str, Any]], object_info: Mapping[str,
         }
         if not numeric:
             node["properties"][API_ID_PROPERTY] = k
-        title = (data.get("_meta") or {}).get("title")
+        meta = data.get("_meta") or {}
+        for key in META_PROPERTIES:
+            if isinstance(meta.get(key), str):
+                node["properties"][key] = meta[key]
+        title = meta.get("title")
         if title and title != info.get("display_name", data["class_type"]):
             node["title"] = title
         outputs = list(info.get("output") or [])
