@@ -95,7 +95,8 @@ def test_v1_definition(node_id):
         elif typ in ("INT", "FLOAT"):
             d, lo, hi = opts.get("default"), opts.get("min"), opts.get("max")
             if d is None:
-                problems.append(f"{typ} input {name!r} has no default")
+                if not opts.get("forceInput"):  # a widget needs a starting value; a socket does not
+                    problems.append(f"{typ} input {name!r} has no default")
             elif (lo is not None and d < lo) or (hi is not None and d > hi):
                 problems.append(f"{typ} input {name!r}: default {d} outside [{lo}, {hi}]")
             if typ == "INT" and d is not None and not isinstance(d, int):
@@ -106,3 +107,59 @@ def test_v1_definition(node_id):
         if name in ("seed", "noise_seed") and (spec[0] != "INT" or dict(spec[1]).get("min", 0) < 0):
             problems.append(f"{name!r} must be an INT with min >= 0 (torch.Generator seeds)")
     assert not problems, f"{node_id}:\n  " + "\n  ".join(problems)
+
+
+def _editor_shifts_widget_values(cls) -> bool:
+    """Would the ComfyUI editor (frontend 1.58) misread the widget values it saved for this node?
+
+    On load, the editor drops the saved values of ``forceInput`` inputs from old files: it
+    counts one value per widget input and per forceInput input, two only for inputs that
+    declare ``control_after_generate`` explicitly, and when the saved list has exactly that
+    length it removes the forceInput positions. A ``seed`` that gets its control widget by
+    name alone is counted once, so a node with one such seed and one forceInput input gets
+    its values shifted by one after the seed (found by loading files in the real editor).
+    """
+    from comfyui_gendeg.core.graph.formats import input_specs, widget_specs
+    from comfyui_gendeg.core.graph.object_info import node_info
+
+    info = node_info("x", cls)
+    widgets = widget_specs(info)
+    saved = sum(1 + s.has_control + s.has_upload for s in widgets)
+    names = {s.name for s in widgets}
+    flags: list[bool] = []
+    for spec in input_specs(info):
+        force = bool(spec.opts.get("forceInput"))
+        if spec.name in names or force:
+            flags += [force, False] if spec.opts.get("control_after_generate") else [force]
+    return any(flags) and saved == len(flags)
+
+
+@pytest.mark.parametrize("node_id", sorted(NODE_CLASS_MAPPINGS))
+def test_editor_reads_back_saved_widget_values(node_id):
+    assert not _editor_shifts_widget_values(NODE_CLASS_MAPPINGS[node_id]), (
+        f"{node_id}: the ComfyUI editor would shift this node's saved widget values when a workflow is opened "
+        "(a seed without an explicit control_after_generate plus a forceInput input); "
+        "add 'control_after_generate': True to the seed input's options"
+    )
+
+
+def test_editor_shift_rule_matches_what_the_editor_did():
+    # Reproduces the case seen in the real editor: seed by name + one forceInput input.
+    class Shifted:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {
+                "required": {"a": ("FLOAT", {"default": 0.5}), "seed": ("INT", {"default": 0})},
+                "optional": {"name": ("STRING", {"forceInput": True}), "b": ("BOOLEAN", {"default": True})},
+            }
+
+        RETURN_TYPES = ("FLOAT",)
+
+    class Fixed(Shifted):
+        @classmethod
+        def INPUT_TYPES(cls):
+            types = Shifted.INPUT_TYPES()
+            types["required"]["seed"][1]["control_after_generate"] = True
+            return types
+
+    assert _editor_shifts_widget_values(Shifted) and not _editor_shifts_widget_values(Fixed)
