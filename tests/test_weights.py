@@ -258,6 +258,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, evil_cls, zip_form
         assert marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_plain_pickle_file_is_refused(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pkl"
