@@ -1,0 +1,143 @@
+"""The converters agree with the real ComfyUI editor (comfyui-frontend-package in headless Chromium).
+
+* A UI file → the editor's own ``graphToPrompt`` gives exactly our ``ui_to_api`` prompt
+  (reroutes, primitives, notes, mutes, bypasses, seed controls, ``_meta``).
+* Our ``api_to_ui`` output opens in the editor and the editor turns it back into the very
+  prompt we started from, so files we write are files people can open and share.
+* Every shipped workflow: the editor and ``gendeg run`` see the same graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from comfyui_gendeg.core.graph.formats import api_to_ui, ui_to_api
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data" / "workflows"
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+CHROMIUM = os.environ.get("GENDEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"Chromium not found at {CHROMIUM}", allow_module_level=True)
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+pytest.importorskip("aiohttp", reason="aiohttp (studio extra) is not installed")
+pytest.importorskip("comfyui_frontend_package", reason="comfyui-frontend-package (studio extra) is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str, timeout: float = 5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback only
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def editor(tmp_path_factory):
+    """``(to_prompt, object_info)``: ``to_prompt(ui) -> (output, workflow)`` as the editor makes them."""
+    base = tmp_path_factory.mktemp("fmt-studio")
+    for k in ("input", "output", "temp", "user", "models"):
+        (base / k).mkdir()
+    shutil.copy(DATA / "ui_reroute_primitive_bypass.json", base / "unused.json")
+    port = _free_port()
+    env = {**os.environ, "GENDEG_NO_PROGRESS": "1"}
+    log = open(base / "studio.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, str(DATA / "studio_with_test_nodes.py"), str(port), str(base)],
+        cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                info = _get_json(url + "/api/object_info", 5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("studio did not start:\n" + (base / "studio.log").read_text()) from None
+                time.sleep(0.3)
+        with playwright_sync.sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-quic"]
+            )
+            page = browser.new_page()
+            page.goto(url + "/", wait_until="domcontentloaded")
+            page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
+
+            def to_prompt(ui: dict) -> tuple[dict, dict]:
+                res = page.evaluate(
+                    """async (wf) => {
+                        await window.app.loadGraphData(wf);
+                        const p = await window.app.graphToPrompt();
+                        return {output: p.output, workflow: p.workflow};
+                    }""",
+                    ui,
+                )
+                return res["output"], res["workflow"]
+
+            yield to_prompt, info
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.mark.parametrize("name", ["ui_reroute_primitive_bypass.json", "ui_loadimage_synthesize_save.json"])
+def test_editor_builds_the_same_prompt_as_ui_to_api(editor, name):
+    to_prompt, info = editor
+    ui = json.loads((DATA / name).read_text())
+    if any(n["type"] not in info for n in ui["nodes"] if n["type"] not in ("Reroute", "PrimitiveNode", "Note", "MarkdownNote")):
+        pytest.skip(f"{name} uses nodes this checkout does not have")
+    output, saved = to_prompt(copy.deepcopy(ui))
+    assert output == ui_to_api(ui, info)
+    assert ui_to_api(saved, info) == output  # and the file the editor would save reads the same
+
+
+def test_api_to_ui_opens_in_the_editor_as_the_same_graph(editor):
+    to_prompt, info = editor
+    prompt = {
+        "1": {"inputs": {"n": 3}, "class_type": "TestBatch", "_meta": {"title": "TestBatch"}},
+        "2": {"inputs": {"image": ["1", 0]}, "class_type": "TestSplit", "_meta": {"title": "split"}},
+        "3": {
+            "inputs": {"image": ["2", 0], "factor": 2.0, "mode": "add", "index": ["2", 1], "bias": 0.5, "flag": True,
+                       "note": "two\nlines"},
+            "class_type": "TestScale",
+            "_meta": {"title": "TestScale"},
+        },  # fmt: skip
+        "4": {"inputs": {"image": ["3", 0], "amount": 0.05, "seed": 11}, "class_type": "TestNoise", "_meta": {"title": "n"}},
+        "5": {"inputs": {"images": ["4", 0], "index": ["2", 1]}, "class_type": "TestCollect", "_meta": {"title": "TestCollect"}},
+        "6": {"inputs": {"image": "clean.png"}, "class_type": "LoadImage", "_meta": {"title": "Load Image"}},
+        "7": {"inputs": {"images": ["6", 0], "filename_prefix": "a/b"}, "class_type": "SaveImage", "_meta": {"title": "Save Image"}},
+    }
+    output, saved = to_prompt(api_to_ui(copy.deepcopy(prompt), info))
+    assert output == prompt
+    assert ui_to_api(saved, info) == prompt
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_shipped_workflow_means_the_same_in_the_editor(editor, path):
+    to_prompt, info = editor
+    ui = json.loads(path.read_text(encoding="utf-8"))
+    output, _ = to_prompt(copy.deepcopy(ui))
+    assert output == ui_to_api(ui, info)
