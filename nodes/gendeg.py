@@ -1,0 +1,406 @@
+"""GenDeg nodes: load the model, build conditions, sample degradations, correct structure, filter by intensity."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.errors import InputError
+from ..core.gendeg.conditioning import (
+    DEFAULT_CAPTION,
+    GENDEG_TYPES,
+    MU_RANGE,
+    PRESET_NAMES,
+    PRESETS,
+    SIGMA_RANGE,
+    condition_sweep,
+    make_condition,
+    normalize_type,
+)
+from ..core.gendeg.conditioning import GenDegCondition as Condition
+from ..core.image import from_comfy, resize, restore_channels, to_comfy, to_rgb
+from ..core.intensity import measure_intensity
+from ..core.weights import resolve
+from . import host, ui
+
+CATEGORY = "GenDeg/Degrade"
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+_SCHEDULERS = ("euler_a", "ddim", "dpmpp_2m", "unipc")
+
+
+def _preset_help() -> str:
+    return "; ".join(f"{t} {v['light'][0]}/{v['medium'][0]}/{v['heavy'][0]}" for t, v in PRESETS.items())
+
+
+class GenDegModelLoader:
+    DESCRIPTION = (
+        "Load the GenDeg generator (InstructPix2Pix on Stable Diffusion 1.5 conditioned on degradation type and "
+        "intensity) from models/gendeg/gendeg: the official PyTorch-Lightning .ckpt (converted once to "
+        "<name>.gendeg.safetensors next to it), that converted file, or a diffusers folder. The CLIP ViT-L/14 "
+        "tokenizer comes from a tokenizer/ folder next to the checkpoint or from models/gendeg/clip; nothing is "
+        "downloaded. The model waits on the offload device (CPU) and moves to the GPU only while sampling."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("GENDEG_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The GenDeg generator (UNet, VAE, text encoder, intensity projections).",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        names = [n for n in host.list_models("gendeg") if not n.endswith(".raw.gendeg.safetensors")]
+        return {
+            "required": {
+                "ckpt_name": (names, {
+                    "tooltip": "GenDeg checkpoint in models/gendeg/gendeg: gendeg.ckpt (official), "
+                    "gendeg.gendeg.safetensors (converted) or a diffusers folder.",
+                }),
+                "unet_weights": (["ema", "raw"], {
+                    "default": "ema",
+                    "tooltip": "ema: the exponential-moving-average UNet (what the authors sample with); raw: the "
+                    "last training weights. The intensity projections are always the raw ones (they have no EMA).",
+                }),
+                "dtype": (["auto", "fp32", "fp16", "bf16"], {
+                    "default": "auto",
+                    "tooltip": "Compute precision: auto = bf16 on GPUs that support it (else fp16), fp32 on CPU. "
+                    "The VAE runs in fp32 when fp16 is chosen (SD 1.5's VAE overflows in fp16).",
+                }),
+            },
+            "optional": {
+                "compile": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "torch.compile the UNet on CUDA (slow first run, faster after; ignored on CPU).",
+                }),
+            },
+        }
+
+    def load(self, ckpt_name: str, unet_weights: str = "ema", dtype: str = "auto", compile: bool = False):
+        from ..core.gendeg.model import load_gendeg
+
+        path = resolve(ckpt_name, host.model_search_dirs("gendeg"))
+        model = load_gendeg(
+            path,
+            tokenizer_dirs=host.model_search_dirs("clip") + host.model_search_dirs("gendeg"),
+            ema=unet_weights == "ema",
+            dtype=dtype,
+            device=host.torch_device(),
+            offload_device=host.offload_device(),
+            compile=bool(compile),
+        )
+        model.info["name"] = ckpt_name
+        return (model,)
+
+
+class GenDegCondition:
+    DESCRIPTION = (
+        "What GenDeg should make: a degradation type (haze, rain, snow, motion blur, low light, raindrop, "
+        "rain+haze, snow+haze), a scene caption (any captioning node can feed it) and an intensity (mu, sigma): "
+        "set by the sliders, by a preset (light/medium/heavy = 20th/50th/80th percentiles of GenDeg's training "
+        "data for that type), or from an example pair (GenDeg Intensity From Pair -> mu, sigma). mu_sweep makes one "
+        "condition per listed mu; chain nodes through 'previous' to sweep several types."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("GENDEG_COND", "STRING")
+    RETURN_NAMES = ("condition", "prompt")
+    OUTPUT_TOOLTIPS = ("A list of GenDeg conditions (previous ones first).", "The text prompt(s) GenDeg sees, one per line.")
+    FUNCTION = "condition"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "degradation": (list(GENDEG_TYPES), {"default": "haze", "tooltip": "Degradation type."}),
+                "caption": ("STRING", {
+                    "default": DEFAULT_CAPTION, "multiline": True,
+                    "tooltip": "Scene caption (what the image shows); GenDeg appends the type's phrase, e.g. "
+                    "', in hazy conditions'. Connect a captioning node here for best results.",
+                }),
+                "preset": (["custom", *PRESET_NAMES], {
+                    "default": "medium",
+                    "tooltip": "custom: use the mu/sigma sliders; light/medium/heavy: typical values of this type "
+                    f"(mu light/medium/heavy: {_preset_help()}).",
+                }),
+                "mu": ("FLOAT", {
+                    "default": 0.109, "min": MU_RANGE[0], "max": 1.0, "step": 0.001,
+                    "tooltip": "Requested mean |clean - degraded| (0..1 units, at 256x256). GenDeg knows 0..0.7 in "
+                    "128 bins; larger values act as 0.7.",
+                }),
+                "sigma": ("FLOAT", {
+                    "default": 0.069, "min": SIGMA_RANGE[0], "max": 1.0, "step": 0.001,
+                    "tooltip": "Requested standard deviation of |clean - degraded| (0..1 units). GenDeg knows 0..0.4 "
+                    "in 128 bins; larger values act as 0.4.",
+                }),
+            },
+            "optional": {
+                "mu_sweep": ("STRING", {
+                    "default": "",
+                    "tooltip": "Comma-separated mu values (e.g. 0.05,0.1,0.2): one condition per value, sigma scaled "
+                    "with mu from the type's medium preset. Empty: one condition.",
+                }),
+                "type_name": ("STRING", {
+                    "forceInput": True,
+                    "tooltip": "Overrides degradation when connected (a GenDeg type name such as rain+haze).",
+                }),
+                "previous": ("GENDEG_COND", {"tooltip": "Conditions to put before this one (for sweeps over types)."}),
+            },
+        }
+
+    def condition(self, degradation: str, caption: str, preset: str, mu: float, sigma: float, mu_sweep: str = "",
+                  type_name: str | None = None, previous: list[Condition] | None = None):
+        kind = normalize_type(type_name if type_name else degradation)
+        if mu_sweep and mu_sweep.strip():
+            try:
+                mus = [float(v) for v in mu_sweep.replace(";", ",").split(",") if v.strip()]
+            except ValueError:
+                raise InputError(f"mu_sweep: expected numbers separated by commas, got {mu_sweep!r}") from None
+            conds = condition_sweep([kind], caption, mus)
+        else:
+            conds = [make_condition(kind, caption, mu=mu, sigma=sigma, preset=preset)]
+        out = list(previous or []) + conds
+        return (out, "\n".join(c.prompt for c in out))
+
+
+class GenDegIntensityFromPair:
+    DESCRIPTION = (
+        "Measure GenDeg's intensity (mu, sigma) of a real clean/degraded pair, exactly as GenDeg measured its "
+        "training pairs, so you can ask GenDeg for 'this much haze': connect mu and sigma to GenDeg Condition."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FLOAT", "FLOAT")
+    RETURN_NAMES = ("mu", "sigma")
+    OUTPUT_TOOLTIPS = ("mu of the pair (mean over a batch).", "sigma of the pair (mean over a batch).")
+    FUNCTION = "measure"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "clean": ("IMAGE", {"tooltip": "The clean image(s) of the example pair."}),
+                "degraded": ("IMAGE", {"tooltip": "The degraded image(s) of the same scene (resized to the clean size if they differ)."}),
+            }
+        }
+
+    def measure(self, clean: torch.Tensor, degraded: torch.Tensor):
+        c, _ = to_rgb(from_comfy(clean, name="clean"))
+        d, _ = to_rgb(from_comfy(degraded, name="degraded"))
+        if d.shape[0] != c.shape[0] and 1 not in (c.shape[0], d.shape[0]):
+            raise InputError(f"clean has {c.shape[0]} images and degraded {d.shape[0]}; give equal batches or one clean image")
+        n = max(c.shape[0], d.shape[0])
+        c, d = c.expand(n, -1, -1, -1), d.expand(n, -1, -1, -1)
+        if d.shape[-2:] != c.shape[-2:]:
+            d = resize(d, tuple(c.shape[-2:]))
+        mu, sigma = measure_intensity(c, d)
+        rows = [{"mu": float(m), "sigma": float(s)} for m, s in zip(mu, sigma, strict=True)]
+        return {"ui": ui.stats_ui(rows), "result": (float(mu.mean()), float(sigma.mean()))}
+
+
+class GenDegSample:
+    DESCRIPTION = (
+        "Degrade clean images with GenDeg: every image under every condition (image-major order). Euler ancestral "
+        "with 100 steps and guidance 7.5 (text) / 1.5 (image) reproduce the paper; the three guidance branches run "
+        "in one UNet batch. The aspect ratio is kept (about resolution^2 pixels, sides multiples of 8) and the "
+        "result is returned at the input size. Outputs the achieved mu/sigma (measured as GenDeg measures) so a "
+        "graph can check it got what it asked for, JSON metadata per image, and the clean images aligned with the "
+        "outputs (for GenDeg Save Dataset Pairs)."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "FLOAT", "FLOAT", "STRING", "IMAGE", "STRING")
+    RETURN_NAMES = ("degraded", "mu", "sigma", "metadata", "clean", "labels")
+    OUTPUT_TOOLTIPS = (
+        "Degraded images at the input size and channels (N = images x conditions).",
+        "Achieved mu (mean over the outputs).",
+        "Achieved sigma (mean over the outputs).",
+        "JSON: one record per output image (type, prompt, requested and achieved mu/sigma, seed, sampler settings).",
+        "The clean image of each output, in the same order.",
+        "One label per output image: type, requested -> achieved mu (for GenDeg Contact Sheet).",
+    )
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Clean images (any size, grey/RGB/RGBA, a batch is fine)."}),
+                "model": ("GENDEG_MODEL", {"tooltip": "The generator from GenDeg Model Loader."}),
+                "condition": ("GENDEG_COND", {"tooltip": "Conditions from GenDeg Condition (a list makes one output per condition)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Random seed; output k uses seed + k, so results do not depend on batch_size."}),
+                "steps": ("INT", {"default": 100, "min": 1, "max": 1000, "tooltip": "Sampling steps (the paper: 100)."}),
+                "scheduler": (list(_SCHEDULERS), {
+                    "default": "euler_a",
+                    "tooltip": "euler_a: Euler ancestral as the official code (k-diffusion sigmas); ddim, dpmpp_2m "
+                    "(DPM-Solver++ 2M) and unipc reach similar quality in 20-30 steps.",
+                }),
+                "text_guidance": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "How strongly the type and intensity are followed (the paper: 7.5)."}),
+                "image_guidance": ("FLOAT", {"default": 1.5, "min": 0.0, "max": 10.0, "step": 0.05, "tooltip": "How closely the clean image's content is kept (the paper: 1.5)."}),
+            },
+            "optional": {
+                "resolution": ("INT", {
+                    "default": 512, "min": 0, "max": 4096, "step": 8,
+                    "tooltip": "Working size: about resolution x resolution pixels with the input's aspect ratio "
+                    "(the paper: 512). 0 works at the input size (rounded to a multiple of 8).",
+                }),
+                "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Images through the UNet at once (x3 guidance branches); more is faster on a GPU."}),
+                "vae_tiling": (["auto", "on", "off"], {"default": "auto", "tooltip": "Tiled VAE encode/decode: auto tiles above 1024 px working size (saves memory)."}),
+            },
+        }
+
+    def sample(self, image: torch.Tensor, model, condition: list[Condition], seed: int, steps: int,
+               scheduler: str, text_guidance: float, image_guidance: float, resolution: int = 512,
+               batch_size: int = 4, vae_tiling: str = "auto"):
+        from ..core.gendeg.sampler import sample
+
+        conds = list(condition or [])
+        x = from_comfy(image)
+        rgb, layout = to_rgb(x)
+        n_steps = steps * -(-(x.shape[0] * max(1, len(conds))) // batch_size)
+        t0 = time.perf_counter()
+        model.to_compute(host.torch_device())
+        try:
+            result = sample(model, rgb, conds, seed=seed, steps=steps, scheduler=scheduler,
+                            text_guidance=text_guidance, image_guidance=image_guidance, resolution=resolution,
+                            batch_size=batch_size, vae_tiling=vae_tiling, progress=host.progress(n_steps, "GenDeg"))
+        finally:
+            model.offload()
+            host.free_memory()
+        seconds = time.perf_counter() - t0
+        idx = result.source_index
+        alpha = layout.alpha[idx] if layout.alpha is not None else None
+        out_layout = type(layout)(layout.channels, alpha)
+        out = to_comfy(restore_channels(result.image, out_layout))
+        clean = image[idx]
+        rows = []
+        for k, (c, i) in enumerate(zip(result.conditions, idx, strict=True)):
+            rows.append({
+                "engine": "gendeg",
+                "type": c.degradation,
+                "caption": c.caption,
+                "prompt": c.prompt,
+                "preset": c.preset,
+                "mu_requested": round(c.mu, 6),
+                "sigma_requested": round(c.sigma, 6),
+                "mu": round(float(result.mu[k]), 6),
+                "sigma": round(float(result.sigma[k]), 6),
+                "seed": int(seed) + k,
+                "source_index": int(i),
+                "steps": int(steps),
+                "scheduler": scheduler,
+                "text_guidance": float(text_guidance),
+                "image_guidance": float(image_guidance),
+                "resolution": int(resolution),
+                "model": str(model.info.get("name") or Path(str(model.info.get("path", ""))).name),
+                "ema": bool(model.info.get("ema", True)),
+            })
+        meta = json.dumps(rows[0] if len(rows) == 1 else rows)
+        labels = "\n".join(f"{r['type']} {r['mu_requested']:.3f} -> {r['mu']:.3f}" for r in rows)
+        stats = [{"mu": r["mu"], "sigma": r["sigma"], "mu_requested": r["mu_requested"]} for r in rows]
+        stats[0]["seconds_per_image"] = seconds / len(rows)
+        return {
+            "ui": ui.merge_ui(ui.stats_ui(stats), ui.compare_ui(clean, out)),
+            "result": (out, float(result.mu.mean()), float(result.sigma.mean()), meta, clean, labels),
+        }
+
+
+class GenDegStructureCorrect:
+    DESCRIPTION = (
+        "GenDeg's optional structure correction: a NAFNet (6 channels in: clean + generated) whose output is added "
+        "to the generated image to restore the clean image's geometry (the official code applies it to haze, motion "
+        "blur and raindrops). Loads the official nafnet_sd.ckpt from models/gendeg/gendeg."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("corrected",)
+    OUTPUT_TOOLTIPS = ("Structure-corrected degraded images (input size and channels).",)
+    FUNCTION = "correct"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "clean": ("IMAGE", {"tooltip": "The clean images GenDeg started from (same order as degraded; one image is reused for all)."}),
+                "degraded": ("IMAGE", {"tooltip": "GenDeg's output for those images."}),
+                "ckpt_name": (host.list_models("gendeg"), {"tooltip": "The structure-correction NAFNet (official: nafnet_sd.ckpt)."}),
+            },
+            "optional": {
+                "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 16, "tooltip": "0: whole image; else overlapping tiles of this side (less memory)."}),
+            },
+        }
+
+    def correct(self, clean: torch.Tensor, degraded: torch.Tensor, ckpt_name: str, tile_size: int = 0):
+        from ..core.gendeg.structure import correct_structure, load_structure_model
+
+        net = load_structure_model(resolve(ckpt_name, host.model_search_dirs("gendeg")))
+        c, _ = to_rgb(from_comfy(clean, name="clean"))
+        d, layout = to_rgb(from_comfy(degraded, name="degraded"))
+        if c.shape[0] == 1 and d.shape[0] > 1:
+            c = c.expand(d.shape[0], -1, -1, -1)
+        if c.shape[0] != d.shape[0]:
+            raise InputError(f"clean has {c.shape[0]} images and degraded {d.shape[0]}; connect the clean output of GenDeg Sample")
+        if c.shape[-2:] != d.shape[-2:]:
+            c = resize(c, tuple(d.shape[-2:]))
+        try:
+            out = correct_structure(net, c, d, device=host.torch_device(), tile=tile_size,
+                                    progress=host.progress(1, "structure"))
+        finally:
+            net.to(host.offload_device())
+        result = to_comfy(restore_channels(out, layout))
+        return {"ui": ui.compare_ui(degraded, result), "result": (result,)}
+
+
+class GenDegIntensityFilter:
+    DESCRIPTION = (
+        "GenDeg's intensity filtering for datasets: keep only samples whose achieved mu is close to the requested "
+        "one (|achieved - requested| <= max(abs_tolerance, rel_tolerance x requested)). Reads the metadata of GenDeg "
+        "Sample (or GenDeg Synthesize), outputs the kept pairs as lists for GenDeg Save Dataset Pairs."
+    )
+    CATEGORY = "GenDeg/Dataset"
+    RETURN_TYPES = ("IMAGE", "IMAGE", "STRING", "STRING")
+    RETURN_NAMES = ("clean", "degraded", "metadata", "filename")
+    OUTPUT_IS_LIST = (True, True, True, True)
+    OUTPUT_TOOLTIPS = ("Kept clean images (one per item).", "Kept degraded images.", "Their metadata (JSON).", "Their file names.")
+    FUNCTION = "filter"
+    INPUT_IS_LIST = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "clean": ("IMAGE", {"tooltip": "Clean images aligned with degraded (the clean output of GenDeg Sample)."}),
+                "degraded": ("IMAGE", {"tooltip": "Generated degraded images."}),
+                "metadata": ("STRING", {"forceInput": True, "tooltip": "JSON metadata with mu_requested and mu per image."}),
+                "abs_tolerance": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip": "Always accept an error up to this (mu units)."}),
+                "rel_tolerance": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "Also accept an error up to this fraction of the requested mu."}),
+            },
+            "optional": {
+                "filename": ("STRING", {"forceInput": True, "tooltip": "Source file names (one per clean batch, or one per line)."}),
+            },
+        }
+
+    def filter(self, clean: list[torch.Tensor], degraded: list[torch.Tensor], metadata: list[str],
+               abs_tolerance: list[float], rel_tolerance: list[float], filename: list[str] | None = None):
+        from ..core.gendeg.filtering import filter_by_intensity
+
+        kept = filter_by_intensity(clean, degraded, metadata, filename, float(abs_tolerance[0]), float(rel_tolerance[0]))
+        stats = [{"kept": len(kept.degraded), "dropped": kept.dropped}]
+        return {"ui": ui.stats_ui(stats), "result": (kept.clean, kept.degraded, kept.metadata, kept.filenames)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "GenDegModelLoader": GenDegModelLoader,
+    "GenDegCondition": GenDegCondition,
+    "GenDegIntensityFromPair": GenDegIntensityFromPair,
+    "GenDegSample": GenDegSample,
+    "GenDegStructureCorrect": GenDegStructureCorrect,
+    "GenDegIntensityFilter": GenDegIntensityFilter,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "GenDegModelLoader": "GenDeg Model Loader",
+    "GenDegCondition": "GenDeg Condition (type + intensity)",
+    "GenDegIntensityFromPair": "GenDeg Intensity From Pair",
+    "GenDegSample": "GenDeg Sample (diffusion)",
+    "GenDegStructureCorrect": "GenDeg Structure Correct",
+    "GenDegIntensityFilter": "GenDeg Intensity Filter",
+}
