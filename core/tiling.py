@@ -9,12 +9,18 @@ How tiles are laid out (per axis, independently for height and width):
 * An axis no longer than ``tile`` is one tile covering it (padded only if the network needs
   a multiple or a minimum size, see ``pad_multiple``/``min_size``).
 * A longer axis gets the smallest number of tiles ``n`` whose pairwise overlap is at least
-  ``overlap``: ``n = ceil((L - overlap) / (tile - overlap))``. All tiles have the same length
-  ``t = ceil((L + (n - 1) * overlap) / n)`` (<= ``tile``, rounded up to ``pad_multiple``) and
-  their starts are spread evenly from 0 to ``L - t``. So the tiles cover the image exactly:
-  nothing is padded, no tile sticks out, no thin leftover tile is computed, and the work is
-  close to the minimum ``L + (n - 1) * overlap`` pixels per axis. Equal tile sizes also let
-  tiles of all images in a batch run together (``tile_batch``).
+  ``overlap`` (``n = ceil((L - overlap) / (tile - overlap))``), all of the same length, the
+  smallest that still needs only ``n`` tiles (about ``(L + (n - 1) * overlap) / n``), with
+  starts spread evenly from 0 to ``L - t``. So the tiles cover the image exactly: no tile
+  sticks out, no thin leftover tile is computed, and the work is close to the minimum
+  ``L + (n - 1) * overlap`` pixels per axis. Equal tile sizes also let tiles of all images in
+  a batch run together (``tile_batch``).
+* Grid alignment: with ``pad_multiple`` (or ``align``) ``a`` > 1, tile starts and lengths are
+  multiples of ``a`` and the image is reflect-padded at the bottom/right to a multiple of
+  ``a`` (as whole-image inference pads it). A UNet that downsamples by ``a`` then samples
+  every tile on the same grid as the whole image; without it, a tile starting at an odd
+  offset gives a different result everywhere, not just at its seams. Pass the network's
+  total stride (e.g. 16 for a 4-level UNet) even when it pads internally.
 
 ComfyUI's ``comfy.utils.tiled_scale`` (which its upscale-model node uses) steps by
 ``tile - overlap`` from 0 and truncates the last tile at the border, so tiles come in
@@ -70,31 +76,43 @@ class TilingOutOfMemoryError(GenDegError, MemoryError):
 def plan_axis(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[list[int], int]:
     """Tile starts and the common tile length for one axis of ``length`` pixels.
 
-    ``tile`` <= 0 means "one tile for the whole axis". ``multiple`` makes the tile length a
-    multiple of it when the axis is split (a single tile is padded by the caller instead).
-    Returns ``(starts, tile_length)``; consecutive tiles overlap by at least ``overlap``.
+    ``tile`` <= 0 means "one tile for the whole axis". With ``multiple`` > 1 the axis is first
+    rounded up to a multiple of it (the caller pads the image that far, reflecting) and every
+    tile start and length is a multiple of it, so a network that downsamples by ``multiple``
+    sees each tile on the same pixel grid as the whole image. An axis that fits in one tile is
+    left as it is (``([0], length)``): the network then pads it as it would the whole image.
+    Returns ``(starts, tile_length)``; consecutive tiles overlap by at least ``overlap`` (or by
+    ``tile - multiple`` where the grid leaves no room for more) and the last tile ends at the
+    (rounded-up) axis length.
     """
     if length <= 0:
         raise InputError(f"cannot tile an axis of length {length}")
-    multiple = max(1, int(multiple))
-    if tile <= 0 or length <= tile:
-        return [0], length
-    tile = max(multiple, tile - tile % multiple)  # largest multiple not above the request
-    if length <= tile:
-        return [0], length
-    if overlap < 0 or overlap >= tile:
+    a = max(1, int(multiple))
+    padded = math.ceil(length / a) * a
+    big = max(a, tile - tile % a)  # largest allowed tile length, a multiple of `a`
+    if tile <= 0 or length <= tile or padded <= big:
+        return [0], length  # one tile: the network sees the axis as in whole-image inference
+    if overlap < 0 or overlap >= big:
         raise InputError(
-            f"tile overlap must be between 0 and the tile size minus 1 (tile {tile}, overlap {overlap}); "
+            f"tile overlap must be between 0 and the tile size minus 1 (tile {big}, overlap {overlap}); "
             "use a smaller overlap or a larger tile"
         )
-    n = math.ceil((length - overlap) / (tile - overlap))
-    t = math.ceil((length + (n - 1) * overlap) / n)
-    t = min(length, math.ceil(t / multiple) * multiple)
-    if n == 1 or t >= length:
+    lu = padded // a  # everything below in units of `a`
+
+    def n_tiles(tu: int) -> int:
+        # largest step (units) keeping the overlap; at least one grid cell (the overlap is then
+        # tile - grid, the most the grid allows)
+        step = max(1, (tu * a - overlap) // a)
+        return math.ceil((lu - tu) / step) + 1
+
+    tu = big // a
+    n = n_tiles(tu)
+    while tu > 1 and n_tiles(tu - 1) <= n:  # shrink the tile while the count stays minimal
+        tu -= 1
+    if n == 1:
         return [0], length
-    span = length - t
-    starts = [round(i * span / (n - 1)) for i in range(n)]
-    return starts, t
+    starts = [round(i * (lu - tu) / (n - 1)) * a for i in range(n)]
+    return starts, tu * a
 
 
 @dataclass(frozen=True)
@@ -191,21 +209,23 @@ def pad_for_model(
     if square:
         th = tw = max(th, tw)
     th, tw = math.ceil(th / multiple) * multiple, math.ceil(tw / multiple) * multiple
-    ph, pw = th - h, tw - w
-    if ph == 0 and pw == 0:
+    if (th, tw) == (h, w):
         return x, (h, w)
+    if mode != "reflect":
+        return F.pad(x, (0, tw - w, 0, th - h), mode=mode), (h, w)
+    return _pad_to(x, th, tw), (h, w)
+
+
+def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Reflect-pad ``x`` at the bottom/right to ``height`` x ``width`` (see :func:`pad_for_model`)."""
     out = x
-    # reflect needs pad < side; pad in steps so large pads (tiny inputs) still reflect
-    while ph > 0 or pw > 0:
+    while out.shape[-2] < height or out.shape[-1] < width:
         ch, cw = out.shape[-2:]
-        sh = min(ph, ch - 1) if mode == "reflect" else ph
-        sw = min(pw, cw - 1) if mode == "reflect" else pw
-        if sh <= 0 and sw <= 0:  # 1-pixel side: reflect impossible
-            out = F.pad(out, (0, pw, 0, ph), mode="replicate")
-            break
-        out = F.pad(out, (0, max(sw, 0), 0, max(sh, 0)), mode=mode)
-        ph, pw = ph - max(sh, 0), pw - max(sw, 0)
-    return out, (h, w)
+        ph, pw = min(height - ch, ch - 1), min(width - cw, cw - 1)
+        if ph <= 0 and pw <= 0:  # 1-pixel sides cannot reflect
+            return F.pad(out, (0, width - cw, 0, height - ch), mode="replicate")
+        out = F.pad(out, (0, max(pw, 0), 0, max(ph, 0)), mode="reflect")
+    return out
 
 
 # --- tiled application --------------------------------------------------------------------
@@ -221,6 +241,7 @@ def tiled_apply(
     pad_multiple: int = 1,
     min_size: int = 0,
     square: bool = False,
+    align: int = 1,
     tile_batch: int = 1,
     progress: ProgressFn | None = None,
     device: torch.device | str | None = None,
@@ -237,9 +258,11 @@ def tiled_apply(
         overlap: minimum overlap between neighbouring tiles, input pixels; should exceed the
             network's receptive-field radius for seamless results.
         scale: integer output/input size ratio (1 for restorers, 2/4 for upscalers).
-        pad_multiple, min_size, square: the network's size requirements; tiles of a split
-            axis are made multiples of ``pad_multiple`` and every tile is reflect-padded to meet
-            all three, then cropped back (see :func:`pad_for_model`).
+        pad_multiple, min_size, square: the network's size requirements; every tile is
+            reflect-padded to meet all three, then cropped back (see :func:`pad_for_model`).
+        align: the network's total stride if larger than ``pad_multiple`` (e.g. a UNet that pads
+            internally); tiles start and end on multiples of ``lcm(pad_multiple, align)`` of the
+            image, which is reflect-padded at the bottom/right to such a multiple first.
         tile_batch: how many tiles (across the whole batch of images) go through ``fn`` at once.
         progress: ``progress(done_tiles, total_tiles)``; may raise to interrupt.
         device: where ``fn`` runs (default: ``x.device``).
@@ -254,9 +277,13 @@ def tiled_apply(
     device = torch.device(device) if device is not None else x.device
     output_device = torch.device(output_device) if output_device is not None else x.device
     b, _, h, w = x.shape
-    plan = plan_tiles(h, w, tile, overlap, pad_multiple)
-    wh = blend_weights_1d(plan.starts_h, plan.tile_h, h, scale).to(torch.float32)
-    ww = blend_weights_1d(plan.starts_w, plan.tile_w, w, scale).to(torch.float32)
+    grid = math.lcm(max(1, int(pad_multiple)), max(1, int(align)))
+    plan = plan_tiles(h, w, tile, overlap, grid)
+    hp, wp = plan.starts_h[-1] + plan.tile_h, plan.starts_w[-1] + plan.tile_w
+    if (hp, wp) != (h, w):  # split axes rounded up to the grid: reflect-pad bottom/right, crop at the end
+        x = _pad_to(x, hp, wp)
+    wh = blend_weights_1d(plan.starts_h, plan.tile_h, hp, scale).to(torch.float32)
+    ww = blend_weights_1d(plan.starts_w, plan.tile_w, wp, scale).to(torch.float32)
     oth, otw = plan.tile_h * scale, plan.tile_w * scale
     jobs = [(bi, i, j, y0, x0) for bi in range(b) for (i, j, y0, x0) in plan.boxes()]
     total = len(jobs)
@@ -281,7 +308,7 @@ def tiled_apply(
             )
         y = y[..., :oth, :otw].to(device=output_device, dtype=torch.float32)
         if out is None:
-            out = torch.zeros(b, y.shape[1], h * scale, w * scale, dtype=torch.float32, device=output_device)
+            out = torch.zeros(b, y.shape[1], hp * scale, wp * scale, dtype=torch.float32, device=output_device)
         for t, (bi, i, j, y0, x0) in enumerate(chunk):
             oy, ox = y0 * scale, x0 * scale
             if single:
@@ -292,7 +319,7 @@ def tiled_apply(
         if progress is not None:
             progress(min(k0 + tile_batch, total), total)
     assert out is not None
-    return out
+    return out if (hp, wp) == (h, w) else out[..., : h * scale, : w * scale].contiguous()
 
 
 def tiled_apply_oom_safe(

@@ -23,7 +23,12 @@ from spandrel.architectures.SwinIR import SwinIR
 
 def _nafnet(channels: int = 3) -> NAFNet:
     torch.manual_seed(0)
-    return NAFNet(img_channel=channels, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]).eval()
+    net = NAFNet(img_channel=channels, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]).eval()
+    with torch.no_grad():  # block scales start at 0 (identity blocks); open them like a trained net
+        for name, p in net.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.normal_(0.0, 0.2)
+    return net
 
 
 def _dncnn(channels: int = 3) -> DnCNN:
@@ -52,6 +57,7 @@ def test_nafnet_file_loads_detects_and_matches_direct_net(tmp_path, fmt):
     _save(net.state_dict(), path, fmt)
     r = load_restorer(path)
     assert r.architecture == "NAFNet" and r.info["tags"] == ["8w"] and r.dtype == torch.float32
+    assert r.info["tile_grid"] == 4  # 2 encoder levels: tiles start on multiples of 4
     x = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = net(x).clamp(0, 1)
@@ -62,25 +68,26 @@ def test_nafnet_file_loads_detects_and_matches_direct_net(tmp_path, fmt):
 
 
 @pytest.mark.parametrize(
-    ("make", "arch"),
+    ("make", "arch", "grid"),
     [
-        (lambda: SCUNet(in_nc=3, config=[1, 1, 1, 1, 1, 1, 1], dim=64), "SCUNet"),
+        (lambda: SCUNet(in_nc=3, config=[1, 1, 1, 1, 1, 1, 1], dim=64), "SCUNet", 64),
         (
             lambda: SwinIR(
                 img_size=16, patch_size=1, in_chans=3, embed_dim=12, depths=[2], num_heads=[2], window_size=4,
                 mlp_ratio=2, upscale=1, img_range=1.0, upsampler="", resi_connection="1conv",
             ),
             "SwinIR",
+            4,
         ),
     ],
 )
-def test_other_architectures_detected_and_size_requirements_honoured(tmp_path, make, arch):
+def test_other_architectures_detected_and_size_requirements_honoured(tmp_path, make, arch, grid):
     torch.manual_seed(0)
     net = make().eval()
     path = tmp_path / "m.safetensors"
     _save(net.state_dict(), path, "safetensors")
     r = load_restorer(path)
-    assert r.architecture == arch
+    assert r.architecture == arch and r.info["tile_grid"] == grid
     req = r.descriptor.size_requirements
     x = torch.rand(1, 3, 30, 37)  # below SCUNet's minimum 40; not a multiple of SwinIR's window
     y = restore(r, x, tile=0)
@@ -151,12 +158,13 @@ def test_dtype_rules():
 
 def test_tiled_equals_untiled_for_conv_net_and_batches():
     r = restorer_from_state_dict(_dncnn(3).state_dict(), "dncnn.pth")
+    assert r.info["tile_grid"] == 1  # no downsampling: no grid, no padding
     x = torch.rand(3, 3, 70, 97, generator=torch.Generator().manual_seed(2))
     whole = restore(r, x, tile=0)
-    tiled = restore(r, x, tile=48, overlap=40, tile_batch=4)  # radius 8 <= 40 // 4
+    tiled = restore(r, x, tile=64, overlap=40, tile_batch=4)  # radius 8 <= 40 // 4
     torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-5)
     assert (whole - x).abs().mean() > 0.01
-    one = restore(r, x[1:2], tile=48, overlap=40)  # batch members are independent
+    one = restore(r, x[1:2], tile=64, overlap=40)  # batch members are independent
     torch.testing.assert_close(one, tiled[1:2], rtol=0, atol=1e-5)
 
 

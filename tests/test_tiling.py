@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from comfyui_gendeg.core.errors import GenDegError, InputError
 from comfyui_gendeg.core.tiling import (
     TilingOutOfMemoryError,
@@ -24,12 +25,15 @@ from comfyui_gendeg.core.tiling import (
 )
 def test_plan_axis_covers_exactly_with_enough_overlap(length, tile, overlap, multiple):
     starts, t = plan_axis(length, tile, overlap, multiple)
-    assert starts[0] == 0 and starts[-1] + t == length  # exact cover, nothing sticks out
-    assert t <= tile and t % multiple == 0
+    padded = -(-length // multiple) * multiple if len(starts) > 1 else length
+    assert starts[0] == 0 and starts[-1] + t == padded  # exact cover of the (grid-rounded) axis
+    assert t <= tile and t % multiple == 0 and all(s % multiple == 0 for s in starts)
     assert all(t - (b - a) >= overlap for a, b in zip(starts, starts[1:], strict=False))  # overlap honoured
-    # smallest number of tiles (independent count: tiles of `tile` stepping by tile - overlap)
-    assert len(starts) == math.ceil((length - overlap) / (tile - overlap))
-    covered = torch.zeros(length, dtype=torch.bool)
+    if multiple == 1:  # smallest number of tiles (tiles of `tile` stepping by tile - overlap)
+        assert len(starts) == math.ceil((length - overlap) / (tile - overlap))
+    else:  # never more than one extra tile for the grid
+        assert len(starts) <= math.ceil((padded - overlap) / (tile - overlap)) + 1
+    covered = torch.zeros(padded, dtype=torch.bool)
     for s in starts:
         covered[s : s + t] = True
     assert covered.all()
@@ -100,6 +104,26 @@ def test_conv_within_quarter_overlap_is_exact_and_small_overlap_is_close():
     diff = (rough - ref).abs()
     assert diff.max() < 0.25 * ref.abs().max()
     assert diff.mean() < 0.02 * ref.abs().mean()
+
+
+def test_grid_alignment_makes_strided_nets_match_untiled():
+    # a 2-level "UNet": downsample by 4 (average), process, upsample back. Tiles starting off the
+    # 4-pixel grid see other pixel groups than the whole image, everywhere, not only at seams.
+    def net(a):  # pads internally, like NAFNet, so it accepts any size
+        h, w = a.shape[-2:]
+        a = F.pad(a, (0, -w % 4, 0, -h % 4), mode="replicate")
+        return F.interpolate(torch.tanh(F.avg_pool2d(a, 4) * 3), scale_factor=4, mode="nearest")[..., :h, :w]
+
+    x = torch.rand(1, 3, 96, 200, generator=torch.Generator().manual_seed(7))
+    whole = net(x)
+    aligned = tiled_apply(net, x, 72, 16, align=4)
+    torch.testing.assert_close(aligned, whole, rtol=0, atol=1e-6)
+    unaligned = tiled_apply(net, x, 72, 18)  # starts 0, 61, ... off the grid
+    assert (unaligned - whole).abs().mean() > 0.01
+    # an image not a multiple of the grid is padded (reflect) and cropped back
+    y = tiled_apply(net, x[..., :95, :199], 72, 16, pad_multiple=4)
+    assert y.shape == (1, 3, 95, 199)
+    torch.testing.assert_close(y[..., :92, :196], whole[..., :92, :196], rtol=0, atol=1e-6)
 
 
 def test_scale_two_upscaler_tiled_equals_untiled():

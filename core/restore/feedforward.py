@@ -19,6 +19,7 @@ used. Images are ``[B,C,H,W]`` float in 0..1 in and out; large images run tiled 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from ..tiling import tiled_apply, tiled_apply_oom_safe
 
 log = logging.getLogger("gendeg")
 
-__all__ = ["DTYPES", "Restorer", "load_restorer", "restore", "restorer_from_state_dict", "resolve_dtype"]
+__all__ = ["DTYPES", "Restorer", "load_restorer", "resolve_dtype", "restore", "restorer_from_state_dict", "tile_grid"]
 
 #: Names accepted for ``dtype``.
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -119,6 +120,35 @@ def resolve_dtype(name: str, device: torch.device | str, supports_half: bool, su
     return torch.float32
 
 
+#: Pixel grid of architectures whose stride is not visible as a model attribute.
+_KNOWN_GRID = {"SCUNet": 64, "DRUNet": 8, "FBCNN": 8, "DnCNN": 1, "Compact": 1}
+_GRID_ATTRS = ("padder_size", "pad_size", "window_size", "patch_size")
+DEFAULT_GRID = 16
+
+
+def tile_grid(desc: Any) -> int:
+    """Pixel grid tiles are aligned to: the network's internal padding multiple / window size.
+
+    Found from the architecture (``padder_size`` of NAFNet/KBNet, ``window_size`` of SwinIR, ...,
+    64 for SCUNet, 8 for DRUNet/FBCNN, 1 for plain conv nets such as DnCNN); 16 (a 4-level UNet)
+    when nothing says otherwise; always a multiple of the model's ``size_requirements.multiple_of``.
+    Tiles of a split axis start on this grid; the image is reflect-padded at the bottom/right
+    to a multiple of it, so pixels within the receptive field of that border may differ
+    slightly from whole-image inference (which pads in its own way).
+    """
+    arch = str(desc.architecture.id)
+    multiple = max(1, int(desc.size_requirements.multiple_of))
+    if arch in _KNOWN_GRID:
+        return math.lcm(_KNOWN_GRID[arch], multiple)
+    found = [0]
+    for name in _GRID_ATTRS:
+        v = getattr(desc.model, name, None)
+        if isinstance(v, int) and 1 < v <= 64:
+            found.append(v)
+    grid = max(found) if max(found) > 1 else DEFAULT_GRID
+    return math.lcm(grid, multiple)
+
+
 def _family_hint(sd: Mapping[str, Any]) -> str:
     for prefixes, hint in _OTHER_FAMILIES:
         if any(k.startswith(prefixes) for k in sd):
@@ -188,6 +218,7 @@ def restorer_from_state_dict(
         "minimum": req.minimum,
         "square": req.square,
         "tiling": desc.tiling.name.lower(),
+        "tile_grid": tile_grid(desc),
     }
     return Restorer(desc, name, torch_dtype, info)
 
@@ -236,8 +267,9 @@ def restore(
     a grey model restores each colour channel on its own; an RGBA model gets the alpha
     channel too (opaque alpha added to RGB input). ``tile`` <= 0 runs whole images;
     otherwise tiles of at most ``tile`` px overlapping by ``overlap`` px, ``tile_batch`` at a
-    time, blended with raised-cosine weights; the model's size requirements (multiple of,
-    minimum, square) are met by reflect padding each tile. With ``is_oom`` given, an
+    time, blended with raised-cosine weights, on the network's pixel grid (:func:`tile_grid`,
+    so a tile sees the same downsampling phase as the whole image); the model's size
+    requirements (multiple of, minimum, square) are met by reflect padding. With ``is_oom`` given, an
     out-of-memory error halves the tile batch, then the tile side, down to ``min_tile``.
     The model is moved to ``device`` for the run and back to ``offload_device`` afterwards
     (``None`` leaves it on ``device``).
@@ -265,6 +297,7 @@ def restore(
             pad_multiple=req.multiple_of,
             min_size=req.minimum,
             square=req.square,
+            align=restorer.info.get("tile_grid", DEFAULT_GRID),
             progress=progress,
             device=device,
             output_device=x.device,
