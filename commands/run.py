@@ -83,6 +83,21 @@ def _file_hint(class_type: str, input_name: str, value: Any) -> str:
 
     if isinstance(value, str) and value.lower().endswith(IMAGE_SUFFIXES):
         return f"images are read from the input folder {host.input_dir()} (choose another with --input-dir)"
+    try:
+        from ..core.weights import entry_for_file
+
+        found = entry_for_file(str(value))
+    except Exception:  # noqa: BLE001 - a broken manifest must not hide the validation error
+        found = None
+    if found is not None:
+        entry, wfile = found
+        folder = host.model_search_dirs(entry.kind)[0]
+        how = (
+            f"`gendeg weights fetch {entry.id}` downloads it"
+            if wfile.downloadable
+            else f"download it by hand ({entry.source}); `gendeg weights list` says more"
+        )
+        return f"it belongs in {folder / wfile.path} ({entry.id}); {how}"
     return (
         f"model files are looked up under {host.models_dir()} (choose another with --models-dir or GENDEG_MODELS_DIR); "
         "`gendeg weights list` shows where each known checkpoint goes and `gendeg weights fetch ID` downloads it"

@@ -423,3 +423,32 @@ def test_editor_workflow_with_load_save_and_pack_nodes_runs(tmp_path):
     assert np.abs(got - src / 255.0).mean() > 0.01  # it really degraded the image
     assert json.loads(saved.text["workflow"])["nodes"][1]["type"] == "GenDegSynthesize"
     assert len(list((tmp_path / "tmp").glob("ComfyUI_temp_*.png"))) == 1  # the PreviewImage
+
+
+def test_missing_model_file_says_where_it_goes_and_how_to_fetch_it(tmp_path, capsys):
+    from comfyui_gendeg.core.weights import load_manifest
+
+    entry, wfile = next((e, f) for e in load_manifest().values() for f in e.files if f.downloadable)
+    prompt = {
+        "1": {"class_type": "TestModelLoader", "inputs": {"checkpoint": wfile.path}},
+        "2": {"class_type": "TestShow", "inputs": {"value": ["1", 0]}},
+        "3": {"class_type": "TestModelLoader", "inputs": {"checkpoint": "mystery.safetensors"}},
+        "4": {"class_type": "TestShow", "inputs": {"value": ["3", 0]}},
+    }
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(prompt))
+    models = tmp_path / "mymodels"
+    assert cli.main(["run", str(path), "--models-dir", str(models)]) == 2
+    err = capsys.readouterr().err
+    line1 = next(ln for ln in err.splitlines() if "node 1 " in ln)
+    assert f"`gendeg weights fetch {entry.id}`" in line1 and str(models.resolve()) in line1
+    line3 = next(ln for ln in err.splitlines() if "node 3 " in ln)
+    assert "'mystery.safetensors' was not found" in line3 and str(models.resolve()) in line3
+    # Structure-only validation passes on a machine without the files; with the file in place it runs.
+    assert cli.main(["run", str(path), "--validate-only", "--structure-only"]) == 0
+    target = models / entry.kind / wfile.path
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"x")
+    prompt.pop("3"), prompt.pop("4")
+    path.write_text(json.dumps(prompt))
+    assert cli.main(["run", str(path), "--models-dir", str(models)]) == 0

@@ -135,6 +135,22 @@ class TestBatch:
         return (torch.arange(n, dtype=torch.float32).div(n).view(n, 1, 1, 1).expand(n, 4, 4, 3).clone(),)
 
 
+class TestModelLoader:
+    """A combo of model files on disk, like the pack's loaders."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"checkpoint": (host.list_models("restore"), {"tooltip": "file"})}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "GenDeg/Test"
+    DESCRIPTION = "test"
+
+    def run(self, checkpoint):
+        return (checkpoint,)
+
+
 class TestProgress:
     @classmethod
     def INPUT_TYPES(cls):
@@ -184,5 +200,5 @@ class TestFail:
 
 
 TEST_NODES = {
-    c.__name__: c for c in (TestBatch, TestNoise, TestInvert, TestSplit, TestScale, TestCollect, TestProgress, TestShow, TestFail)
+    c.__name__: c for c in (TestBatch, TestModelLoader, TestNoise, TestInvert, TestSplit, TestScale, TestCollect, TestProgress, TestShow, TestFail)
 }
