@@ -153,11 +153,26 @@ def fft_conv(x: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "reflect") 
     p = k // 2
     mode = pad_mode if (pad_mode != "reflect" or (p < h and p < w)) else "replicate"
     xp = F.pad(x, (p, p, p, p), mode=mode) if p > 0 else x
-    hp, wp = xp.shape[-2:]
+    # FFT sizes with only small prime factors are much faster; the extra zeros only touch
+    # outputs that are cropped away (the linear part starts at index 2p ≥ K − 1)
+    hp, wp = fast_len(xp.shape[-2]), fast_len(xp.shape[-1])
     kf = torch.fft.rfft2(kernels.to(x.dtype), s=(hp, wp))  # [B,(C,)hp,wp//2+1]
-    yf = torch.fft.rfft2(xp) * (kf if kernels.ndim == 4 else kf[:, None])
+    yf = torch.fft.rfft2(xp, s=(hp, wp)) * (kf if kernels.ndim == 4 else kf[:, None])
     y = torch.fft.irfft2(yf, s=(hp, wp))
     return y[..., 2 * p : 2 * p + h, 2 * p : 2 * p + w]
+
+
+def fast_len(n: int) -> int:
+    """Smallest integer ≥ ``n`` whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    m = n
+    while True:
+        k = m
+        for f in (2, 3, 5):
+            while k % f == 0:
+                k //= f
+        if k == 1:
+            return m
+        m += 1
 
 
 def segment_kernels(length: torch.Tensor, angle: torch.Tensor, width: torch.Tensor, size: int) -> torch.Tensor:

@@ -5,11 +5,14 @@
 still change it). Each image is rounded to 8 bits, encoded with Pillow at that quality
 (``subsampling`` as given; Pillow's default for RGB is 4:2:0) and decoded back, so the output
 is exactly what a JPEG file written at that quality decodes to. Deterministic (no seed).
+Images of a batch are coded in parallel threads (libjpeg releases the GIL).
 """
 
 from __future__ import annotations
 
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -53,12 +56,21 @@ def jpeg(
     arr = (x.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     out = np.empty_like(arr)
     strengths = strength.detach().cpu().tolist()
-    for i in range(arr.shape[0]):
+
+    def one(i: int) -> None:
         if quality is None and strengths[i] <= 0.0:
             out[i] = arr[i]
-            continue
+            return
         q = int(quality) if quality is not None else quality_for(strengths[i], quality_min)
         out[i] = jpeg_roundtrip_uint8(arr[i], q, subsampling)
+
+    workers = min(arr.shape[0], os.cpu_count() or 1)
+    if workers > 1:  # libjpeg releases the GIL: images of a batch are coded in parallel threads
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, range(arr.shape[0])))
+    else:
+        for i in range(arr.shape[0]):
+            one(i)
     y = torch.from_numpy(out).to(device=x.device, dtype=x.dtype).permute(0, 3, 1, 2) / 255.0
     return y.contiguous()
 

@@ -7,7 +7,7 @@ large), motion streak length ``streak · (0.5, 1, 2)`` pixels at 512 px along th
 direction (near flakes cross more of the frame during the exposure), opacity
 ``(0.7, 0.85, 1.0)``. Each flake is an antialiased capsule (Gaussian cross-section =
 radius) rendered by FFT convolution of the seed map; layers are composited over the image
-with ``I ← I·(1 − m) + c·m`` (``c`` = flake brightness 0.85..1). Finally a veil of scattered
+with ``I ← I·(1 − m) + c·m`` (``c`` = flake brightness, 0.85..1 per layer and image). Finally a veil of scattered
 light: ``I ← I·(1 − v) + v·0.85`` with ``v = strength · veil``. Seeds are nested thresholds
 of fixed uniform fields, so more strength only adds flakes.
 """
@@ -59,17 +59,15 @@ def snow(
     s = bview(strength)
     for size_f, dens_f, streak_f, opacity in LAYERS:
         u = torch.rand((b, 1, h, w), generator=generator, device=dev)
-        tone = torch.rand((b, 1, h, w), generator=generator, device=dev) * 0.15 + 0.85
+        tone = bview(torch.rand((b,), generator=generator, device=dev) * 0.15 + 0.85)  # flake brightness per layer
         seeds = (u < s * density * dens_f).float()
         radius = max(0.3, size * size_f * sc)
         length = streak * streak_f * sc
         k = segment_kernels(torch.full((b,), length, device=dev), theta, torch.full((b,), radius, device=dev),
                             odd(length + 6 * radius))
         peak = k.flatten(1).amax(dim=1)
-        both = fft_conv(torch.cat([seeds, seeds * tone], dim=1), k) / bview(peak) * opacity
-        m, colour = both[:, :1].clamp(0, 1), both[:, 1:]
-        colour = torch.where(m > 1e-6, colour / m.clamp_min(1e-6), torch.ones_like(m)).clamp(0, 1)
-        y = y * (1 - m) + colour * m
+        m = (fft_conv(seeds, k) / bview(peak) * opacity).clamp(0, 1)
+        y = y * (1 - m) + tone * m
     v = s * veil
     return (y * (1 - v) + v * 0.85).clamp(0, 1)
 

@@ -1,0 +1,289 @@
+"""Benchmark of the physical synthesizer: throughput and calibration accuracy.
+
+For every degradation at 512×512:
+
+* ``batched``: our PyTorch implementation on a batch of ``--batch`` images;
+* ``one-at-a-time``: the same code called once per image;
+* ``reference``: a straightforward per-image NumPy / SciPy / Pillow implementation of the same
+  operation (written here, independent of ``core``), as a CPU baseline.
+
+Then calibration accuracy: |achieved μ − requested μ| over many images (the shipped samples
+and crops / flips / exposures of them) and targets (the light/medium/heavy presets of every
+type), counting only targets inside each image's reachable range.
+
+    python bench/synth.py --smoke          # CPU, < 60 s
+    python bench/synth.py --device cuda    # full run on a GPU (batch 64, more repeats)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage, signal
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT.parent) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT.parent))
+
+from comfyui_gendeg.core.io import load_image  # noqa: E402
+from comfyui_gendeg.core.synth import TYPES, synthesize  # noqa: E402
+from comfyui_gendeg.core.synth.calibrate import degrade_to_mu, reachable_range  # noqa: E402
+from comfyui_gendeg.core.synth.plan import PRESETS  # noqa: E402
+
+# --- per-image NumPy references (same models, plain loops, one image at a time) ----------------
+
+
+def _segment_kernel(length: float, angle: float, width: float, size: int) -> np.ndarray:
+    r = size // 2
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
+    dx, dy = math.cos(angle), math.sin(angle)
+    along = np.clip(xx * dx + yy * dy, -length / 2, length / 2)
+    d2 = (xx - along * dx) ** 2 + (yy - along * dy) ** 2
+    k = np.exp(-0.5 * d2 / max(width, 0.3) ** 2)
+    return k / k.sum()
+
+
+def _odd(n: float) -> int:
+    m = max(1, int(math.ceil(n)))
+    return m if m % 2 else m + 1
+
+
+def ref_haze(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    h, w, _ = img.shape
+    lum = img @ np.array([0.2126, 0.7152, 0.0722])
+    lum = ndimage.gaussian_filter(lum, min(h, w) / 32.0, mode="reflect")
+    v = np.linspace(1, 0, h)[:, None] * np.ones((1, w))
+    d = 0.6 * v + 0.4 * lum
+    d = (d - d.min()) / max(d.max() - d.min(), 1e-6)
+    a = rng.uniform(0.7, 1.0)
+    t = np.exp(-s * 2.0 * d)[..., None]
+    return np.clip(img * t + a * (1 - t), 0, 1)
+
+
+def ref_rain(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    h, w, _ = img.shape
+    theta = math.radians(90 - rng.uniform(-20, 20))
+    sc = min(h, w) / 512
+    layer = np.zeros((h, w))
+    for dens, length, width, opac in ((0.005, 0.1 * min(h, w), 1.2 * sc, 0.7), (0.01, 0.05 * min(h, w), 0.6 * sc, 0.42)):
+        seeds = (rng.random((h, w)) < s * dens) * rng.uniform(0.5, 1.0, (h, w))
+        k = _segment_kernel(length, theta, width, _odd(length + 6 * width))
+        streak = np.clip(signal.fftconvolve(seeds, k, mode="same") / k.max() * opac, 0, 1)
+        layer = 1 - (1 - layer) * (1 - streak)
+    out = 1 - (1 - img) * (1 - layer[..., None])
+    v = s * 0.12
+    return np.clip(out * (1 - v) + v * 0.9, 0, 1)
+
+
+def ref_snow(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    h, w, _ = img.shape
+    sc = min(h, w) / 512
+    theta = math.radians(90 - rng.uniform(-30, 30))
+    out = img.copy()
+    for size_f, dens_f, streak_f, opac in ((0.5, 4.0, 0.5, 0.7), (1.0, 1.5, 1.0, 0.85), (2.0, 0.5, 2.0, 1.0)):
+        seeds = (rng.random((h, w)) < s * 0.004 * dens_f).astype(np.float64)
+        radius, length = max(0.3, 1.6 * size_f * sc), 4.0 * streak_f * sc
+        k = _segment_kernel(length, theta, radius, _odd(length + 6 * radius))
+        m = np.clip(signal.fftconvolve(seeds, k, mode="same") / k.max() * opac, 0, 1)[..., None]
+        out = out * (1 - m) + 0.95 * m
+    v = s * 0.25
+    return np.clip(out * (1 - v) + v * 0.85, 0, 1)
+
+
+def ref_motion_blur(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    h, w, _ = img.shape
+    steps = 128
+    anxiety, centripetal, gauss, freq = rng.uniform(0, 0.1), rng.uniform(0, 0.7), rng.uniform(0, 10), rng.uniform(0, 0.2)
+    step = 1.0 / (steps - 1)
+    v = complex(math.cos(a := rng.uniform(0, 2 * math.pi)), math.sin(a)) * step
+    x = np.zeros(steps, dtype=complex)
+    for t in range(steps - 1):
+        big = 2 * v * np.exp(1j * (math.pi + rng.uniform(-0.5, 0.5))) if rng.random() < freq * anxiety else 0
+        v = v + big + anxiety * (gauss * complex(rng.normal(), rng.normal()) - centripetal * x[t]) * step
+        v = v / abs(v) * step
+        x[t + 1] = x[t] + v
+    length = s * 0.15 * min(h, w)
+    size = _odd(length + 3)
+    pts = np.interp(np.linspace(0, steps - 1, max(steps, int(length * 4) + 1)), np.arange(steps), x) * length
+    pts = pts - (pts.real.max() + pts.real.min()) / 2 - 1j * (pts.imag.max() + pts.imag.min()) / 2 + (size // 2) * (1 + 1j)
+    k = np.zeros((size, size))
+    for p in pts:  # bilinear splat, one point at a time
+        x0, y0 = int(math.floor(p.real)), int(math.floor(p.imag))
+        fx, fy = p.real - x0, p.imag - y0
+        for dx, dy, wt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+            k[min(max(y0 + dy, 0), size - 1), min(max(x0 + dx, 0), size - 1)] += wt
+    k /= k.sum()
+    pad = size // 2
+    return np.stack([signal.fftconvolve(np.pad(img[..., c], pad, mode="reflect"), k, mode="valid") for c in range(3)], -1).clip(0, 1)
+
+
+def ref_low_light(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    lin = img**2.2 * 2.0 ** (-s * 5.0)
+    shot = s * 0.012
+    read = math.exp(2.18 * math.log(max(shot, 1e-12)) + 1.2 + 0.26 * rng.normal()) if shot > 0 else 0.0
+    lin = lin + rng.normal(size=img.shape) * np.sqrt(shot * lin + read)
+    return np.clip(lin, 0, 1) ** (1 / 2.2)
+
+
+def ref_raindrop(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    h, w, _ = img.shape
+    radii = [max(1.0, 0.025 * f * min(h, w)) for f in (0.6, 1.0, 1.6)]
+    ks = _odd(2 * max(radii) + 1)
+    r = ks // 2
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    z = np.zeros((h, w))
+    hn = np.zeros((h, w))
+    for rad in radii:
+        seeds = (rng.random((h, w)) < s * 0.7 / (3 * math.pi * rad * rad)).astype(np.float64)
+        cap = np.sqrt(np.clip(rad**2 - xx**2 - yy**2, 0, None))
+        zc = np.clip(signal.fftconvolve(seeds, cap, mode="same"), 0, None)
+        z = np.maximum(z, zc)
+        hn = np.maximum(hn, np.clip(zc / rad, 0, 1))
+    gy, gx = np.gradient(0.5 * z * z)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    bg = np.stack([ndimage.gaussian_filter(img[..., c], 0.35 * radii[1]) for c in range(3)], -1)
+    coords = [ys + 4 * gy, xs + 4 * gx]
+    through = np.stack([ndimage.map_coordinates(bg[..., c], coords, order=1, mode="mirror") for c in range(3)], -1)
+    through = through * (1 - 0.35 * (1 - hn[..., None]) ** 2)
+    alpha = ndimage.gaussian_filter(np.clip(hn * 4, 0, 1), 0.08 * radii[1])[..., None]
+    return np.clip(img * (1 - alpha) + through * alpha, 0, 1)
+
+
+def ref_jpeg(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray((img * 255 + 0.5).astype(np.uint8)).save(buf, format="JPEG", quality=int(round(100 - s * 95)))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")) / 255.0
+
+
+def ref_noise(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(img + rng.normal(size=img.shape) * s * 0.3, 0, 1)
+
+
+REFERENCES = {
+    "haze": ref_haze, "rain": ref_rain, "snow": ref_snow, "motion_blur": ref_motion_blur,
+    "low_light": ref_low_light, "raindrop": ref_raindrop, "jpeg": ref_jpeg, "noise": ref_noise,
+}
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+def sample_batch(n: int, size: int, device: torch.device) -> torch.Tensor:
+    """``n`` images of ``size``² built from the shipped samples (crops, flips, exposure changes)."""
+    photos = [load_image(p, keep_alpha=False) for p in sorted((ROOT / "samples").glob("*.png"))]
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        x = photos[i % len(photos)]
+        h, w = x.shape[-2:]
+        ch, cw = int(h * (0.6 + 0.4 * float(torch.rand(1, generator=g)))), int(w * (0.6 + 0.4 * float(torch.rand(1, generator=g))))
+        y0, x0 = int(torch.randint(0, h - ch + 1, (1,), generator=g)), int(torch.randint(0, w - cw + 1, (1,), generator=g))
+        crop = x[..., y0 : y0 + ch, x0 : x0 + cw]
+        if i % 2:
+            crop = crop.flip(-1)
+        crop = (crop * (0.7 + 0.6 * float(torch.rand(1, generator=g)))).clamp(0, 1)
+        out.append(torch.nn.functional.interpolate(crop, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1))
+    return torch.cat(out).to(device)
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def throughput(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    x = sample_batch(args.batch, args.size, device)
+    rows = []
+    for kind in args.types:
+        batched = timed(lambda kind=kind: synthesize(x, kind, 0.6, seed=1), device, args.repeats)
+        single_n = min(args.batch, args.single)
+        single = timed(lambda kind=kind, n=single_n: [synthesize(x[i : i + 1], kind, 0.6, seed=1) for i in range(n)], device, 1)
+        ref_n = min(args.batch, args.ref)
+        imgs = [x[i].permute(1, 2, 0).double().cpu().numpy() for i in range(ref_n)]
+        rng = np.random.default_rng(0)
+        ref = timed(lambda kind=kind, imgs=imgs, rng=rng: [REFERENCES[kind](im, 0.6, rng) for im in imgs], torch.device("cpu"), 1)
+        row = {
+            "type": kind,
+            "batched_ips": args.batch / batched,
+            "single_ips": single_n / single,
+            "reference_ips": ref_n / ref,
+        }
+        row["speedup_vs_reference"] = row["batched_ips"] / row["reference_ips"]
+        rows.append(row)
+        print(f"{kind:12s} batched {row['batched_ips']:8.1f} img/s | one-at-a-time {row['single_ips']:7.1f} | "
+              f"reference {row['reference_ips']:7.1f} | x{row['speedup_vs_reference']:.1f}", flush=True)
+    return rows
+
+
+def calibration(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    x = sample_batch(args.calib_images, args.calib_size, device)
+    rows = []
+    for kind in args.types:
+        lo, hi = reachable_range(x, kind, seed=2)
+        errs, evals, clamped = [], 0, 0
+        for level, target in PRESETS[kind].items():
+            r = degrade_to_mu(x, kind, target, seed=2)
+            evals += r.evaluations
+            inside = (lo <= target) & (target <= hi)
+            clamped += int((~inside).sum())
+            errs += (r.mu[inside] - target).abs().tolist()
+            del level
+        e = np.array(errs) if errs else np.zeros(1)
+        row = {"type": kind, "pairs": len(errs), "clamped": clamped, "mean_abs_err": float(e.mean()),
+               "max_abs_err": float(e.max()), "within_0.005": float((e <= 0.005).mean()), "evals_per_target": evals / 3}
+        rows.append(row)
+        print(f"{kind:12s} calib: {row['pairs']} in range ({clamped} clamped), mean |err| {row['mean_abs_err']:.4f}, "
+              f"max {row['max_abs_err']:.4f}, within 0.005: {100 * row['within_0.005']:.0f}%, "
+              f"{row['evals_per_target']:.1f} trials/target", flush=True)
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="small CPU run (< 60 s)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--types", default=",".join(TYPES))
+    p.add_argument("--json", help="also write the results to this JSON file")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.types = [t.strip() for t in args.types.split(",") if t.strip()]
+    args.size = 512
+    if args.smoke:
+        args.batch, args.single, args.ref, args.repeats = 4, 2, 2, 1
+        args.calib_images, args.calib_size = 4, 128
+    else:
+        args.batch, args.single, args.ref, args.repeats = (64 if device.type == "cuda" else 16), 8, 4, 3
+        args.calib_images, args.calib_size = 32, 256
+    t0 = time.time()
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.size}x{args.size}, "
+          f"batch {args.batch}", flush=True)
+    rows = throughput(args, device)
+    calib = calibration(args, device)
+    print(f"total {time.time() - t0:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"throughput": rows, "calibration": calib}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
