@@ -8,12 +8,12 @@ jpeg, noise`` to them; :func:`synthesize` applies one at given strengths, and
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from ..errors import InputError
-from ..image import check_image
 from . import haze, jpeg, low_light, motion_blur, noise, rain, raindrop, snow
 from .base import Degradation, Param, as_strength
 
@@ -40,6 +40,21 @@ def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
     return g
 
 
+def _check_rgb(x: torch.Tensor) -> None:
+    """Shape, dtype, NaN and range checks in one pass over the data (``aminmax`` propagates NaN)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] == 0 or 0 in x.shape[-2:]:
+        raise InputError(f"image: expected a non-empty [B,3,H,W] tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    if x.shape[1] != 3:
+        raise InputError(f"synthesize expects RGB [B,3,H,W]; got {x.shape[1]} channels (use core.image.to_rgb)")
+    if not x.is_floating_point():
+        raise InputError(f"image: expected a float tensor with values in 0..1, got dtype {x.dtype}")
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
+        raise InputError("image: contains NaN or infinite values; check the node that produced it")
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise InputError(f"image: values must be in 0..1, got {lo:.4g}..{hi:.4g}")
+
+
 def synthesize(
     x: torch.Tensor,
     kind: str,
@@ -56,9 +71,7 @@ def synthesize(
     ``[B,3,H,W]`` 0..1 on the same device; the same inputs and seed give the same output.
     """
     deg = get(kind)
-    check_image(x, "image")
-    if x.shape[1] != 3:
-        raise InputError(f"synthesize expects RGB [B,3,H,W]; got {x.shape[1]} channels (use core.image.to_rgb)")
+    _check_rgb(x)
     p = deg.resolve_params(params)
     s = as_strength(strength, x.shape[0], x.device)
     g = make_generator(seed, x.device)
