@@ -48,13 +48,33 @@ def _get_json(url: str, timeout: float = 5.0):
         return json.loads(r.read())
 
 
+API_PROMPT = {
+    "1": {"inputs": {"n": 3}, "class_type": "TestBatch", "_meta": {"title": "TestBatch"}},
+    "2": {"inputs": {"image": ["1", 0]}, "class_type": "TestSplit", "_meta": {"title": "split"}},
+    "3": {
+        "inputs": {"image": ["2", 0], "factor": 2.0, "mode": "add", "index": ["2", 1], "bias": 0.5, "flag": True,
+                   "note": "two\nlines"},
+        "class_type": "TestScale",
+        "_meta": {"title": "TestScale"},
+    },  # fmt: skip
+    "4": {"inputs": {"image": ["3", 0], "amount": 0.05, "seed": 11}, "class_type": "TestNoise", "_meta": {"title": "n"}},
+    "5": {"inputs": {"images": ["4", 0], "index": ["2", 1]}, "class_type": "TestCollect", "_meta": {"title": "TestCollect"}},
+    "6": {"inputs": {"image": "clean.png"}, "class_type": "LoadImage", "_meta": {"title": "Load Image"}},
+    "7": {"inputs": {"images": ["6", 0], "filename_prefix": "a/b"}, "class_type": "SaveImage", "_meta": {"title": "Save Image"}},
+}
+FIXTURES = ["ui_reroute_primitive_bypass.json", "ui_loadimage_synthesize_save.json"]
+
+
 @pytest.fixture(scope="module")
 def editor(tmp_path_factory):
-    """``(to_prompt, object_info)``: ``to_prompt(ui) -> (output, workflow)`` as the editor makes them."""
+    """``{name: (output, workflow)}`` as the editor builds them for every document, and ``object_info``.
+
+    Documents: the fixtures, every shipped workflow, and ``api_to_ui(API_PROMPT)``; all are
+    loaded in one page visit (``app.loadGraphData`` then ``app.graphToPrompt``).
+    """
     base = tmp_path_factory.mktemp("fmt-studio")
     for k in ("input", "output", "temp", "user", "models"):
         (base / k).mkdir()
-    shutil.copy(DATA / "ui_reroute_primitive_bypass.json", base / "unused.json")
     port = _free_port()
     env = {**os.environ, "GENDEG_NO_PROGRESS": "1"}
     log = open(base / "studio.log", "w")  # noqa: SIM115 - closed below
@@ -73,6 +93,9 @@ def editor(tmp_path_factory):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("studio did not start:\n" + (base / "studio.log").read_text()) from None
                 time.sleep(0.3)
+        docs = {name: json.loads((DATA / name).read_text()) for name in FIXTURES}
+        docs.update({p.name: json.loads(p.read_text(encoding="utf-8")) for p in WORKFLOWS})
+        docs["api_to_ui"] = api_to_ui(copy.deepcopy(API_PROMPT), info)
         with playwright_sync.sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-quic"]
@@ -80,20 +103,20 @@ def editor(tmp_path_factory):
             page = browser.new_page()
             page.goto(url + "/", wait_until="domcontentloaded")
             page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
-
-            def to_prompt(ui: dict) -> tuple[dict, dict]:
-                res = page.evaluate(
-                    """async (wf) => {
+            results = page.evaluate(
+                """async (docs) => {
+                    const out = {};
+                    for (const [name, wf] of Object.entries(docs)) {
                         await window.app.loadGraphData(wf);
                         const p = await window.app.graphToPrompt();
-                        return {output: p.output, workflow: p.workflow};
-                    }""",
-                    ui,
-                )
-                return res["output"], res["workflow"]
-
-            yield to_prompt, info
+                        out[name] = [p.output, p.workflow];
+                    }
+                    return out;
+                }""",
+                copy.deepcopy(docs),
+            )
             browser.close()
+        yield {name: (out, wf) for name, (out, wf) in results.items()}, info, docs
     finally:
         proc.terminate()
         try:
@@ -103,41 +126,26 @@ def editor(tmp_path_factory):
         log.close()
 
 
-@pytest.mark.parametrize("name", ["ui_reroute_primitive_bypass.json", "ui_loadimage_synthesize_save.json"])
+@pytest.mark.parametrize("name", FIXTURES)
 def test_editor_builds_the_same_prompt_as_ui_to_api(editor, name):
-    to_prompt, info = editor
-    ui = json.loads((DATA / name).read_text())
+    results, info, docs = editor
+    ui = docs[name]
     if any(n["type"] not in info for n in ui["nodes"] if n["type"] not in ("Reroute", "PrimitiveNode", "Note", "MarkdownNote")):
         pytest.skip(f"{name} uses nodes this checkout does not have")
-    output, saved = to_prompt(copy.deepcopy(ui))
+    output, saved = results[name]
     assert output == ui_to_api(ui, info)
     assert ui_to_api(saved, info) == output  # and the file the editor would save reads the same
 
 
 def test_api_to_ui_opens_in_the_editor_as_the_same_graph(editor):
-    to_prompt, info = editor
-    prompt = {
-        "1": {"inputs": {"n": 3}, "class_type": "TestBatch", "_meta": {"title": "TestBatch"}},
-        "2": {"inputs": {"image": ["1", 0]}, "class_type": "TestSplit", "_meta": {"title": "split"}},
-        "3": {
-            "inputs": {"image": ["2", 0], "factor": 2.0, "mode": "add", "index": ["2", 1], "bias": 0.5, "flag": True,
-                       "note": "two\nlines"},
-            "class_type": "TestScale",
-            "_meta": {"title": "TestScale"},
-        },  # fmt: skip
-        "4": {"inputs": {"image": ["3", 0], "amount": 0.05, "seed": 11}, "class_type": "TestNoise", "_meta": {"title": "n"}},
-        "5": {"inputs": {"images": ["4", 0], "index": ["2", 1]}, "class_type": "TestCollect", "_meta": {"title": "TestCollect"}},
-        "6": {"inputs": {"image": "clean.png"}, "class_type": "LoadImage", "_meta": {"title": "Load Image"}},
-        "7": {"inputs": {"images": ["6", 0], "filename_prefix": "a/b"}, "class_type": "SaveImage", "_meta": {"title": "Save Image"}},
-    }
-    output, saved = to_prompt(api_to_ui(copy.deepcopy(prompt), info))
-    assert output == prompt
-    assert ui_to_api(saved, info) == prompt
+    results, info, _ = editor
+    output, saved = results["api_to_ui"]
+    assert output == API_PROMPT
+    assert ui_to_api(saved, info) == API_PROMPT
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
 def test_shipped_workflow_means_the_same_in_the_editor(editor, path):
-    to_prompt, info = editor
-    ui = json.loads(path.read_text(encoding="utf-8"))
-    output, _ = to_prompt(copy.deepcopy(ui))
-    assert output == ui_to_api(ui, info)
+    results, info, docs = editor
+    output, _ = results[path.name]
+    assert output == ui_to_api(docs[path.name], info)
