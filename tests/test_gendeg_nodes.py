@@ -152,3 +152,37 @@ def test_sample_refuses_bad_images(models):
 
 def test_gendeg_module_is_a_node_module():
     assert gendeg.NODE_CLASS_MAPPINGS.keys() == set(IDS)
+
+
+def test_shipped_gendeg_workflows_run_headless(shared, tmp_path):
+    """The three GenDeg workflows run end to end on the tiny model (few steps, small working size)."""
+    import shutil
+    from pathlib import Path
+
+    from comfyui_gendeg import cli
+
+    models = tmp_path / "m"
+    (models / "gendeg").mkdir(parents=True)
+    (models / "gendeg" / "gendeg.ckpt").symlink_to(shared / "gendeg.ckpt")
+    (models / "clip").mkdir()
+    (models / "clip" / "clip-vit-large-patch14").symlink_to(shared / "tokenizer")  # tokenizer from models/clip
+    inp = tmp_path / "in" / "clean"
+    inp.mkdir(parents=True)
+    samples = Path(cli.__file__).resolve().parent / "samples"
+    shutil.copy(samples / "rocket.png", inp / "rocket.png")
+    out = tmp_path / "out"
+    common = ["--models-dir", str(models), "--input-dir", str(tmp_path / "in"), "--output-dir", str(out),
+              "--temp-dir", str(tmp_path / "t"), "--device", "cpu", "--quiet"]
+    wf = Path(cli.__file__).resolve().parent / "workflows"
+    assert cli.main(["run", str(wf / "gendeg_gendeg_degrade.json"), *common,
+                     "--set", "4.steps=1", "--set", "4.resolution=16"]) == 0
+    assert len(list(out.glob("gendeg_degrade_*.png"))) == 1
+    assert cli.main(["run", str(wf / "gendeg_gendeg_sweep.json"), *common,
+                     "--set", "6.steps=1", "--set", "6.resolution=16", "--set", "6.scheduler=ddim"]) == 0
+    assert len(list(out.glob("gendeg_sweep_*.png"))) == 1
+    assert cli.main(["run", str(wf / "gendeg_gendeg_dataset.json"), *common,
+                     "--set", "6.steps=1", "--set", "6.resolution=16", "--set", "7.abs_tolerance=1.0"]) == 0
+    records = (out / "gendeg_dataset" / "metadata.jsonl").read_text().splitlines()
+    assert len(records) == 3  # one image x three conditions, all within the (wide) tolerance
+    rec = json.loads(records[0])
+    assert rec["engine"] == "gendeg" and "mu_requested" in rec and rec["source"] == "rocket.png"

@@ -103,9 +103,12 @@ class GenDegModel:
         """Move every part to the compute device (weights in ``dtype``; channels-last on CUDA)."""
         dev = torch.device(device) if device is not None else self.device
         self.device = dev
-        self.unet.to(device=dev, dtype=self.dtype)
-        self.text_encoder.to(device=dev, dtype=self.dtype)
-        self.vae.to(device=dev, dtype=self.vae_dtype)
+        for module, dtype in ((self.unet, self.dtype), (self.text_encoder, self.dtype), (self.vae, self.vae_dtype)):
+            p = next(module.parameters())
+            if p.dtype != dtype:  # (diffusers warns on every dtype cast, even a no-op one)
+                module.to(dtype=dtype)
+            if p.device != dev:
+                module.to(device=dev)
         self.stats_proj.to(device=dev, dtype=torch.float32)
         self.cc_projection.to(device=dev, dtype=torch.float32)
         if dev.type == "cuda":
