@@ -111,22 +111,38 @@ def _copy_pack(tmp_path: Path) -> Path:
     return dest
 
 
-def _load(dest: Path, stub: Path | None = None) -> dict:
+def _start(dest: Path, stub: Path | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
     args = [sys.executable, "-c", LOADER, str(dest)] + ([str(stub)] if stub else [])
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=dest.parent, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=dest.parent, env=env)
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-4000:]
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
 
 
 @pytest.fixture(scope="module")
-def copied(tmp_path_factory) -> Path:
-    return _copy_pack(tmp_path_factory.mktemp("comfy"))
+def loaded(tmp_path_factory) -> dict[str, dict]:
+    """The pack copied into custom_nodes/ComfyUI-GenDeg and loaded twice at once: plain, and with ComfyUI present."""
+    base = tmp_path_factory.mktemp("comfy")
+    dest = _copy_pack(base)
+    stub = base / "stub"
+    (stub / "comfy").mkdir(parents=True)
+    (stub / "folder_paths.py").write_text(STUB_FOLDER_PATHS)
+    (stub / "comfy" / "__init__.py").write_text("")
+    (stub / "comfy" / "model_management.py").write_text(STUB_MM)
+    (stub / "comfy" / "utils.py").write_text(STUB_UTILS)
+    procs = {"plain": _start(dest), "comfy": _start(dest, stub)}
+    results = {name: _result(proc) for name, proc in procs.items()}
+    results["comfy"]["stub"] = str(stub)
+    return results
 
 
-def test_loads_like_comfyui_from_a_hyphenated_folder(copied):
-    result = _load(copied)
+def test_loads_like_comfyui_from_a_hyphenated_folder(loaded):
+    result = loaded["plain"]
     assert result["import_errors"] == {}, "node modules failed to import:\n" + "\n".join(result["import_errors"].values())
     assert result["mappings"], "NODE_CLASS_MAPPINGS is empty"
     assert all(name.startswith("GenDeg") for name in result["mappings"])
@@ -140,14 +156,8 @@ def test_loads_like_comfyui_from_a_hyphenated_folder(copied):
     assert result["in_comfyui"] is False
 
 
-def test_inside_comfyui_registers_model_folders(copied, tmp_path):
-    stub = tmp_path / "stub"
-    (stub / "comfy").mkdir(parents=True)
-    (stub / "folder_paths.py").write_text(STUB_FOLDER_PATHS)
-    (stub / "comfy" / "__init__.py").write_text("")
-    (stub / "comfy" / "model_management.py").write_text(STUB_MM)
-    (stub / "comfy" / "utils.py").write_text(STUB_UTILS)
-    result = _load(copied, stub)
+def test_inside_comfyui_registers_model_folders(loaded):
+    result = loaded["comfy"]
     assert result["in_comfyui"] is True and result["import_errors"] == {}
     assert {"gendeg_gendeg", "gendeg_restore", "gendeg_quality"} <= set(result["folders"])
-    assert result["models_dir"] == str(stub / "models" / "gendeg")
+    assert result["models_dir"] == str(Path(result["stub"]) / "models" / "gendeg")
