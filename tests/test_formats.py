@@ -122,6 +122,10 @@ def test_subgraphs_and_unknown_documents_are_refused(info):
     wf["nodes"].append({"id": 10, "type": "abcd-1234", "mode": 0, "inputs": [], "outputs": []})
     with pytest.raises(WorkflowFormatError, match="subgraph"):
         ui_to_api(wf, info)
+    wf = _fixture()
+    wf["nodes"].append({"id": 11, "type": "workflow>my group", "mode": 0, "inputs": [], "outputs": []})
+    with pytest.raises(WorkflowFormatError, match="group node"):
+        ui_to_api(wf, info)
     with pytest.raises(WorkflowFormatError, match="neither a UI workflow"):
         load_any({"hello": 1}, info)
 

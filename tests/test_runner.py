@@ -246,6 +246,13 @@ def test_ui_workflow_from_the_editor_runs(tmp_path):
     prompt = json.loads(img.text["prompt"])
     assert prompt["4"]["inputs"] == {"image": ["1", 0], "amount": 0.2, "seed": 1234}
     assert json.loads(img.text["workflow"]) == json.loads(wf.read_text())
+    # The PNG itself is a workflow file: running it again reproduces the image.
+    assert cli.main(["run", str(out), "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "again")]) == 0
+    again = Image.open(tmp_path / "again" / "runner" / "noisy_00001_.png")
+    assert np.array_equal(np.asarray(again), np.asarray(img))
+    assert json.loads(again.text["workflow"]) == json.loads(wf.read_text())
+    _write_png(tmp_path / "plain.png", src)
+    assert cli.main(["run", str(tmp_path / "plain.png")]) == 2
     # A second run continues the counter; muted PreviewImage wrote nothing.
     assert cli.main(["run", str(wf), "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out" / "runner").iterdir()) == ["noisy_00001_.png", "noisy_00002_.png"]

@@ -148,6 +148,8 @@ def _links_table(workflow: Mapping[str, Any]) -> dict[int, tuple[Any, int, Any, 
     """``{link_id: (from_node, from_slot, to_node, to_slot, type)}`` from either link layout."""
     table: dict[int, tuple[Any, int, Any, int, Any]] = {}
     for link in workflow.get("links") or []:
+        if link is None:
+            continue
         if isinstance(link, list | tuple) and len(link) >= 5:
             lid, a, a_slot, b, b_slot = link[:5]
             typ = link[5] if len(link) > 5 else "*"
@@ -250,6 +252,11 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str
     for node in workflow["nodes"]:
         if not isinstance(node, Mapping) or "id" not in node or "type" not in node:
             raise WorkflowFormatError(f"a node entry lacks 'id' or 'type': {str(node)[:120]}")
+        if str(node["type"]).startswith(("workflow>", "workflow/")):
+            raise WorkflowFormatError(
+                f"node {node['id']} is a group node ({node['type']}); convert it to nodes in the editor "
+                "(right-click → Convert to nodes) and save again"
+            )
         if node["type"] in subgraphs:
             raise WorkflowFormatError(
                 f"node {node['id']} is a subgraph; unpack it in the editor (right-click → Unpack Subgraph) and save again"
@@ -515,10 +522,46 @@ def load_any(doc: Any, object_info: Mapping[str, Mapping[str, Any]]) -> tuple[di
 
 
 def read_json(path: str) -> Any:
+    """A workflow file: JSON (UI or API), or a PNG/WebP saved by ComfyUI or ``gendeg run``.
+
+    From an image, ``{"prompt": ..., "workflow": ...}`` is returned (the prompt that made
+    it, and the editor's workflow), which :func:`load_any` understands.
+    """
+    if str(path).lower().endswith((".png", ".webp")):
+        return _read_image_workflow(path)
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except FileNotFoundError as exc:
         raise WorkflowFormatError(f"{path}: no such workflow file") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WorkflowFormatError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _read_image_workflow(path: str) -> dict[str, Any]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            text = dict(getattr(img, "text", {}) or {})
+            if not text and "exif" in img.info:  # WebP: ComfyUI stores "prompt:{...}" in EXIF
+                for value in img.getexif().values():
+                    if isinstance(value, str) and ":" in value:
+                        key, _, body = value.partition(":")
+                        text[key.lower()] = body
+    except FileNotFoundError as exc:
+        raise WorkflowFormatError(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise WorkflowFormatError(f"{path}: cannot read this image ({exc})") from exc
+    out: dict[str, Any] = {}
+    for key in ("prompt", "workflow"):
+        if key in text:
+            try:
+                out[key] = json.loads(text[key])
+            except json.JSONDecodeError as exc:
+                raise WorkflowFormatError(f"{path}: its {key!r} text is not valid JSON ({exc})") from exc
+    if "prompt" not in out and "workflow" in out:
+        return out["workflow"]
+    if "prompt" not in out:
+        raise WorkflowFormatError(f"{path}: this image carries no workflow (no 'prompt' or 'workflow' text chunk)")
+    return out
