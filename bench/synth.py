@@ -259,11 +259,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="small CPU run (< 60 s)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default; --smoke uses 1)")
     p.add_argument("--types", default=",".join(TYPES))
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.smoke and not args.threads:
+        args.threads = 1  # CI smoke: one thread is the fastest on small shared runners (oversubscription)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.types = [t.strip() for t in args.types.split(",") if t.strip()]
