@@ -116,12 +116,23 @@ def test_object_links_of_newer_schema(info):
     assert ui_to_api(wf, info) == ui_to_api(_fixture(), info)
 
 
-def test_subgraphs_and_unknown_documents_are_refused(info):
-    wf = _fixture()
-    wf["definitions"] = {"subgraphs": [{"id": "abcd-1234"}]}
-    wf["nodes"].append({"id": 10, "type": "abcd-1234", "mode": 0, "inputs": [], "outputs": []})
-    with pytest.raises(WorkflowFormatError, match="subgraph"):
-        ui_to_api(wf, info)
+def test_subgraphs_are_flattened_like_the_editor(info):
+    # Saved by the editor (frontend 1.58) after turning TestNoise and the bypassed TestInvert
+    # of the fixture into a subgraph (instance 10).
+    wf = json.loads((DATA / "ui_subgraph.json").read_text())
+    prompt = ui_to_api(wf, info)
+    assert set(prompt) == {"1", "10:4", "6"}
+    assert prompt["10:4"]["inputs"] == {"amount": 0.2, "seed": 1234, "image": ["1", 0]}
+    assert prompt["6"]["inputs"]["images"] == ["10:4", 0]  # out of the subgraph through the bypass
+    # A value on the instance's promoted widget goes to the widget inside.
+    inst = next(n for n in wf["nodes"] if n["id"] == 10)
+    inst["widgets_values"] = [0.2, 99]
+    assert ui_to_api(wf, info)["10:4"]["inputs"]["seed"] == 99
+    inst["mode"] = 2  # a muted instance takes its inside with it
+    assert set(ui_to_api(wf, info)) == {"1", "6"}
+
+
+def test_group_nodes_and_unknown_documents_are_refused(info):
     wf = _fixture()
     wf["nodes"].append({"id": 11, "type": "workflow>my group", "mode": 0, "inputs": [], "outputs": []})
     with pytest.raises(WorkflowFormatError, match="group node"):

@@ -62,7 +62,7 @@ API_PROMPT = {
     "6": {"inputs": {"image": "clean.png"}, "class_type": "LoadImage", "_meta": {"title": "Load Image"}},
     "7": {"inputs": {"images": ["6", 0], "filename_prefix": "a/b"}, "class_type": "SaveImage", "_meta": {"title": "Save Image"}},
 }
-FIXTURES = ["ui_reroute_primitive_bypass.json", "ui_loadimage_synthesize_save.json"]
+FIXTURES = ["ui_reroute_primitive_bypass.json", "ui_subgraph.json", "ui_loadimage_synthesize_save.json"]
 
 
 @pytest.fixture(scope="module")

@@ -459,3 +459,13 @@ def test_missing_model_file_says_where_it_goes_and_how_to_fetch_it(tmp_path, cap
     prompt.pop("3"), prompt.pop("4")
     path.write_text(json.dumps(prompt))
     assert cli.main(["run", str(path), "--models-dir", str(models)]) == 0
+
+
+def test_subgraph_workflow_runs_with_path_ids(tmp_path):
+    _write_png(tmp_path / "in" / "clean.png", np.full((8, 8, 3), 100, np.uint8))
+    wf = DATA / "ui_subgraph.json"
+    args = ["run", str(wf), "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"), "--quiet"]
+    assert cli.main([*args, "--set", "10:4.seed=5"]) == 0
+    saved = Image.open(tmp_path / "out" / "runner" / "noisy_00001_.png")
+    assert json.loads(saved.text["prompt"])["10:4"]["inputs"]["seed"] == 5
+    assert [c[1] for c in T.CALLS if c[0] == "TestNoise"] == [(0.2, 5)]

@@ -238,45 +238,132 @@ def _wrap_value(v: Any) -> Any:
     return {"__value__": v} if isinstance(v, list) else v
 
 
+SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID = -10, -20
+MAX_SUBGRAPH_DEPTH = 32
+
+
+class _Scope:
+    """One graph level: the root workflow, or the inside of one subgraph instance."""
+
+    def __init__(
+        self,
+        nodes: list[Any],
+        links: Mapping[int, tuple[Any, int, Any, int, Any]],
+        prefix: str,
+        parent: _Scope | None = None,
+        instance: Mapping[str, Any] | None = None,
+        definition: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.nodes: dict[Any, Mapping[str, Any]] = {}
+        for node in nodes:
+            if not isinstance(node, Mapping) or "id" not in node or "type" not in node:
+                raise WorkflowFormatError(f"a node entry lacks 'id' or 'type': {str(node)[:120]}")
+            if str(node["type"]).startswith(("workflow>", "workflow/")):
+                raise WorkflowFormatError(
+                    f"node {node['id']} is a group node ({node['type']}); convert it to nodes in the editor "
+                    "(right-click → Convert to nodes) and save again"
+                )
+            self.nodes[node["id"]] = node
+        self.links = links
+        self.prefix = prefix
+        self.parent = parent
+        self.instance = instance
+        self.definition = definition
+        self.depth = 0 if parent is None else parent.depth + 1
+
+    def api_id(self, node_id: Any) -> str:
+        if self.parent is None:
+            props = self.nodes[node_id].get("properties") or {}
+            return str(props.get(API_ID_PROPERTY, node_id))
+        return f"{self.prefix}{node_id}"
+
+
+def _subgraph_definitions(workflow: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    defs: dict[str, Mapping[str, Any]] = {}
+    pending = list((workflow.get("definitions") or {}).get("subgraphs") or [])
+    while pending:
+        sg = pending.pop()
+        if isinstance(sg, Mapping) and sg.get("id") and sg["id"] not in defs:
+            defs[str(sg["id"])] = sg
+            pending.extend((sg.get("definitions") or {}).get("subgraphs") or [])
+    return defs
+
+
+def _instance_widget_values(scope: _Scope) -> dict[int, Any]:
+    """``{subgraph input index: value}`` of the widgets a subgraph instance shows for its inputs.
+
+    The editor shows a widget on the instance for each subgraph input that feeds a widget
+    inside; the instance's ``widgets_values`` hold them in input order.
+    """
+    inst, sg = scope.instance, scope.definition
+    if inst is None or sg is None or not isinstance(inst.get("widgets_values"), list):
+        return {}
+    backed: list[int] = []
+    for idx, _inp in enumerate(sg.get("inputs") or []):
+        for a, a_slot, b, b_slot, _t in scope.links.values():
+            if a == SUBGRAPH_INPUT_ID and a_slot == idx:
+                target = scope.nodes.get(b)
+                ins = (target or {}).get("inputs") or []
+                if 0 <= b_slot < len(ins) and ins[b_slot].get("widget"):
+                    backed.append(idx)
+                    break
+    values = inst["widgets_values"]
+    if len(values) != len(backed):
+        return {}
+    return dict(zip(backed, values, strict=True))
+
+
 def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Convert a UI workflow to an API prompt, resolving reroutes, primitives, mutes and bypasses.
+    """Convert a UI workflow to an API prompt, resolving reroutes, primitives, mutes, bypasses and subgraphs.
 
     Node ids become strings (``"7"``), or the original API id kept in the node's
-    properties by :func:`api_to_ui`. Nodes whose class is unknown keep their links (their
-    widget values cannot be named); the validator reports them.
+    properties by :func:`api_to_ui`; nodes inside a subgraph instance get the editor's
+    path ids (``"10:4"``: node 4 inside instance 10). Nodes whose class is unknown keep
+    their links (their widget values cannot be named); the validator reports them.
     """
     if not is_ui_workflow(workflow):
         raise WorkflowFormatError("not a UI workflow: expected an object with 'nodes' and 'links'")
-    subgraphs = {sg.get("id") for sg in (workflow.get("definitions") or {}).get("subgraphs", []) or []}
-    nodes: dict[Any, Mapping[str, Any]] = {}
-    for node in workflow["nodes"]:
-        if not isinstance(node, Mapping) or "id" not in node or "type" not in node:
-            raise WorkflowFormatError(f"a node entry lacks 'id' or 'type': {str(node)[:120]}")
-        if str(node["type"]).startswith(("workflow>", "workflow/")):
-            raise WorkflowFormatError(
-                f"node {node['id']} is a group node ({node['type']}); convert it to nodes in the editor "
-                "(right-click → Convert to nodes) and save again"
-            )
-        if node["type"] in subgraphs:
-            raise WorkflowFormatError(
-                f"node {node['id']} is a subgraph; unpack it in the editor (right-click → Unpack Subgraph) and save again"
-            )
-        nodes[node["id"]] = node
-    links = _links_table(workflow)
+    defs = _subgraph_definitions(workflow)
+    root = _Scope(workflow["nodes"], _links_table(workflow), "")
+    children: dict[tuple[int, Any], _Scope] = {}
 
-    def api_id(node_id: Any) -> str:
-        props = nodes[node_id].get("properties") or {}
-        return str(props.get(API_ID_PROPERTY, node_id))
+    def child(scope: _Scope, inst: Mapping[str, Any]) -> _Scope:
+        key = (id(scope), inst["id"])
+        if key not in children:
+            if scope.depth >= MAX_SUBGRAPH_DEPTH:
+                raise WorkflowFormatError(f"subgraphs nested deeper than {MAX_SUBGRAPH_DEPTH} (a subgraph inside itself?)")
+            sg = defs[str(inst["type"])]
+            children[key] = _Scope(
+                sg.get("nodes") or [], _links_table(sg), f"{scope.prefix}{inst['id']}:", scope, inst, sg
+            )
+        return children[key]
 
-    def resolve(link_id: int | None, want_type: Any) -> tuple[str, Any] | None:
+    def bypass_link(origin: Mapping[str, Any], origin_slot: int, want_type: Any) -> int | None:
+        ins = origin.get("inputs") or []
+        for idx in [origin_slot, *range(len(ins))]:
+            if 0 <= idx < len(ins) and _types_match(ins[idx].get("type"), want_type):
+                return ins[idx].get("link")
+        return None
+
+    def resolve(scope: _Scope, link_id: int | None, want_type: Any) -> tuple[str, Any] | None:
         """Follow a link back to a real node output: ('link', [id, slot]) / ('value', v) / None."""
         seen = set()
         while link_id is not None:
-            if link_id in seen or link_id not in links:
+            if (id(scope), link_id) in seen or link_id not in scope.links:
                 return None
-            seen.add(link_id)
-            origin_id, origin_slot = links[link_id][0], links[link_id][1]
-            origin = nodes.get(origin_id)
+            seen.add((id(scope), link_id))
+            origin_id, origin_slot = scope.links[link_id][0], scope.links[link_id][1]
+            if origin_id == SUBGRAPH_INPUT_ID and scope.parent is not None:
+                # Leave the subgraph through the instance's matching input.
+                inputs_def = (scope.definition or {}).get("inputs") or []
+                name = inputs_def[origin_slot].get("name") if 0 <= origin_slot < len(inputs_def) else None
+                slot = next((i for i in scope.instance.get("inputs") or [] if i.get("name") == name), None)
+                if slot is not None and slot.get("link") is not None:
+                    link_id, scope = slot["link"], scope.parent
+                    continue
+                values = _instance_widget_values(scope)
+                return ("value", values[origin_slot]) if origin_slot in values else None
+            origin = scope.nodes.get(origin_id)
             if origin is None:
                 return None
             otype, mode = origin["type"], origin.get("mode", MODE_NORMAL)
@@ -290,49 +377,60 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str
             if mode == MODE_NEVER:
                 return None
             if mode == MODE_BYPASS:
-                ins = origin.get("inputs") or []
-                link_id = None
-                for idx in [origin_slot, *range(len(ins))]:
-                    if 0 <= idx < len(ins) and _types_match(ins[idx].get("type"), want_type):
-                        link_id = ins[idx].get("link")
-                        break
+                link_id = bypass_link(origin, origin_slot, want_type)
                 continue
-            return ("link", [api_id(origin_id), origin_slot])
+            if str(otype) in defs:
+                # Enter the subgraph: the inner link that reaches this output.
+                inner = child(scope, origin)
+                link_id = next(
+                    (lid for lid, ln in inner.links.items() if ln[2] == SUBGRAPH_OUTPUT_ID and ln[3] == origin_slot),
+                    None,
+                )
+                scope = inner
+                continue
+            return ("link", [scope.api_id(origin_id), origin_slot])
         return None
 
     prompt: dict[str, dict[str, Any]] = {}
-    for node in sorted(nodes.values(), key=lambda n: (n.get("order", 0), str(n["id"]))):
-        ntype = node["type"]
-        if ntype in NOTE_TYPES or ntype in REROUTE_TYPES or ntype in PRIMITIVE_TYPES:
-            continue
-        if node.get("mode", MODE_NORMAL) in (MODE_NEVER, MODE_BYPASS):
-            continue
-        info = object_info.get(ntype)
-        inputs: dict[str, Any] = {}
-        declared: dict[str, InputSpec] = {}
-        if info is not None:
-            specs = widget_specs(info)
-            declared = {s.name: s for s in input_specs(info)}
-            for name, value in _align_widget_values(node, specs).items():
-                inputs[name] = _wrap_value(value)
-        for slot in node.get("inputs") or []:
-            name = slot.get("name")
-            if slot.get("link") is None or name is None:
+
+    def emit(scope: _Scope) -> None:
+        for node in sorted(scope.nodes.values(), key=lambda n: (n.get("order", 0), str(n["id"]))):
+            ntype = node["type"]
+            if ntype in NOTE_TYPES or ntype in REROUTE_TYPES or ntype in PRIMITIVE_TYPES:
                 continue
-            want = declared[name].type if name in declared else slot.get("type", "*")
-            got = resolve(slot["link"], slot.get("type", want))
-            if got is None:
-                if not (name in declared and declared[name].is_widget):
-                    inputs.pop(name, None)
+            if node.get("mode", MODE_NORMAL) in (MODE_NEVER, MODE_BYPASS):
                 continue
-            kind, value = got
-            inputs[name] = value if kind == "link" else _wrap_value(value)
-        meta: dict[str, Any] = {"title": _node_title(node, info)}
-        props = node.get("properties") or {}
-        for key in META_PROPERTIES:  # the editor copies the node's registry id and version
-            if isinstance(props.get(key), str) and props[key]:
-                meta[key] = props[key]
-        prompt[api_id(node["id"])] = {"inputs": inputs, "class_type": ntype, "_meta": meta}
+            if str(ntype) in defs:
+                emit(child(scope, node))
+                continue
+            info = object_info.get(ntype)
+            inputs: dict[str, Any] = {}
+            declared: dict[str, InputSpec] = {}
+            if info is not None:
+                specs = widget_specs(info)
+                declared = {s.name: s for s in input_specs(info)}
+                for name, value in _align_widget_values(node, specs).items():
+                    inputs[name] = _wrap_value(value)
+            for slot in node.get("inputs") or []:
+                name = slot.get("name")
+                if slot.get("link") is None or name is None:
+                    continue
+                want = declared[name].type if name in declared else slot.get("type", "*")
+                got = resolve(scope, slot["link"], slot.get("type", want))
+                if got is None:
+                    if not (name in declared and declared[name].is_widget):
+                        inputs.pop(name, None)
+                    continue
+                kind, value = got
+                inputs[name] = value if kind == "link" else _wrap_value(value)
+            meta: dict[str, Any] = {"title": _node_title(node, info)}
+            props = node.get("properties") or {}
+            for key in META_PROPERTIES:  # the editor copies the node's registry id and version
+                if isinstance(props.get(key), str) and props[key]:
+                    meta[key] = props[key]
+            prompt[scope.api_id(node["id"])] = {"inputs": inputs, "class_type": ntype, "_meta": meta}
+
+    emit(root)
     return prompt
 
 
