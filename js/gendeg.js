@@ -46,6 +46,34 @@ function chain(proto, name, after) {
   };
 }
 
+/**
+ * The editor adds a "control after generate" widget to every INT input named seed, but its
+ * loader (migrateWidgetsValues, frontend 1.5x) only counts that widget's saved value when the
+ * input declares control_after_generate; on a node that also has a forceInput input it then
+ * drops one saved value and every later widget gets its neighbour's value. Declaring it for
+ * our seed inputs keeps saved workflows aligned (a no-op where it is already declared).
+ */
+function declareSeedControls(nodeData) {
+  for (const group of ["required", "optional"]) {
+    const inputs = nodeData.input?.[group];
+    if (!inputs || typeof inputs !== "object") continue;
+    for (const [name, spec] of Object.entries(inputs)) {
+      if (!Array.isArray(spec) || spec[0] !== "INT" || !(name === "seed" || name === "noise_seed")) continue;
+      const options = spec[1] && typeof spec[1] === "object" ? spec[1] : {};
+      if (options.control_after_generate === undefined) spec[1] = { ...options, control_after_generate: true };
+    }
+  }
+}
+
+/** Node ids are only final once a node is in a graph: label the pack's widget elements again. */
+function tagElements(node) {
+  for (const w of node.widgets ?? []) {
+    if (typeof w.name === "string" && w.name.startsWith("gendeg_") && w.element?.dataset) {
+      w.element.dataset.gendegNode = String(node.id);
+    }
+  }
+}
+
 /** What a GenDeg node does with its ui output (also called for cached outputs). */
 export function showOutput(node, output) {
   if (!output || typeof output !== "object") return;
@@ -60,6 +88,7 @@ app.registerExtension({
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!isOurs(nodeData?.name)) return;
+    declareSeedControls(nodeData);
     const colors = categoryColors(nodeData.category);
     const proto = nodeType.prototype;
 
@@ -71,7 +100,12 @@ app.registerExtension({
       if (PICKER_NODES.has(nodeData.name)) addPicker(this);
     });
 
+    chain(proto, "onAdded", function () {
+      tagElements(this);
+    });
+
     chain(proto, "onConfigure", function () {
+      tagElements(this);
       this.widgets?.find((w) => w.name === "gendeg_picker")?.gendegRefresh?.();
     });
 

@@ -179,18 +179,15 @@ export function formatStats(rows) {
 
 // --- type + intensity picker --------------------------------------------------------
 
-/** Editor shortcuts (not values from the paper): GenDeg intensity μ, σ of |clean − degraded|. */
-export const PRESETS = {
-  light: { mu: 0.04, sigma: 0.03, strength: 0.25 },
-  medium: { mu: 0.1, sigma: 0.07, strength: 0.5 },
-  heavy: { mu: 0.2, sigma: 0.12, strength: 0.85 },
-};
+export const LEVELS = ["light", "medium", "heavy"];
 
-const TYPE_NAMES = ["degradation", "degradation_type", "type", "deg_type"];
-const MU_NAMES = ["mu", "target_mu", "intensity_mu", "mu_target"];
-const SIGMA_NAMES = ["sigma", "target_sigma", "intensity_sigma", "sigma_target"];
-const STRENGTH_NAMES = ["strength", "intensity"];
+// BEGIN SYNTH_MU_PRESETS: GenDeg μ per type and level, a copy of core/synth/plan.py PRESETS
+// (tests/test_studio.py keeps the two equal). GenDegCondition has its own `preset` input
+// (per-type μ and σ from GenDeg's training data), which the strip sets instead.
+export const SYNTH_MU_PRESETS = {"haze": {"light": 0.06, "medium": 0.11, "heavy": 0.18}, "rain": {"light": 0.03, "medium": 0.06, "heavy": 0.1}, "snow": {"light": 0.03, "medium": 0.07, "heavy": 0.12}, "motion_blur": {"light": 0.015, "medium": 0.025, "heavy": 0.04}, "low_light": {"light": 0.1, "medium": 0.18, "heavy": 0.25}, "raindrop": {"light": 0.02, "medium": 0.03, "heavy": 0.045}, "jpeg": {"light": 0.006, "medium": 0.01, "heavy": 0.018}, "noise": {"light": 0.02, "medium": 0.05, "heavy": 0.09}};
+// END SYNTH_MU_PRESETS
 
+const TYPE_NAMES = ["degradation", "type"];
 const SHORT = {
   haze: "haze",
   rain: "rain",
@@ -212,6 +209,12 @@ function findWidget(node, names) {
   return null;
 }
 
+function comboValues(widget) {
+  const values = widget?.options?.values;
+  const list = typeof values === "function" ? values() : values;
+  return Array.isArray(list) ? list : [];
+}
+
 function setWidget(node, widget, value) {
   if (!widget) return;
   const o = widget.options ?? {};
@@ -229,26 +232,61 @@ function setWidget(node, widget, value) {
   node.graph?.setDirtyCanvas?.(true, true);
 }
 
-/** Which preset the node's intensity widgets currently match, or "". */
-function currentPreset(node) {
-  const mu = findWidget(node, MU_NAMES);
-  const st = findWidget(node, STRENGTH_NAMES);
-  for (const [name, p] of Object.entries(PRESETS)) {
-    if (mu && Math.abs(Number(mu.value) - p.mu) < 1e-6) return name;
-    if (!mu && st && Math.abs(Number(st.value) - p.strength) < 1e-6) return name;
+/**
+ * How a node's intensity follows a level:
+ * - a `preset` combo (GenDegCondition): set it to the level; the node looks up μ, σ per type;
+ * - a `mu` widget (GenDegSynthesize): μ from SYNTH_MU_PRESETS for the current type, and
+ *   `intensity_mode` switched to "mu".
+ */
+function intensityKind(node) {
+  const preset = node.widgets?.find((w) => w.name === "preset");
+  if (preset && LEVELS.every((l) => comboValues(preset).includes(l))) return "preset";
+  if (node.widgets?.find((w) => w.name === "mu")) return "mu";
+  return null;
+}
+
+/** μ of a level for a type, or undefined. */
+export function synthMu(type, level) {
+  return SYNTH_MU_PRESETS[type]?.[level];
+}
+
+/** Which level the node's intensity widgets currently match, or "". */
+export function currentLevel(node) {
+  const kind = intensityKind(node);
+  if (kind === "preset") {
+    const v = String(findWidget(node, ["preset"]).value);
+    return LEVELS.includes(v) ? v : "";
+  }
+  if (kind === "mu") {
+    const mode = findWidget(node, ["intensity_mode"]);
+    if (mode && String(mode.value) !== "mu") return "";
+    const type = String(findWidget(node, TYPE_NAMES)?.value ?? "");
+    const mu = Number(findWidget(node, ["mu"]).value);
+    return LEVELS.find((l) => synthMu(type, l) !== undefined && Math.abs(synthMu(type, l) - mu) < 1e-9) ?? "";
   }
   return "";
 }
 
-/** Apply a preset: sets μ (and σ) when the node has them, else a 0..1 strength. */
-export function applyPreset(node, name) {
-  const p = PRESETS[name];
-  if (!p) return;
-  const mu = findWidget(node, MU_NAMES);
-  const sigma = findWidget(node, SIGMA_NAMES);
-  if (mu) setWidget(node, mu, p.mu);
-  if (sigma) setWidget(node, sigma, p.sigma);
-  if (!mu) setWidget(node, findWidget(node, STRENGTH_NAMES), p.strength);
+/** Set a node's intensity to a level (see intensityKind). */
+export function applyLevel(node, level) {
+  const kind = intensityKind(node);
+  if (kind === "preset") {
+    setWidget(node, findWidget(node, ["preset"]), level);
+  } else if (kind === "mu") {
+    const type = String(findWidget(node, TYPE_NAMES)?.value ?? "");
+    const mu = synthMu(type, level);
+    if (mu === undefined) return;
+    const mode = findWidget(node, ["intensity_mode"]);
+    if (mode && comboValues(mode).includes("mu")) setWidget(node, mode, "mu");
+    setWidget(node, findWidget(node, ["mu"]), mu);
+  }
+}
+
+function levelTitle(node, level) {
+  if (intensityKind(node) === "preset") return `${level}: typical μ, σ of this type in GenDeg's training data`;
+  const type = String(findWidget(node, TYPE_NAMES)?.value ?? "");
+  const mu = synthMu(type, level);
+  return mu === undefined ? level : `${level}: μ ${mu} for ${type}`;
 }
 
 /** Add the compact type chips + light/medium/heavy strip (once). */
@@ -256,8 +294,8 @@ export function addPicker(node) {
   if (node.widgets?.find((w) => w.name === "gendeg_picker")) return null;
   if (typeof node.addDOMWidget !== "function") return null;
   const typeWidget = findWidget(node, TYPE_NAMES);
-  const hasIntensity = findWidget(node, MU_NAMES) || findWidget(node, STRENGTH_NAMES);
-  if (!typeWidget && !hasIntensity) return null;
+  const kind = intensityKind(node);
+  if (!typeWidget && !kind) return null;
   ensureStyle();
   const el = document.createElement("div");
   el.className = "gendeg-picker";
@@ -269,52 +307,53 @@ export function addPicker(node) {
   el.append(typeRow, presetRow);
 
   const refresh = () => {
-    for (const b of typeRow.children) b.classList.toggle("active", typeWidget && b.dataset.value === String(typeWidget.value));
-    const cur = currentPreset(node);
-    for (const b of presetRow.children) b.classList.toggle("active", b.dataset.value === cur);
-  };
-  const values = typeWidget?.options?.values;
-  const typeValues = typeof values === "function" ? values() : values;
-  if (typeWidget && Array.isArray(typeValues)) {
-    for (const v of typeValues) {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.dataset.value = String(v);
-      b.title = `degradation type: ${v}`;
-      b.textContent = SHORT[v] ?? String(v);
-      b.addEventListener("click", (e) => {
-        e.stopPropagation();
-        setWidget(node, typeWidget, v);
-        refresh();
-      });
-      typeRow.appendChild(b);
+    for (const b of typeRow.children) b.classList.toggle("active", !!typeWidget && b.dataset.value === String(typeWidget.value));
+    const cur = currentLevel(node);
+    for (const b of presetRow.children) {
+      b.classList.toggle("active", b.dataset.value === cur);
+      b.title = levelTitle(node, b.dataset.value);
     }
+  };
+  for (const v of comboValues(typeWidget)) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.dataset.value = String(v);
+    b.title = `degradation type: ${v}`;
+    b.textContent = SHORT[v] ?? String(v);
+    b.addEventListener("click", (e) => {
+      e.stopPropagation();
+      const level = currentLevel(node);
+      setWidget(node, typeWidget, v);
+      if (level && kind === "mu") applyLevel(node, level); // keep "heavy" heavy for the new type
+      refresh();
+    });
+    typeRow.appendChild(b);
   }
-  if (hasIntensity) {
-    for (const name of Object.keys(PRESETS)) {
+  if (kind) {
+    for (const level of LEVELS) {
       const b = document.createElement("button");
       b.type = "button";
-      b.dataset.value = name;
-      const p = PRESETS[name];
-      b.title = findWidget(node, MU_NAMES) ? `${name}: μ ${p.mu}, σ ${p.sigma}` : `${name}: strength ${p.strength}`;
-      b.textContent = name;
+      b.dataset.value = level;
+      b.textContent = level;
       b.addEventListener("click", (e) => {
         e.stopPropagation();
-        applyPreset(node, name);
+        applyLevel(node, level);
         refresh();
       });
       presetRow.appendChild(b);
     }
   }
   // keep the chips in step when the user edits the ordinary widgets
-  for (const w of [typeWidget, findWidget(node, MU_NAMES), findWidget(node, STRENGTH_NAMES)]) {
-    if (!w) continue;
+  for (const name of [...TYPE_NAMES, "preset", "mu", "intensity_mode"]) {
+    const w = findWidget(node, [name]);
+    if (!w || w.gendegWrapped) continue;
     const cb = w.callback;
     w.callback = function (...args) {
       const r = cb?.apply(this, args);
       refresh();
       return r;
     };
+    w.gendegWrapped = true;
   }
   const widget = node.addDOMWidget("gendeg_picker", "gendeg_picker", el, {
     ...noValue(),

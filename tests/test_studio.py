@@ -480,3 +480,15 @@ def test_node_errors_from_executor_problem_lists():
         "seed out of range",
     ]
     assert grouped["3"]["errors"][0]["extra_info"] == {"input_name": "image"}
+
+
+def test_js_synth_presets_equal_the_synthesizers():
+    """js/gendeg_widgets.js carries a copy of core/synth/plan.py PRESETS for the preset strip."""
+    import re
+
+    from comfyui_gendeg.core.synth.plan import PRESETS
+
+    text = (JS_DIR / "gendeg_widgets.js").read_text(encoding="utf-8")
+    m = re.search(r"export const SYNTH_MU_PRESETS = (\{.*?\});\n", text)
+    assert m, "SYNTH_MU_PRESETS not found in js/gendeg_widgets.js"
+    assert json.loads(m.group(1)) == PRESETS

@@ -170,9 +170,8 @@ class Studio:
 
     def _user_root(self) -> Path:
         root = self.config.user_dir / DEFAULT_USER
-        if not root.is_dir():
-            for sub in ("workflows", "subgraphs"):  # the editor lists these at start-up
-                (root / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("workflows", "subgraphs"):  # the editor lists these at start-up
+            (root / sub).mkdir(parents=True, exist_ok=True)
         return root
 
     def _settings_path(self) -> Path:

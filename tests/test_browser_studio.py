@@ -1,0 +1,402 @@
+"""The editor in a real browser: `gendeg studio` serving the ComfyUI frontend, driven by
+headless Chromium (Debian's package) through Playwright.
+
+Checks: the editor loads with this pack's js and no console error from it; the pack's
+nodes are in the node library; every shipped workflow loads with all its node types
+known; the synthesizer sweep queued from the editor runs and shows its output images
+and the before/after widget; the js widgets (comparison slider, stats, preset strip)
+behave. A screenshot is kept in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+SWEEP = ROOT / "workflows" / "gendeg_synth_sweep.json"
+SWEEP_TYPES, SWEEP_LEVELS = "haze,noise", "light"
+CHROMIUM = os.environ.get("GENDEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PACK_MARKERS = ("gendeg", "/extensions/comfyui-gendeg/")
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(
+        f"Chromium not found at {CHROMIUM} (apt-get install chromium; scripts/test.sh does it)", allow_module_level=True
+    )
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+pytest.importorskip("aiohttp", reason="aiohttp (studio extra) is not installed")
+pytest.importorskip("comfyui_frontend_package", reason="comfyui-frontend-package (studio extra) is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str, timeout: float = 5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback only
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    """`gendeg studio` in a subprocess on a free loopback port, with the samples as inputs."""
+    base = tmp_path_factory.mktemp("studio")
+    dirs = {k: base / k for k in ("input", "output", "temp", "user", "models")}
+    for d in dirs.values():
+        d.mkdir()
+    for p in (ROOT / "samples").glob("*"):
+        if p.is_file():
+            shutil.copy(p, dirs["input"] / p.name)
+    port = _free_port()
+    env = {**os.environ, "GENDEG_NO_PROGRESS": "1", "GENDEG_MODELS_DIR": str(dirs["models"])}
+    cmd = [sys.executable, "-m", "comfyui_gendeg", "studio", "--port", str(port), "--device", "cpu"]
+    for k in ("input", "output", "temp", "user"):
+        cmd += [f"--{k}-dir", str(dirs[k])]
+    log = open(base / "studio.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _get_json(url + "/api/system_stats", 2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gendeg studio did not start:\n" + (base / "studio.log").read_text()) from None
+                time.sleep(0.3)
+        yield {"url": url, "dirs": dirs, "log": base / "studio.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(studio, tmp_path_factory):
+    """The editor, loaded once for the module; ``page.gendeg_logs`` collects console problems."""
+    with playwright_sync.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1400, "height": 900},
+        )
+        pg = context.pages[0] if context.pages else context.new_page()
+        logs: list[str] = []
+        pg.on("console", lambda m: m.type in ("error", "warning") and logs.append(f"{m.type}: {m.text} @ {m.location}"))
+        pg.on("pageerror", lambda e: logs.append(f"pageerror: {e}\n{getattr(e, 'stack', '')}"))
+        pg.on("requestfailed", lambda r: logs.append(f"requestfailed: {r.url}"))
+        pg.on("response", lambda r: r.status >= 400 and logs.append(f"http {r.status}: {r.url}"))
+        pg.gendeg_logs = logs
+        pg.goto(studio["url"] + "/", wait_until="domcontentloaded")
+        pg.wait_for_function(
+            "() => { try { return window.comfyAPI.app.app.graph"
+            " && window.comfyAPI.app.app.extensions.some(e => e.name === 'GenDeg.Editor'); }"
+            " catch { return false; } }",
+            timeout=120_000,
+        )
+        pg.wait_for_timeout(1500)
+        yield pg
+        context.close()
+
+
+def _pack_problems(logs: list[str]) -> list[str]:
+    """Errors that name this pack. Template thumbnails (``workflows/<name>.jpg``) are optional
+    in ComfyUI too (it answers 404 for a pack without them), so their absence is not one."""
+
+    def thumbnail(line: str) -> bool:
+        return re.search(r"/workflow_templates/[^'\s]+\.(jpg|jpeg|webp|png)\b", line) is not None
+
+    return [
+        line
+        for line in logs
+        if any(m in line.lower() for m in PACK_MARKERS) and not line.startswith("warning") and not thumbnail(line)
+    ]
+
+
+APP = "window.comfyAPI.app.app"
+
+
+def test_editor_loads_the_pack_js_without_errors(page, studio):
+    exts = page.evaluate(f"() => {APP}.extensions.map(e => e.name)")
+    assert "GenDeg.Editor" in exts
+    listed = _get_json(studio["url"] + "/api/extensions")
+    ours = [u for u in listed if u.startswith("/extensions/ComfyUI-GenDeg/")]
+    assert "/extensions/ComfyUI-GenDeg/gendeg.js" in ours
+    assert _pack_problems(page.gendeg_logs) == []
+    assert not [line for line in page.gendeg_logs if line.startswith("pageerror")], page.gendeg_logs
+
+
+def test_pack_nodes_are_in_the_node_library(page, studio):
+    info = _get_json(studio["url"] + "/api/object_info")
+    ours = sorted(k for k in info if k.startswith("GenDeg"))
+    assert ours, "no GenDeg nodes in /object_info"
+    registered = page.evaluate("() => Object.keys(window.LiteGraph.registered_node_types)")
+    assert set(ours) <= set(registered)
+    # the node library panel: search for the pack and see its display names
+    page.keyboard.press("Escape")
+    page.evaluate("() => document.activeElement?.blur?.()")
+    page.keyboard.press("n")
+    search = page.get_by_placeholder("Search Nodes...")
+    search.wait_for(timeout=15_000)
+    search.fill("GenDeg")
+    some = info[ours[0]]["display_name"]
+    page.get_by_text(some, exact=False).first.wait_for(timeout=15_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio_node_library.png"))
+    search.fill("")
+    page.evaluate("() => document.activeElement?.blur?.()")
+    page.keyboard.press("n")
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_shipped_workflow_loads_in_the_editor(page, studio, workflow):
+    """Every node type is known, and the prompt the editor builds from the file is the one
+    `gendeg run` builds (same widget values in the same inputs)."""
+    from comfyui_gendeg.core.graph.formats import load_any
+
+    doc = json.loads(workflow.read_text())
+    wanted = sorted({n["type"] for n in doc.get("nodes", [])})
+    got = page.evaluate(
+        f"""async (wf) => {{
+            await {APP}.loadGraphData(wf);
+            const nodes = {APP}.graph.nodes ?? {APP}.graph._nodes;
+            const p = await {APP}.graphToPrompt();
+            return {{types: nodes.map(n => [n.type, !!window.LiteGraph.registered_node_types[n.type]]),
+                     prompt: p.output}};
+        }}""",
+        doc,
+    )
+    assert sorted({t for t, _ in got["types"]}) == wanted
+    assert all(known for _, known in got["types"]), f"unknown node types: {[t for t, k in got['types'] if not k]}"
+    expected, _ = load_any(doc, _get_json(studio["url"] + "/api/object_info"))
+    editor = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in got["prompt"].items()}
+    runner = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in expected.items()}
+    assert json.loads(json.dumps(editor)) == json.loads(json.dumps(runner))
+    assert _pack_problems(page.gendeg_logs) == []
+
+
+def _wait_history(url: str, prompt_id: str | None, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hist = _get_json(url + "/api/history")
+        done = {k: v for k, v in hist.items() if prompt_id in (None, k) and v["status"]}
+        if done:
+            return done
+        time.sleep(0.5)
+    raise AssertionError("the queued prompt did not finish in time")
+
+
+@pytest.mark.skipif(not SWEEP.is_file(), reason="workflows/gendeg_synth_sweep.json is not in this checkout yet")
+def test_queue_the_synth_sweep_and_see_outputs(page, studio):
+    doc = json.loads(SWEEP.read_text())
+    # the full sweep (8 types x 3 levels) takes ~1.5 min on 2 CPU cores: run 2 x 1 of it here
+    page.evaluate(
+        f"""async (wf) => {{
+            await {APP}.loadGraphData(wf);
+            for (const n of {APP}.graph.nodes ?? {APP}.graph._nodes) {{
+                if (n.type !== "GenDegDegradationPlan") continue;
+                n.widgets.find(w => w.name === "types").value = "{SWEEP_TYPES}";
+                n.widgets.find(w => w.name === "intensities").value = "{SWEEP_LEVELS}";
+            }}
+        }}""",
+        doc,
+    )
+    before = set(_get_json(studio["url"] + "/api/history"))
+    page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1); }}")
+    deadline = time.monotonic() + 150
+    entry = None
+    while time.monotonic() < deadline and entry is None:
+        hist = _get_json(studio["url"] + "/api/history")
+        new = [v for k, v in hist.items() if k not in before and v["status"]]
+        entry = new[0] if new else None
+        time.sleep(0.5)
+    assert entry is not None, "the sweep did not finish in 150 s"
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    images = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+    assert images, "the sweep showed no images"
+    # the editor received the outputs and shows them
+    page.wait_for_function(
+        f"() => Object.values({APP}.nodeOutputs || {{}}).some(o => (o.images || []).length > 0)", timeout=30_000
+    )
+    compare = [out for out in entry["outputs"].values() if out.get("gendeg_compare")]
+    if compare:
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.gendeg-compare img.gendeg-after')]"
+            ".some(i => i.complete && i.naturalWidth > 0)",
+            timeout=30_000,
+        )
+    first = images[0]
+    with urllib.request.urlopen(  # noqa: S310 - loopback only
+        f"{studio['url']}/api/view?filename={first['filename']}&subfolder={first['subfolder']}&type={first['type']}"
+    ) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("image/")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate(f"() => {{ {APP}.canvas?.ds && ({APP}.canvas.ds.scale = 0.75); {APP}.graph.setDirtyCanvas(true, true); }}")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "studio_synth_sweep.png"))
+    assert _pack_problems(page.gendeg_logs) == []
+
+
+def test_compare_and_stats_widgets_show_a_run(page, studio):
+    """onExecuted with ui.gendeg_compare / ui.gendeg_stats (as nodes/ui.py sends them)."""
+    from PIL import Image
+
+    temp = studio["dirs"]["temp"]
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(temp / "gendeg_test_before.png")
+    Image.new("RGB", (64, 48), (40, 40, 200)).save(temp / "gendeg_test_after.png")
+    node_type = page.evaluate(
+        "() => Object.keys(window.LiteGraph.registered_node_types).find(t => t.startsWith('GenDeg'))"
+    )
+    node_id = page.evaluate(
+        f"""(type) => {{
+            const app = {APP};
+            app.graph.clear();
+            const node = window.LiteGraph.createNode(type);
+            node.pos = [100, 100];
+            app.graph.add(node);
+            const ref = (f) => ({{filename: f, subfolder: "", type: "temp"}});
+            node.onExecuted({{
+                gendeg_compare: [{{before: ref("gendeg_test_before.png"), after: ref("gendeg_test_after.png")}}],
+                gendeg_stats: [{{mu: 0.1234, sigma: 0.05}}],
+            }});
+            app.graph.setDirtyCanvas(true, true);
+            return node.id;
+        }}""",
+        node_type,
+    )
+    sel = f'.gendeg-compare[data-gendeg-node="{node_id}"]'
+    page.wait_for_function(
+        f"""() => [...document.querySelectorAll('{sel} img')].filter(i => i.complete && i.naturalWidth > 0).length == 2""",
+        timeout=20_000,
+    )
+    out = page.evaluate(
+        f"""(id) => {{
+            const node = {APP}.graph.getNodeById(id);
+            const root = document.querySelector('{sel}');
+            const widgets = node.widgets.map(w => w.name);
+            const saved = node.serialize().widgets_values ?? [];
+            return {{
+                id,
+                widths: [...root.querySelectorAll("img")].map(i => i.naturalWidth),
+                split: root.dataset.split,
+                stats: document.querySelector(`.gendeg-stats[data-gendeg-node="${{id}}"]`)?.textContent,
+                widgets, saved: saved.length, normal: widgets.filter(n => !n.startsWith("gendeg_")).length,
+            }};
+        }}""",
+        node_id,
+    )
+    assert out["widths"] == [64, 64], "before/after previews did not load through /view"
+    assert out["split"] == "50.0"
+    assert out["stats"] == "μ 0.1234  σ 0.0500"
+    assert {"gendeg_compare", "gendeg_stats"} <= set(out["widgets"])
+    assert out["saved"] <= out["normal"] + 1, "the pack's display widgets must not be saved in widgets_values"
+    # dragging across the slider moves the split
+    box = page.locator(f'.gendeg-compare[data-gendeg-node="{out["id"]}"]').bounding_box()
+    if box and box["width"] > 0:
+        page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
+        split = float(page.locator(f'.gendeg-compare[data-gendeg-node="{out["id"]}"]').get_attribute("data-split"))
+        assert abs(split - 25.0) < 3.0
+    assert _pack_problems(page.gendeg_logs) == []
+
+
+def _make_node(page, node_type: str) -> str:
+    return page.evaluate(
+        f"""(type) => {{
+            const app = {APP};
+            app.graph.clear();
+            const node = window.LiteGraph.createNode(type);
+            node.pos = [100, 100];
+            app.graph.add(node);
+            app.graph.setDirtyCanvas(true, true);
+            return node.id;
+        }}""",
+        node_type,
+    )
+
+
+CLICK = f"""([id, selectors]) => {{
+    const node = {APP}.graph.getNodeById(id);
+    const root = document.querySelector(`.gendeg-picker[data-gendeg-node="${{id}}"]`);
+    const values = () => Object.fromEntries(node.widgets.filter(w => !w.name.startsWith("gendeg_")).map(w => [w.name, w.value]));
+    const steps = [];
+    for (const sel of selectors) {{
+        root.querySelector(sel).click();
+        steps.push({{...values(), active: [...root.querySelectorAll("button.active")].map(b => b.dataset.value).sort()}});
+    }}
+    return {{types: [...root.querySelectorAll(".gendeg-types button")].map(b => b.dataset.value), steps,
+             color: node.color, saved: node.serialize().widgets_values}};
+}}"""
+
+
+def test_preset_strip_on_the_synthesizer_sets_per_type_mu(page):
+    from comfyui_gendeg.core.synth.plan import PRESETS
+
+    if not page.evaluate("() => !!window.LiteGraph.registered_node_types['GenDegSynthesize']"):
+        pytest.skip("GenDegSynthesize is not registered in this checkout")
+    node_id = _make_node(page, "GenDegSynthesize")
+    page.wait_for_selector(f'.gendeg-picker[data-gendeg-node="{node_id}"]', state="attached", timeout=20_000)
+    page.evaluate(
+        f"(id) => {{ const n = {APP}.graph.getNodeById(id); n.widgets.find(w => w.name === 'intensity_mode').value = 'strength'; }}",
+        node_id,
+    )
+    out = page.evaluate(
+        CLICK,
+        [node_id, ['.gendeg-types button[data-value="haze"]', '.gendeg-presets button[data-value="heavy"]',
+                   '.gendeg-types button[data-value="snow"]', '.gendeg-presets button[data-value="light"]']],
+    )  # fmt: skip
+    assert {"haze", "snow", "noise"} <= set(out["types"])
+    haze_heavy, snow_heavy, snow_light = out["steps"][1], out["steps"][2], out["steps"][3]
+    assert haze_heavy["mu"] == pytest.approx(PRESETS["haze"]["heavy"]) and haze_heavy["intensity_mode"] == "mu"
+    assert haze_heavy["active"] == ["haze", "heavy"]
+    assert snow_heavy["type"] == "snow" and snow_heavy["mu"] == pytest.approx(PRESETS["snow"]["heavy"])
+    assert snow_light["mu"] == pytest.approx(PRESETS["snow"]["light"]) and snow_light["active"] == ["light", "snow"]
+    assert out["color"] == "#6b4a2a"  # GenDeg/Degrade colour
+    assert "snow" in out["saved"] and not any(isinstance(v, dict) for v in out["saved"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio_picker.png"))
+    assert _pack_problems(page.gendeg_logs) == []
+
+
+def test_preset_strip_on_the_condition_sets_its_preset(page):
+    if not page.evaluate("() => !!window.LiteGraph.registered_node_types['GenDegCondition']"):
+        pytest.skip("GenDegCondition is not registered in this checkout")
+    node_id = _make_node(page, "GenDegCondition")
+    page.wait_for_selector(f'.gendeg-picker[data-gendeg-node="{node_id}"]', state="attached", timeout=20_000)
+    out = page.evaluate(
+        CLICK, [node_id, ['.gendeg-types button[data-value="rain+haze"]', '.gendeg-presets button[data-value="light"]']]
+    )
+    assert out["steps"][-1]["degradation"] == "rain+haze" and out["steps"][-1]["preset"] == "light"
+    assert out["steps"][-1]["active"] == ["light", "rain+haze"]
+    assert _pack_problems(page.gendeg_logs) == []
