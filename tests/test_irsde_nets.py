@@ -223,3 +223,16 @@ def test_pickles_with_code_are_refused(tmp_path):
     torch.save({"init_conv.weight": torch.zeros(1), "x": NotAllowed()}, path)
     with pytest.raises(UnsafeCheckpointError):
         load_sde_restorer(path, "deraining (IR-SDE)")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_autocast_stays_close_to_fp32(dtype):
+    """Channel LayerNorms run in fp32 under autocast (the official eps switch to 1e-3 alone moves the output ~10 %)."""
+    net = tiny_unet(4)
+    mu = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = mu + 0.1 * torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = net(x, mu, 50)
+        with torch.autocast("cpu", dtype=dtype):
+            low = net(x, mu, 50).float()
+    assert float((low - ref).norm() / ref.norm()) < 0.03
