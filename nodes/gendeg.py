@@ -325,12 +325,19 @@ class GenDegStructureCorrect:
                 "ckpt_name": (host.list_models("gendeg"), {"tooltip": "The structure-correction NAFNet (official: nafnet_sd.ckpt)."}),
             },
             "optional": {
+                "apply_to": (["all", "auto"], {
+                    "default": "all",
+                    "tooltip": "all: correct every image; auto: only haze, motion blur and raindrop images (as the "
+                    "official --auto_s), read from the metadata input.",
+                }),
+                "metadata": ("STRING", {"forceInput": True, "tooltip": "GenDeg Sample's metadata (needed for apply_to = auto)."}),
                 "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 16, "tooltip": "0: whole image; else overlapping tiles of this side (less memory)."}),
             },
         }
 
-    def correct(self, clean: torch.Tensor, degraded: torch.Tensor, ckpt_name: str, tile_size: int = 0):
-        from ..core.gendeg.structure import correct_structure, load_structure_model
+    def correct(self, clean: torch.Tensor, degraded: torch.Tensor, ckpt_name: str, apply_to: str = "all",
+                metadata: str | None = None, tile_size: int = 0):
+        from ..core.gendeg.structure import AUTO_TYPES, correct_structure, load_structure_model
 
         net = load_structure_model(resolve(ckpt_name, host.model_search_dirs("gendeg")))
         c, _ = to_rgb(from_comfy(clean, name="clean"))
@@ -341,11 +348,22 @@ class GenDegStructureCorrect:
             raise InputError(f"clean has {c.shape[0]} images and degraded {d.shape[0]}; connect the clean output of GenDeg Sample")
         if c.shape[-2:] != d.shape[-2:]:
             c = resize(c, tuple(d.shape[-2:]))
-        try:
-            out = correct_structure(net, c, d, device=host.torch_device(), tile=tile_size,
-                                    progress=host.progress(1, "structure"))
-        finally:
-            net.to(host.offload_device())
+        select = list(range(d.shape[0]))
+        if apply_to == "auto":
+            if not metadata:
+                raise InputError("apply_to = auto needs the metadata of GenDeg Sample connected")
+            rows = json.loads(metadata)
+            rows = rows if isinstance(rows, list) else [rows] * d.shape[0]
+            if len(rows) != d.shape[0]:
+                raise InputError(f"metadata has {len(rows)} records for {d.shape[0]} images")
+            select = [i for i, r in enumerate(rows) if r.get("type") in AUTO_TYPES]
+        out = d.clone()
+        if select:
+            try:
+                out[select] = correct_structure(net, c[select], d[select], device=host.torch_device(), tile=tile_size,
+                                                progress=host.progress(1, "structure"))
+            finally:
+                net.to(host.offload_device())
         result = to_comfy(restore_channels(out, layout))
         return {"ui": ui.compare_ui(degraded, result), "result": (result,)}
 

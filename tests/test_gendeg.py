@@ -312,6 +312,16 @@ def test_sample_sizes_seeds_batches_and_intensity(tiny_model):
     torch.testing.assert_close(r1.sigma, sigma)
 
 
+@pytest.mark.parametrize("name", S.SCHEDULERS)
+def test_every_scheduler_samples_deterministically(tiny_model, name):
+    x = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(0))
+    cond = [C.make_condition("raindrop", "a window")]
+    a = S.sample(tiny_model, x, cond, steps=2, resolution=0, seed=4, scheduler=name)
+    b = S.sample(tiny_model, x, cond, steps=2, resolution=0, seed=4, scheduler=name)
+    assert a.image.shape == (1, 3, 16, 24) and torch.isfinite(a.image).all()
+    torch.testing.assert_close(a.image, b.image, rtol=0, atol=0)
+
+
 def test_tiled_vae_and_interrupt(tiny_model):
     x = torch.rand(1, 3, 40, 48)  # larger than the tiny VAE's 32 px tile
     r = S.sample(tiny_model, x, [C.make_condition("snow")], steps=1, resolution=0, seed=0, vae_tiling="on")

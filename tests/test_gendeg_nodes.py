@@ -134,6 +134,12 @@ def test_load_sample_filter_and_correct(models):
 
     (corrected,) = _run("GenDegStructureCorrect", clean=clean, degraded=deg, ckpt_name="nafnet_sd.ckpt")
     assert corrected.shape == deg.shape and torch.isfinite(corrected).all()
+    torch.testing.assert_close(corrected[..., 3], deg[..., 3])
+    mixed = json.dumps([{**r, "type": t} for r, t in zip(rows, ["haze", "rain", "raindrop", "snow"], strict=True)])
+    (auto,) = _run("GenDegStructureCorrect", clean=clean, degraded=deg, ckpt_name="nafnet_sd.ckpt", apply_to="auto",
+                   metadata=mixed)
+    torch.testing.assert_close(auto[[1, 3]], deg[[1, 3]])  # rain and snow are left alone (official --auto_s)
+    torch.testing.assert_close(auto[[0, 2]], corrected[[0, 2]])
 
 
 def test_sample_refuses_bad_images(models):
