@@ -192,7 +192,8 @@ _ALLOW_LIST_MODULES = {
 
 
 def _suggest_allow(culprit: str) -> str:
-    list_name = _ALLOW_LIST_MODULES.get(culprit.split(".")[0])
+    list_name = next((name for name, names in ALLOW_LISTS.items() if culprit in names), None)
+    list_name = list_name or _ALLOW_LIST_MODULES.get(culprit.split(".")[0])
     if list_name is None:
         return ""
     return (
