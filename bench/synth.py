@@ -262,6 +262,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default; --smoke uses 1)")
     p.add_argument("--types", default=",".join(TYPES))
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--calibration-only", action="store_true", help="skip the throughput part")
     args = p.parse_args()
     device = torch.device(args.device)
     if args.smoke and not args.threads:
@@ -279,7 +280,7 @@ def main() -> int:
     t0 = time.time()
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.size}x{args.size}, "
           f"batch {args.batch}", flush=True)
-    rows = throughput(args, device)
+    rows = [] if args.calibration_only else throughput(args, device)
     calib = calibration(args, device)
     print(f"total {time.time() - t0:.1f} s")
     if args.json:
