@@ -198,3 +198,31 @@ def test_save_pairs_node_writes_then_skips_and_finds_its_records(tmp_path):
     anon = node.save(images, degraded, ["anon"], ["jpg"], [0])
     assert anon["ui"]["gendeg_stats"] == [{"written": 2, "skipped": 0}]
     assert len(list((tmp_path / "output" / "anon" / "degraded").glob("pair__*.jpg"))) == 2
+
+
+def test_gendeg_run_shards_write_the_same_dataset_as_one_run(tmp_path):
+    from comfyui_gendeg.cli import main as cli_main
+
+    src = tmp_path / "in" / "clean"
+    for i in range(5):
+        _img(src / f"im{i}.png", 6, 6)
+    prompt = {
+        "1": {"class_type": "GenDegLoadImageFolder", "inputs": {"folder": "clean", "pattern": "*", "recursive": False, "start": 0, "limit": 0, "output": "list"}},
+        "2": {"class_type": "GenDegSaveDatasetPairs", "inputs": {"clean": ["1", 0], "degraded": ["1", 0], "filename": ["1", 2], "dataset": "d", "image_format": "png", "seed": 1}},
+    }  # fmt: skip
+    wf = tmp_path / "prompt.json"
+    wf.write_text(json.dumps(prompt))
+    base = ["run", str(wf), "--input-dir", str(tmp_path / "in"), "--quiet"]
+    assert cli_main([*base, "--output-dir", str(tmp_path / "whole")]) == 0
+    for i in range(2):
+        assert cli_main([*base, "--output-dir", str(tmp_path / "sharded"), "--shard", f"{i}/2"]) == 0
+    whole, sharded = tmp_path / "whole" / "d", tmp_path / "sharded" / "d"
+    files = sorted(p.relative_to(whole).as_posix() for p in whole.rglob("*.png"))
+    assert len(files) == 10 and files == sorted(p.relative_to(sharded).as_posix() for p in sharded.rglob("*.png"))
+    assert all((whole / f).read_bytes() == (sharded / f).read_bytes() for f in files)
+
+    def records(root):
+        rows = [json.loads(x) for x in (root / "metadata.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "created"} for r in rows]
+
+    assert records(whole) == records(sharded) and len(records(whole)) == 5
