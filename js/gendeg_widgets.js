@@ -148,14 +148,18 @@ export function statsWidget(node) {
   const el = document.createElement("div");
   el.className = "gendeg-stats";
   el.dataset.gendegNode = String(node.id);
+  let lines = 1;
+  const height = () => 16 * lines + 10;
   const widget = node.addDOMWidget("gendeg_stats", "gendeg_stats", el, {
     ...noValue(),
-    getMinHeight: () => 20,
-    getHeight: () => Math.max(20, 16 * Math.max(1, el.childElementCount || el.textContent.split("\n").length) + 6),
+    getMinHeight: height,
+    getMaxHeight: height,
+    getHeight: height,
   });
   markUnserialized(widget);
   widget.gendegSetRows = (rows) => {
     el.textContent = formatStats(rows);
+    lines = Math.max(1, el.textContent.split("\n").length);
     resizeNode(node, 200, 0);
   };
   return widget;
