@@ -72,6 +72,8 @@ def test_list_outputs_fan_out_and_input_is_list_collects():
     assert (n, index, unique_id, prompt_keys, pnginfo) == (3, [0, 1, 2], "4", ["1", "2", "3", "4", "9"], extra)
     assert not any(c[0] == "TestInvert" for c in T.CALLS)
     assert ex.execution_order(_list_prompt()) == ["1", "2", "3", "4"]
+    # Intermediate outputs are let go once their consumers ran.
+    assert ex.last_outputs["1"] == [] and ex.last_outputs["3"] == []
 
 
 def test_events_progress_and_ui():

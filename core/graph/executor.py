@@ -74,7 +74,7 @@ class Executor:
         self.file_hint = file_hint
         self._cache: dict[str, tuple[list[list[Any]], dict[str, list] | None]] = {}
         self._lock = threading.Lock()
-        #: Raw outputs of the last run: ``{node_id: [list per output slot]}``.
+        #: Raw outputs of the last run: ``{node_id: [list per output slot]}`` (emptied once consumed).
         self.last_outputs: dict[str, list[list[Any]]] = {}
 
     # --- validation --------------------------------------------------------------------
@@ -139,6 +139,21 @@ class Executor:
             if current["node"] is not None:
                 emit("progress", {"node": current["node"], "value": value, "max": total, "prompt_id": prompt_id})
 
+        # Outputs are dropped as soon as their last consumer ran (big dataset runs stay flat in memory).
+        consumers: dict[str, int] = {}
+        for nid in order:
+            for v in prompt[nid].get("inputs", {}).values():
+                if is_link(v):
+                    consumers[str(v[0])] = consumers.get(str(v[0]), 0) + 1
+
+        def release(nid: str) -> None:
+            for v in prompt[nid].get("inputs", {}).values():
+                if is_link(v):
+                    src = str(v[0])
+                    consumers[src] -= 1
+                    if consumers[src] == 0 and not self.cache_enabled:
+                        outputs[src] = []
+
         if self.progress_listeners is not None:
             self.progress_listeners.append(relay)
         try:
@@ -155,6 +170,7 @@ class Executor:
                         if ui:
                             uis[nid] = ui
                         cached_nodes.append(nid)
+                        release(nid)
                         continue
                 current["node"] = nid
                 emit("executing", {"node": nid, "prompt_id": prompt_id})
@@ -170,6 +186,7 @@ class Executor:
                 finally:
                     current["node"] = None
                 outputs[nid] = out
+                release(nid)
                 if ui:
                     uis[nid] = ui
                 if self.cache_enabled:
