@@ -274,6 +274,57 @@ def test_guidance_formula_and_three_branches(tiny_model, monkeypatch):
     assert len(recorded["noise"]) == 2
 
 
+def test_euler_ancestral_loop_equals_kdiffusion_algorithm(tiny_model, monkeypatch):
+    """The whole loop against an independent k-diffusion-style Euler ancestral (CompVisDenoiser, eta 1)."""
+    real_unet = tiny_model.unet
+
+    def stub_eps(x, t, ctx):  # noqa: ANN001 - a smooth function of every input
+        return 0.3 * x[:, :4] + 0.2 * x[:, 4:] + 1e-4 * t + ctx.mean(dim=(1, 2))[:, None, None, None]
+
+    class StubUNet(torch.nn.Module):
+        def forward(self, x, t, encoder_hidden_states, return_dict=False):  # noqa: ANN001
+            return (stub_eps(x, float(t), encoder_hidden_states),)
+
+    captured = {}
+
+    def fake_decode(model, z, tiled):  # noqa: ANN001
+        captured["z"] = z.clone()
+        return torch.zeros(z.shape[0], 3, z.shape[2] * 2, z.shape[3] * 2)
+
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    cond = C.make_condition("haze", "a lake", mu=0.2, sigma=0.1)
+    steps, seed, st, si = 5, 9, 7.5, 1.5
+    monkeypatch.setattr(tiny_model, "unet", StubUNet())
+    monkeypatch.setattr(S, "decode_latent", fake_decode)
+    try:
+        S.sample(tiny_model, x, [cond], steps=steps, resolution=0, seed=seed, text_guidance=st, image_guidance=si)
+        img = S.encode_clean(tiny_model, x, False)
+        ctx = torch.cat([tiny_model.context(tiny_model.encode_text([cond.prompt]), C.stack_one_hots([cond])),
+                         tiny_model.context(tiny_model.encode_text([""]), C.null_one_hots(1)).expand(2, -1, -1)])
+    finally:
+        tiny_model.unet = real_unet
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
+    ac = np.cumprod(1 - betas)
+    log_sig = np.log(np.sqrt((1 - ac) / ac))
+    ts = np.linspace(999, 0, steps)
+    sig = np.append(np.exp(np.interp(ts, np.arange(1000), log_sig)), 0.0)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(img.shape[1:], generator=g)[None].double() * sig[0]
+    lat = torch.cat([img, img, torch.zeros_like(img)]).double()
+    for i in range(steps):
+        s, s_next = sig[i], sig[i + 1]
+        inp = torch.cat([torch.cat([z] * 3) / np.sqrt(s * s + 1), lat], 1)
+        e_full, e_img, e_none = stub_eps(inp, ts[i], ctx.double()).chunk(3)
+        eps = e_none + st * (e_full - e_img) + si * (e_img - e_none)
+        denoised = z - eps * s
+        s_up = min(s_next, np.sqrt(s_next**2 * (s * s - s_next**2) / (s * s)))
+        s_down = np.sqrt(s_next**2 - s_up**2)
+        z = z + (z - denoised) / s * (s_down - s)
+        if s_next > 0:
+            z = z + torch.randn(img.shape[1:], generator=g)[None].double() * s_up
+    torch.testing.assert_close(captured["z"].double(), z, rtol=2e-4, atol=2e-4)
+
+
 def test_context_is_the_official_fusion(tiny_model):
     oh = C.stack_one_hots([C.make_condition("haze", mu=0.3, sigma=0.2)])
     text = torch.randn(1, 77, 32)
