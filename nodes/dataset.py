@@ -27,7 +27,7 @@ MAX_INT = 2**31 - 1
 
 
 def _folder_path(folder: str) -> Path:
-    folder = (folder or "").strip()
+    folder = (folder or "").strip().strip('"').strip("'").strip()  # a path pasted with quotes
     p = Path(folder).expanduser()
     return p if p.is_absolute() else host.input_dir() / p
 
@@ -102,7 +102,7 @@ class GenDegLoadImageFolder:
             return float("nan")
 
     def load(self, folder: str, pattern: str = "*", recursive: bool = False, start: int = 0, limit: int = 0, output: str = "list"):
-        if not (folder or "").strip():
+        if not (folder or "").strip().strip("\"'"):
             raise InputError("folder is empty; give a folder of images (relative to the input folder, or absolute)")
         root = _folder_path(folder)
         everything = list_folder(root, pattern, recursive, start, limit)
