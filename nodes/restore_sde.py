@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
+from ..core.errors import MissingWeightError
 from ..core.image import from_comfy, restore_channels, to_comfy, to_rgb
-from ..core.restore.irsde import restore_sde
+from ..core.restore.irsde import degradation_probabilities, restore_sde
 from ..core.restore.irsde_loader import PRESET_NAMES, SDERestorer, convert_to_safetensors, load_sde_restorer
 from ..core.restore.sde import SAMPLERS
 from ..core.weights import resolve
@@ -70,16 +71,26 @@ class GenDegIRSDELoader:
                     {"default": False, "tooltip": "Write a .safetensors copy beside each pickled file (once) and "
                      "load that: later loads never unpickle anything and start faster."},
                 ),
-            }
+            },
+            "optional": {
+                "daclip_text_tower": (
+                    "BOOLEAN",
+                    {"default": False, "tooltip": "Also load DA-CLIP's text tower (about 250 MB more), needed only by "
+                     "GenDeg DA-CLIP Degradation Type; restoration does not use it."},
+                ),
+            },
         }
 
-    def load(self, checkpoint: str, task: str = "auto", daclip: str = NONE, convert_to_safetensors: bool = False):
+    def load(
+        self, checkpoint: str, task: str = "auto", daclip: str = NONE, convert_to_safetensors: bool = False,
+        daclip_text_tower: bool = False,
+    ):
         net_path = _path(checkpoint)
         daclip_path = None if daclip in (NONE, "", None) else _path(daclip)
         if convert_to_safetensors:
             net_path = _as_safetensors(net_path)
             daclip_path = _as_safetensors(daclip_path) if daclip_path is not None else None
-        restorer = load_sde_restorer(net_path, task, daclip_path)
+        restorer = load_sde_restorer(net_path, task, daclip_path, daclip_with_text=daclip_text_tower)
         restorer.net.to(host.offload_device())
         if restorer.daclip is not None:
             restorer.daclip.to(host.offload_device())
@@ -186,8 +197,80 @@ class GenDegIRSDERestore:
         return {"ui": ui.merge_ui(stats, ui.compare_ui(image, restored)), "result": (restored,)}
 
 
-NODE_CLASS_MAPPINGS = {"GenDegIRSDELoader": GenDegIRSDELoader, "GenDegIRSDERestore": GenDegIRSDERestore}
+def _tokenizer_folders() -> list[str]:
+    """Folders under models/gendeg/clip holding CLIP tokenizer files (vocab.json + merges.txt or tokenizer.json)."""
+    names: set[str] = set()
+    for root in host.model_search_dirs("clip"):
+        if root.is_dir():
+            for f in list(root.rglob("vocab.json")) + list(root.rglob("tokenizer.json")):
+                names.add(f.parent.relative_to(root).as_posix())
+    return sorted(names)
+
+
+def _load_tokenizer(folder: str):
+    from transformers import AutoTokenizer
+
+    for root in host.model_search_dirs("clip"):
+        path = root / folder
+        if path.is_dir():
+            return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    raise MissingWeightError(
+        f"CLIP tokenizer folder {folder!r} not found in {host.model_search_dirs('clip')[0]}; fetch one with "
+        "`gendeg weights fetch clip-vit-base-patch32` (OpenCLIP and OpenAI CLIP share the BPE vocabulary)"
+    )
+
+
+class GenDegDaCLIPDegradation:
+    DESCRIPTION = (
+        "Ask DA-CLIP which degradation it sees (motion-blurry, hazy, jpeg-compressed, low-light, noisy, raindrop, "
+        "rainy, shadowed, snowy, uncompleted): softmax of 100 x cosine between its degradation embedding and the "
+        "text embedding of each name, as the official example. Needs the restorer loaded with a DA-CLIP file and "
+        "'daclip_text_tower' on, plus CLIP tokenizer files."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("degradation", "probabilities")
+    OUTPUT_IS_LIST = (True, True)
+    FUNCTION = "detect"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Images to classify (any size, 1-4 channels, batches)."}),
+                "sde_restorer": ("SDE_RESTORER", {"tooltip": "A DA-CLIP restorer from GenDeg IR-SDE Loader with "
+                                 "'daclip_text_tower' enabled."}),
+                "tokenizer": (_tokenizer_folders(), {"tooltip": "Folder under models/gendeg/clip with CLIP tokenizer "
+                              "files (e.g. clip-vit-base-patch32)."}),
+                "labels": ("STRING", {"default": "", "tooltip": "Comma-separated names to compare; empty = the ten "
+                           "degradations DA-CLIP was trained on."}),
+            }
+        }
+
+    def detect(self, image: torch.Tensor, sde_restorer: SDERestorer, tokenizer: str, labels: str = ""):
+        import json
+
+        names = tuple(n.strip() for n in labels.split(",") if n.strip()) or None
+        device = host.torch_device()
+        x, _ = to_rgb(from_comfy(image))
+        names, probs = degradation_probabilities(
+            sde_restorer, x, _load_tokenizer(tokenizer), names, device=device,
+            precision="fp16" if device.type == "cuda" else "fp32",
+        )
+        sde_restorer.daclip.to(host.offload_device())
+        top = [names[int(i)] for i in probs.argmax(dim=-1)]
+        table = [json.dumps({n: round(float(p), 5) for n, p in zip(names, row, strict=True)}) for row in probs]
+        stats = ui.stats_ui([{n: float(p) for n, p in zip(names, row, strict=True)} for row in probs])
+        return {"ui": stats, "result": (top, table)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "GenDegIRSDELoader": GenDegIRSDELoader,
+    "GenDegIRSDERestore": GenDegIRSDERestore,
+    "GenDegDaCLIPDegradation": GenDegDaCLIPDegradation,
+}
 NODE_DISPLAY_NAME_MAPPINGS = {
     "GenDegIRSDELoader": "GenDeg IR-SDE Loader (IR-SDE / Refusion / DA-CLIP)",
     "GenDegIRSDERestore": "GenDeg IR-SDE Restore",
+    "GenDegDaCLIPDegradation": "GenDeg DA-CLIP Degradation Type",
 }

@@ -177,3 +177,45 @@ def test_clip_preprocess_matches_the_openclip_transform():
     prof = clip_preprocess(band, 32)[0, 0].mean(0)
     bright = (prof > prof.min() + 0.5 * (prof.max() - prof.min())).nonzero().flatten().tolist()
     assert set(range(13, 19)) <= set(bright) <= set(range(11, 21))
+
+
+class FakeTokenizer:
+    """Stands in for a Hugging Face CLIP tokenizer (start 48, end 49 in this 50-token toy vocabulary)."""
+
+    def __call__(self, texts, add_special_tokens=True):
+        return {"input_ids": [[48, *[1 + (ord(c) % 40) for c in t], 49] for t in texts]}
+
+
+def test_openclip_tokens_pad_with_zeros_and_keep_the_end_token():
+    from comfyui_gendeg.core.restore.irsde import openclip_tokens
+
+    toks = openclip_tokens(FakeTokenizer(), ["ab", "abcdefghijk"], context_length=8)
+    assert toks.shape == (2, 8) and toks.dtype == torch.long
+    assert toks[0].tolist() == [48, 1 + ord("a") % 40, 1 + ord("b") % 40, 49, 0, 0, 0, 0]
+    assert toks[1, -1] == 49 and toks[1, 0] == 48  # cut to the context, end token kept (pooled by argmax)
+
+
+def test_degradation_readout_and_node(monkeypatch):
+    from comfyui_gendeg.core.restore.irsde import degradation_probabilities, openclip_tokens
+    from comfyui_gendeg.core.restore.irsde_loader import SDERestorer
+    from comfyui_gendeg.core.restore.sde import IRSDE
+    from comfyui_gendeg.nodes import restore_sde as node_mod
+
+    clip = tiny_daclip(5)
+    r = SDERestorer(torch.nn.Identity(), "daclip-unet", IRSDE.create(50, 10), "universal (DA-CLIP)", clip)
+    img = torch.rand(2, 3, 40, 48, generator=torch.Generator().manual_seed(0))
+    names, probs = degradation_probabilities(r, img, FakeTokenizer(), ("hazy", "rainy", "snowy"))
+    assert names == ["hazy", "rainy", "snowy"] and probs.shape == (2, 3)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2))
+    with torch.no_grad():  # independent: normalised embeddings, 100 x cosine, softmax
+        _, degra = clip.encode_image(clip_preprocess(img, 32))
+        text = clip.clip.encode_text(openclip_tokens(FakeTokenizer(), names, 8))
+        ref = (100 * torch.nn.functional.normalize(degra, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T).softmax(-1)
+    torch.testing.assert_close(probs, ref, rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(node_mod, "_load_tokenizer", lambda folder: FakeTokenizer())
+    res = node_mod.GenDegDaCLIPDegradation().detect(img.permute(0, 2, 3, 1), r, "clip-vit-base-patch32", "hazy, rainy, snowy")
+    top, table = res["result"]
+    assert top == [names[int(i)] for i in ref.argmax(-1)] and len(table) == 2 and '"hazy"' in table[0]
+    no_text = SDERestorer(torch.nn.Identity(), "daclip-unet", IRSDE.create(50, 10), "u", tiny_daclip(with_text=False))
+    with pytest.raises(Exception, match="text tower"):
+        degradation_probabilities(no_text, img, FakeTokenizer())

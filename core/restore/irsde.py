@@ -151,3 +151,53 @@ def restore_sde(
 
     out = restorer.sde.sample(noise_fn, mu, sampler=sampler, steps=steps, generator=generator, progress=progress)
     return out.clamp(0, 1).to(out_device)
+
+
+def openclip_tokens(tokenizer: Callable, texts: list[str], context_length: int = 77) -> torch.Tensor:
+    """OpenCLIP-style token ids ``[N, context_length]`` (start, BPE ids, end, zero padding).
+
+    ``tokenizer`` is a Hugging Face CLIP tokenizer (same BPE vocabulary and special tokens as
+    OpenCLIP's); texts longer than the context are cut and keep their end token.
+    """
+    rows = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    out = torch.zeros(len(rows), context_length, dtype=torch.long)
+    for i, ids in enumerate(rows):
+        ids = list(ids)
+        if len(ids) > context_length:
+            ids = ids[: context_length - 1] + [ids[-1]]
+        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
+@torch.inference_mode()
+def degradation_probabilities(
+    restorer: SDERestorer,
+    x: torch.Tensor,
+    tokenizer: Callable,
+    names: tuple[str, ...] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+) -> tuple[list[str], torch.Tensor]:
+    """DA-CLIP's degradation readout: ``(names, probabilities [B, n])`` for ``[B,3,H,W]`` 0..1 images.
+
+    Softmax over ``100 * cos(degradation embedding, text embedding of each name)``, as the
+    official example does. Needs a DA-CLIP loaded with its text tower.
+    """
+    from .nets.daclip import DEGRADATIONS
+
+    daclip = restorer.daclip
+    if daclip is None or not daclip.clip.has_text:
+        raise InputError(
+            "the degradation readout needs DA-CLIP with its text tower: load the restorer with a 'daclip' file "
+            "and 'daclip_text_tower' enabled"
+        )
+    names = tuple(names or DEGRADATIONS)
+    device = torch.device(device) if device is not None else x.device
+    _, degra = daclip_embeddings(restorer, x, device, precision)
+    model = daclip.to(device)
+    tokens = openclip_tokens(tokenizer, list(names), int(model.clip.positional_embedding.shape[0])).to(device)
+    with _autocast(device, precision):
+        text = model.encode_text(tokens)
+    probs = model.degradation_logits(degra, text.float()).softmax(dim=-1)
+    return list(names), probs.cpu()

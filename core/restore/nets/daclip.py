@@ -250,11 +250,16 @@ class DaCLIP(nn.Module):
         content = self.clip.visual(image, control=hiddens)
         return content, degra
 
-    def degradation_logits(self, degra: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """Cosine similarities scaled by ``exp(logit_scale)``: ``[N, n_texts]``."""
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Text embedding ``[N, embed_dim]`` of OpenCLIP token ids ``[N, L]`` (needs the text tower)."""
+        return self.clip.encode_text(tokens)
+
+    @staticmethod
+    def degradation_logits(degra: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """``100 * cos(degradation embedding, text embedding)``: ``[N, n_texts]`` (the official readout's fixed scale)."""
         a = F.normalize(degra.float(), dim=-1)
         b = F.normalize(text_features.float(), dim=-1)
-        return self.logit_scale.exp().float() * a @ b.t()
+        return 100.0 * a @ b.t()
 
 
 def clip_preprocess(image: torch.Tensor, size: int = 224) -> torch.Tensor:
