@@ -32,6 +32,20 @@ SEED_MAX = 0xFFFFFFFFFFFFFFFF
 _SCHEDULERS = ("euler_a", "ddim", "dpmpp_2m", "unipc")
 
 
+def _make_room(model) -> None:  # noqa: ANN001
+    """Inside ComfyUI, ask its model management to free enough GPU memory for GenDeg first."""
+    if not host.IN_COMFYUI:
+        return
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+
+        params = sum(p.numel() * p.element_size() for m in (model.unet, model.vae, model.text_encoder)
+                     for p in m.parameters())
+        mm.free_memory(int(params * 2) + (2 << 30), host.torch_device())
+    except Exception:  # noqa: BLE001 - best effort; sampling still works if this API changes
+        pass
+
+
 def _preset_help() -> str:
     return "; ".join(f"{t} {v['light'][0]}/{v['medium'][0]}/{v['heavy'][0]}" for t, v in PRESETS.items())
 
@@ -258,6 +272,7 @@ class GenDegSample:
         rgb, layout = to_rgb(x)
         n_steps = steps * -(-(x.shape[0] * max(1, len(conds))) // batch_size)
         t0 = time.perf_counter()
+        _make_room(model)
         model.to_compute(host.torch_device())
         try:
             result = sample(model, rgb, conds, seed=seed, steps=steps, scheduler=scheduler,

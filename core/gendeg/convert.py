@@ -351,6 +351,9 @@ def save_converted(weights: GenDegWeights, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # readable like any other file the user writes
         os.replace(tmp, path)
     finally:
         if tmp.exists():
