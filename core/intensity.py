@@ -11,6 +11,9 @@ images as 8-bit RGB, resizes each to 256×256 with PIL's ``Image.resize(..., LAN
 with the support widened by the scale factor when shrinking, 22-bit fixed-point weights,
 horizontal pass then vertical pass, each rounded and clipped to 0..255). Sums of integer
 products are carried in float64, where they are exact, so the result equals Pillow's.
+The pass order is that of Pillow's C resampler up to at least 10.x (the versions the official
+Python 3.8 environment installs); recent Pillow releases run the vertical pass first when that
+is cheaper (tall reductions), which changes a few pixels by rounding and μ by ~1e-4.
 The synthesizer's calibration, GenDeg's sampler and ``GenDegMeasureIntensity`` all use this
 one function, so their numbers are comparable with GenDeg's training statistics.
 """
