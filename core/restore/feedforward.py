@@ -43,7 +43,7 @@ _TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfl
 _OTHER_FAMILIES = (
     (("model.diffusion_model.", "first_stage_model."), "a Stable Diffusion / GenDeg checkpoint: use GenDegModelLoader"),
     (("init_conv.", "time_mlp."), "an IR-SDE network: use GenDegIRSDELoader"),
-    (("visual.", "transformer.resblocks."), "a CLIP model: use the DA-CLIP or quality loaders"),
+    (("visual.", "transformer.resblocks.", "clip.", "logit_scale"), "a CLIP model: use the DA-CLIP or quality loaders"),
 )
 
 
