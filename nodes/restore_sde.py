@@ -71,26 +71,16 @@ class GenDegIRSDELoader:
                     {"default": False, "tooltip": "Write a .safetensors copy beside each pickled file (once) and "
                      "load that: later loads never unpickle anything and start faster."},
                 ),
-            },
-            "optional": {
-                "daclip_text_tower": (
-                    "BOOLEAN",
-                    {"default": False, "tooltip": "Also load DA-CLIP's text tower (about 250 MB more), needed only by "
-                     "GenDeg DA-CLIP Degradation Type; restoration does not use it."},
-                ),
-            },
+            }
         }
 
-    def load(
-        self, checkpoint: str, task: str = "auto", daclip: str = NONE, convert_to_safetensors: bool = False,
-        daclip_text_tower: bool = False,
-    ):
+    def load(self, checkpoint: str, task: str = "auto", daclip: str = NONE, convert_to_safetensors: bool = False):
         net_path = _path(checkpoint)
         daclip_path = None if daclip in (NONE, "", None) else _path(daclip)
         if convert_to_safetensors:
             net_path = _as_safetensors(net_path)
             daclip_path = _as_safetensors(daclip_path) if daclip_path is not None else None
-        restorer = load_sde_restorer(net_path, task, daclip_path, daclip_with_text=daclip_text_tower)
+        restorer = load_sde_restorer(net_path, task, daclip_path)
         restorer.net.to(host.offload_device())
         if restorer.daclip is not None:
             restorer.daclip.to(host.offload_device())
@@ -224,8 +214,8 @@ class GenDegDaCLIPDegradation:
     DESCRIPTION = (
         "Ask DA-CLIP which degradation it sees (motion-blurry, hazy, jpeg-compressed, low-light, noisy, raindrop, "
         "rainy, shadowed, snowy, uncompleted): softmax of 100 x cosine between its degradation embedding and the "
-        "text embedding of each name, as the official example. Needs the restorer loaded with a DA-CLIP file and "
-        "'daclip_text_tower' on, plus CLIP tokenizer files."
+        "text embedding of each name, as the official example. Needs a restorer loaded with a DA-CLIP file (its text "
+        "tower is read from that file on first use) and CLIP tokenizer files."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING", "STRING")
@@ -238,8 +228,8 @@ class GenDegDaCLIPDegradation:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "Images to classify (any size, 1-4 channels, batches)."}),
-                "sde_restorer": ("SDE_RESTORER", {"tooltip": "A DA-CLIP restorer from GenDeg IR-SDE Loader with "
-                                 "'daclip_text_tower' enabled."}),
+                "sde_restorer": ("SDE_RESTORER", {"tooltip": "A DA-CLIP restorer from GenDeg IR-SDE Loader (a "
+                                 "'daclip' file given)."}),
                 "tokenizer": (_tokenizer_folders(), {"tooltip": "Folder under models/gendeg/clip with CLIP tokenizer "
                               "files (e.g. clip-vit-base-patch32)."}),
                 "labels": ("STRING", {"default": "", "tooltip": "Comma-separated names to compare; empty = the ten "

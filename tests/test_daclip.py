@@ -219,3 +219,16 @@ def test_degradation_readout_and_node(monkeypatch):
     no_text = SDERestorer(torch.nn.Identity(), "daclip-unet", IRSDE.create(50, 10), "u", tiny_daclip(with_text=False))
     with pytest.raises(Exception, match="text tower"):
         degradation_probabilities(no_text, img, FakeTokenizer())
+
+
+def test_text_tower_is_read_from_the_daclip_file_on_first_use(tmp_path):
+    from comfyui_gendeg.core.restore.irsde import degradation_probabilities
+
+    torch.manual_seed(0)
+    unet = ConditionalUNet(3, 3, 8, (1, 2, 4, 8), context_dim=16, use_degra_context=True, use_image_context=True)
+    torch.save(unet.state_dict(), tmp_path / "universal-ir.pth")
+    torch.save({"state_dict": tiny_daclip(2).state_dict()}, tmp_path / "daclip_ViT-B-32.pt")
+    r = load_sde_restorer(tmp_path / "universal-ir.pth", daclip_path=tmp_path / "daclip_ViT-B-32.pt")
+    assert not r.daclip.clip.has_text  # restoration needs only the image towers
+    names, probs = degradation_probabilities(r, torch.rand(1, 3, 32, 32), FakeTokenizer())
+    assert r.daclip.clip.has_text and len(names) == 10 and probs.shape == (1, 10)

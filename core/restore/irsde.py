@@ -24,7 +24,7 @@ import torch
 
 from ..errors import InputError
 from ..tiling import TilingOutOfMemoryError, tiled_apply
-from .irsde_loader import SDERestorer
+from .irsde_loader import SDERestorer, ensure_daclip_text
 from .nets.daclip import clip_preprocess
 from .sde import SAMPLERS
 
@@ -182,16 +182,12 @@ def degradation_probabilities(
     """DA-CLIP's degradation readout: ``(names, probabilities [B, n])`` for ``[B,3,H,W]`` 0..1 images.
 
     Softmax over ``100 * cos(degradation embedding, text embedding of each name)``, as the
-    official example does. Needs a DA-CLIP loaded with its text tower.
+    official example does. DA-CLIP's text tower is read from its file on first use (restoration
+    loads only the image towers).
     """
     from .nets.daclip import DEGRADATIONS
 
-    daclip = restorer.daclip
-    if daclip is None or not daclip.clip.has_text:
-        raise InputError(
-            "the degradation readout needs DA-CLIP with its text tower: load the restorer with a 'daclip' file "
-            "and 'daclip_text_tower' enabled"
-        )
+    daclip = ensure_daclip_text(restorer)
     names = tuple(names or DEGRADATIONS)
     device = torch.device(device) if device is not None else x.device
     _, degra = daclip_embeddings(restorer, x, device, precision)

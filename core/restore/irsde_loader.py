@@ -355,7 +355,24 @@ def load_sde_restorer(
     info = {"file": path.name, "arch": arch, "config": cfg, "preset": name, "max_sigma": p["max_sigma"], "T": sde.T}
     if daclip_path is not None:
         info["daclip_file"] = Path(daclip_path).name
+        info["daclip_path"] = str(daclip_path)
     return SDERestorer(net, arch, sde, name, daclip, info)
+
+
+def ensure_daclip_text(restorer: SDERestorer) -> DaCLIP:
+    """The restorer's DA-CLIP with its text tower, re-reading the DA-CLIP file once if it was loaded without."""
+    daclip = restorer.daclip
+    if daclip is None:
+        raise InputError("this restorer has no DA-CLIP: load a universal-ir/wild-ir network with its 'daclip' file")
+    if not daclip.clip.has_text:
+        path = restorer.info.get("daclip_path")
+        if not path:
+            raise InputError("DA-CLIP was loaded without its text tower and its file is unknown; reload it")
+        full = build_daclip(read_checkpoint(path), with_text=True)
+        if not full.clip.has_text:
+            raise WeightsError(f"{Path(path).name} holds no text tower ('clip.token_embedding.*'); use the official DA-CLIP file")
+        restorer.daclip = daclip = full
+    return daclip
 
 
 def convert_to_safetensors(src: str | Path, dst: str | Path | None = None) -> Path:
