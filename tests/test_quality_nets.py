@@ -174,3 +174,13 @@ def test_missing_weights_name_the_fetch_command(tmp_path):
 
     with pytest.raises(MissingWeightError, match="gendeg weights fetch lpips-alex"):
         resolve("lpips-alex", [tmp_path / "models" / "quality"])
+
+
+def test_iqa_loader_node_names_the_missing_file_and_the_fetch_command():
+    from comfyui_gendeg.core.errors import MissingWeightError
+    from comfyui_gendeg.nodes.quality import GenDegIQALoader
+
+    with pytest.raises(MissingWeightError, match="gendeg weights fetch tv-vgg16"):
+        GenDegIQALoader().load("dists")
+    with pytest.raises(MissingWeightError, match="gendeg quality fit-niqe"):
+        GenDegIQALoader().load("niqe")

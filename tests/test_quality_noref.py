@@ -152,3 +152,16 @@ def test_fit_niqe_command_and_score_command(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert [r["file"] for r in res["images"]] == [str(folder / "0.png"), str(folder / "1.png")]
     assert all(r["niqe"] > 0 and 0 <= r["piqe"] <= 100 for r in res["images"])
+
+
+def test_authors_mat_model_converts_to_our_format(tmp_path, capsys):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(36, 36))
+    mu, cov = rng.normal(size=(1, 36)), a @ a.T
+    savemat(tmp_path / "modelparameters.mat", {"mu_prisparam": mu, "cov_prisparam": cov})
+    out = tmp_path / "niqe.safetensors"
+    assert cli(["quality", "fit-niqe", "--from-mat", str(tmp_path / "modelparameters.mat"), str(out)]) == 0
+    mu2, cov2, block = load_model(out)
+    assert block == 96 and np.allclose(mu2.numpy(), mu.ravel()) and np.allclose(cov2.numpy(), cov)

@@ -62,7 +62,11 @@ class IQAModel:
         return self.metric in FULL_REFERENCE
 
     def to(self, device: torch.device | str) -> IQAModel:
-        if hasattr(self.net, "to") and self.kind != "niqe":
+        """Move the networks to ``device`` (NIQE's statistics follow the images)."""
+        if self.kind == "perceiver":
+            self.net.clip.to(device)
+            self.net.to(device)
+        elif self.kind != "niqe":
             self.net.to(device)
         return self
 
