@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     g = torch.Generator().manual_seed(1)
     for name, r in models.items():
+        r.net.to(device)  # weights resident before measuring, so peaks are activations only
+        if r.daclip is not None:
+            r.daclip.to(device)
         for size in sizes:
             img = torch.rand(1, 3, size, size, generator=g)
             row = {"model": name, "size": size, "steps": steps, "tiled": size > tile}
