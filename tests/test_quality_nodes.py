@@ -124,3 +124,18 @@ def test_save_scores_refuses_paths_outside_the_output_folder():
 
     with pytest.raises(UnsafePathError):
         GenDegSaveScores().save(['[{"psnr": 1}]'], ["../escape.csv"])
+
+
+def test_score_command_prints_strict_json(tmp_path, capsys):
+    from comfyui_gendeg.cli import main as cli
+
+    x = _img(20).permute(0, 3, 1, 2)
+    save_image(tmp_path / "ref.png", x)
+    save_image(tmp_path / "dark.png", x * 0.5)
+    assert cli(["score", str(tmp_path / "ref.png"), str(tmp_path / "ref.png"), str(tmp_path / "dark.png"),
+                "--metrics", "psnr,ssim", "--y-channel", "--crop-border", "2"]) == 0
+    res = json.loads(capsys.readouterr().out)  # strict JSON: no bare Infinity
+    assert res["images"][0]["psnr"] == "inf" and res["images"][0]["ssim"] == pytest.approx(1.0)
+    assert 0 < res["images"][1]["ssim"] < 1 and res["mean"]["psnr"] == "inf"
+    assert cli(["score", str(tmp_path / "ref.png"), "--metrics", "psnr"]) == 2  # a reference alone: clear error
+    assert "at least one image" in capsys.readouterr().err
