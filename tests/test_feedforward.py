@@ -267,3 +267,18 @@ def test_nodes_load_and_restore(tmp_path):
     assert len(out["ui"]["gendeg_compare"]) == 2 and "seconds_per_image" in out["ui"]["gendeg_stats"][0]
     with pytest.raises(WeightsError, match="not found"):
         GenDegRestorerLoader().load("missing.pth", "auto")
+
+
+def test_restormer_through_optional_spandrel_extra_arches():
+    extra = pytest.importorskip("spandrel_extra_arches.architectures.Restormer")
+    torch.manual_seed(0)
+    net = extra.Restormer(
+        inp_channels=3, out_channels=3, dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 1, 1],
+        ffn_expansion_factor=2.0, bias=False, LayerNorm_type="WithBias",
+    ).eval()
+    r = restorer_from_state_dict(net.state_dict(), "restormer_diffloss.pth")  # DiffLoss nets: plain Restormer files
+    assert r.architecture == "Restormer"
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        ref = net(x).clamp(0, 1)
+    torch.testing.assert_close(restore(r, x, tile=0), ref, rtol=0, atol=1e-5)

@@ -51,9 +51,9 @@ def _spandrel():  # heavy optional import, kept out of module import time
     import spandrel
 
     try:  # Restormer, MPRNet, ... (optional, non-commercial licences for some)
-        import spandrel_extra_arches  # type: ignore[import-not-found]
+        from spandrel_extra_arches import EXTRA_REGISTRY  # type: ignore[import-not-found]
 
-        spandrel_extra_arches.install(ignore_duplicates=True)
+        spandrel.MAIN_REGISTRY.add(*EXTRA_REGISTRY, ignore_duplicates=True)
     except ImportError:
         pass
     except Exception as exc:  # noqa: BLE001 - an incompatible extra package must not break loading
