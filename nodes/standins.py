@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..core.errors import InputError, UnsafePathError
-from ..core.io import IMAGE_SUFFIXES, atomic_write_bytes, encode_image, load_image
+from ..core.io import IMAGE_SUFFIXES, atomic_write_bytes, load_image
 from . import host
 
 _ANNOTATION = re.compile(r"^(.*?)\s*\[(input|output|temp)\]$")
@@ -133,6 +133,25 @@ def save_image_path(prefix: str, output_dir: Path, width: int = 0, height: int =
     return folder, filename, counter, subfolder
 
 
+def _encode_png_like_comfyui(image: torch.Tensor, text: dict[str, str], compress_level: int) -> bytes:
+    """``[H,W,C]`` 0..1 → PNG bytes exactly as ComfyUI writes them (``uint8(clip(255·x))``, i.e. truncated)."""
+    import io
+
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    arr = np.clip(255.0 * image.detach().float().cpu().numpy(), 0, 255).astype(np.uint8)
+    if arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    img = Image.fromarray(arr)
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=info, compress_level=compress_level)
+    return buf.getvalue()
+
+
 class SaveImage:
     """ComfyUI's SaveImage: PNGs in the output folder with the prompt and workflow as text chunks."""
 
@@ -187,8 +206,7 @@ class SaveImage:
         results = []
         for batch_number, image in enumerate(images):
             name = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
-            data = encode_image(image.permute(2, 0, 1), "png", text=text, compress_level=self.compress_level)
-            atomic_write_bytes(folder / name, data)
+            atomic_write_bytes(folder / name, _encode_png_like_comfyui(image, text, self.compress_level))
             results.append({"filename": name, "subfolder": subfolder, "type": self.kind})
             counter += 1
         return {"ui": {"images": results}}
