@@ -129,6 +129,8 @@ def measure_intensity(
             f"{tuple(clean.shape[-2:])} and {tuple(degraded.shape[-2:])}; resize one of them first"
         )
     a, b = _rgb(clean), _rgb(degraded)
+    if a.device.type == "mps":  # no float64 on Apple GPUs: the exact integer sums run on the CPU
+        a, b = a.cpu(), b.cpu()
     if quantize:
         a, b = quantize8(a), quantize8(b)
         if size is not None:
