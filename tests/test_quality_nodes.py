@@ -139,3 +139,25 @@ def test_score_command_prints_strict_json(tmp_path, capsys):
     assert 0 < res["images"][1]["ssim"] < 1 and res["mean"]["psnr"] == "inf"
     assert cli(["score", str(tmp_path / "ref.png"), "--metrics", "psnr"]) == 2  # a reference alone: clear error
     assert "at least one image" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_degrade_restore_score_workflow_runs_on_a_tiny_nafnet(tmp_path):
+    """The shipped comparison workflow, headless, with a tiny random NAFNet where the real one goes."""
+    from pathlib import Path
+
+    from comfyui_gendeg.cli import main as cli
+    from spandrel.architectures.NAFNet import NAFNet
+
+    models = tmp_path / "models"
+    (models / "restore").mkdir(parents=True)
+    torch.manual_seed(0)
+    net = NAFNet(img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])
+    torch.save(net.state_dict(), models / "restore" / "NAFNet-SIDD-width64.pth")
+    wf = Path(__file__).resolve().parents[1] / "workflows" / "gendeg_quality_degrade_restore_score.json"
+    out = tmp_path / "out"
+    assert cli(["run", str(wf), "--models-dir", str(models), "--output-dir", str(out), "--device", "cpu",
+                "--set", "2.mu=0.04"]) == 0
+    rows = list(csv.DictReader(open(out / "gendeg_quality_compare.csv")))
+    assert [r["stage"] for r in rows] == ["degraded", "restored"]
+    assert all(r["file"] == "chelsea.png" and 0 < float(r["ssim"]) < 1 and float(r["ms_ssim"]) > 0 for r in rows)
