@@ -207,7 +207,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
     from ..nodes import host
 
-    print(f"done in {time.perf_counter() - start:.1f} s: ran {len(order)} nodes, saved {len(saved)} image(s) in {host.output_dir()}")
+    shown = f", saved {len(saved)} image(s)" if saved else ""
+    print(f"done in {time.perf_counter() - start:.1f} s: ran {len(order)} nodes{shown}; output folder {host.output_dir()}")
     return 0
 
 
