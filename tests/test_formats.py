@@ -137,6 +137,8 @@ def test_group_nodes_and_unknown_documents_are_refused(info):
     wf["nodes"].append({"id": 11, "type": "workflow>my group", "mode": 0, "inputs": [], "outputs": []})
     with pytest.raises(WorkflowFormatError, match="group node"):
         ui_to_api(wf, info)
+    body = {"client_id": "x", "prompt": _api_prompt(), "extra_data": {"extra_pnginfo": {"workflow": _fixture()}}}
+    assert load_any(body, info) == (_api_prompt(), _fixture())  # what the editor POSTs to /prompt
     with pytest.raises(WorkflowFormatError, match="neither a UI workflow"):
         load_any({"hello": 1}, info)
 

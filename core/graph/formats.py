@@ -605,10 +605,14 @@ def api_to_ui(prompt: Mapping[str, Mapping[str, Any]], object_info: Mapping[str,
 def load_any(doc: Any, object_info: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
     """``(api_prompt, ui_workflow_or_None)`` from a parsed file in either format.
 
-    A PNG's ``prompt``/``workflow`` text is accepted too: pass ``{"prompt": ..., "workflow": ...}``.
+    Also accepted: a PNG's ``{"prompt": ..., "workflow": ...}`` (see :func:`read_json`) and the
+    body the editor POSTs to ``/prompt`` (``{"prompt": ..., "extra_data": {"extra_pnginfo": {"workflow": ...}}}``).
     """
     if isinstance(doc, Mapping) and "prompt" in doc and is_api_prompt(doc.get("prompt")):
-        return copy.deepcopy(dict(doc["prompt"])), copy.deepcopy(doc.get("workflow"))
+        # A PNG's chunks, or the body the editor POSTs to /prompt (workflow in extra_data).
+        workflow = doc.get("workflow") or ((doc.get("extra_data") or {}).get("extra_pnginfo") or {}).get("workflow")
+        prompt = {str(k): copy.deepcopy(dict(v)) for k, v in doc["prompt"].items()}
+        return prompt, copy.deepcopy(workflow) if is_ui_workflow(workflow) else None
     if is_ui_workflow(doc):
         return ui_to_api(doc, object_info), copy.deepcopy(dict(doc))
     if is_api_prompt(doc):
