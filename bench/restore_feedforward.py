@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() and not a.smoke else "cpu"))
     if a.smoke:
+        # one thread: on a shared small CPU, OpenMP barriers make many small tile calls look slow
+        torch.set_num_threads(1)
         cfg = dict(width=8, enc=[1, 1], middle=1, dec=[1, 1])
         tile, tile_batch, repeats = a.tile or 128, a.tile_batch or 1, a.repeats or 1
         whole_max = a.whole_max or 2048
