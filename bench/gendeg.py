@@ -87,7 +87,7 @@ def reference_pipeline(model: GenDegModel, scheduler: str, dtype: torch.dtype): 
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
     pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=copy.deepcopy(model.vae).to(dtype=torch.float32 if dtype == torch.float16 else dtype),
+        vae=copy.deepcopy(model.vae).to(dtype=dtype),  # the pipeline feeds the VAE in the UNet's dtype
         text_encoder=copy.deepcopy(model.text_encoder), tokenizer=model.tokenizer,
         unet=copy.deepcopy(model.unet).to(memory_format=torch.contiguous_format),
         scheduler=S.make_scheduler(scheduler), safety_checker=None, feature_extractor=None,
