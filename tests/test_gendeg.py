@@ -138,6 +138,10 @@ def test_conversion_preserves_every_tensor(tiny, tmp_path):
     assert again.info["source_format"] == "gendeg-safetensors"
     assert all(torch.equal(again.unet[k], w.unet[k]) for k in w.unet)
     assert again.unet_config == w.unet_config and again.text_config == w.text_config
+    direct = convert.read_checkpoint(cached, ema=True)  # the converted file on its own
+    assert all(torch.equal(direct.unet[k], w.unet[k]) for k in w.unet)
+    with pytest.raises(WeightsError, match="holds the EMA UNet"):
+        convert.read_checkpoint(cached, ema=False)
 
 
 def test_unet_matches_diffusers_single_file_loading(tiny, tiny_model):

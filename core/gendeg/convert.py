@@ -426,6 +426,12 @@ def read_checkpoint(path: str | Path, *, ema: bool = True, cache: bool = True) -
     if path.suffix.lower() == ".safetensors":
         meta = read_metadata(path)
         if meta.get("gendeg_format"):
+            if (meta.get("ema") == "true") != ema:
+                have, want = ("EMA", "raw") if meta.get("ema") == "true" else ("raw", "EMA")
+                raise WeightsError(
+                    f"{path.name} holds the {have} UNet but the {want} one was asked for; choose unet_weights="
+                    f"{'ema' if have == 'EMA' else 'raw'}, or load the original .ckpt (it has both)"
+                )
             return load_converted(path)
         sd = load_safetensors(path)
     else:
