@@ -17,6 +17,15 @@ from comfyui_gendeg.core.synth.motion_blur import motion_kernels
 from PIL import Image
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These tests use tiny images: one thread is faster than several on a shared CI runner."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def scene(b: int = 1, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
     """A smooth, textured test scene in 0.1..0.9 (gradients + blobs), ``[B,3,H,W]``."""
     g = torch.Generator().manual_seed(seed)
