@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from . import host, ui
 DEGRADE = "GenDeg/Degrade"
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+SMALL_JOB_PIXELS = 512 * 512
 
 
 def _params_help() -> str:
@@ -29,6 +31,21 @@ def _params_help() -> str:
         keys = ", ".join(f"{k}={v.default!r}" for k, v in deg.params.items() if k != "depth_near_is_bright")
         lines.append(f"{name}: {keys}")
     return "; ".join(lines)
+
+
+@contextmanager
+def _threads_for(x: torch.Tensor):
+    """Small CPU jobs run on one torch thread: their many tiny ops lose more to thread
+    synchronisation than they gain (5x slower on a busy 2-core machine); big batches keep all."""
+    small = x.device.type == "cpu" and x.shape[0] * x.shape[-2] * x.shape[-1] < SMALL_JOB_PIXELS
+    n = torch.get_num_threads()
+    if small and n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small and n > 1:
+            torch.set_num_threads(n)
 
 
 def parse_params(text: str | None) -> dict[str, Any]:
@@ -145,13 +162,14 @@ class GenDegSynthesize:
                 depth_map, depth_src = mask_to_bchw(depth_mask, device), "mask"
             else:
                 depth_src = "proxy"
-        if intensity_mode == "mu":
-            result = degrade_to_mu(rgb, kind, mu, seed, depth=depth_map, params=params, tol=tolerance,
-                                   progress=host.progress(22, f"synth {kind}"))
-        elif intensity_mode == "strength":
-            result = degrade_at_strength(rgb, kind, strength, seed, depth=depth_map, params=params)
-        else:
+        if intensity_mode not in ("mu", "strength"):
             raise InputError(f"intensity_mode must be mu or strength, got {intensity_mode!r}")
+        with _threads_for(rgb):
+            if intensity_mode == "mu":
+                result = degrade_to_mu(rgb, kind, mu, seed, depth=depth_map, params=params, tol=tolerance,
+                                       progress=host.progress(22, f"synth {kind}"))
+            else:
+                result = degrade_at_strength(rgb, kind, strength, seed, depth=depth_map, params=params)
         out = to_comfy(restore_channels(result.image, layout))
         rows = metadata_of(result, kind, seed, intensity_mode, depth_src)
         meta = json.dumps(rows[0] if len(rows) == 1 else rows)
