@@ -58,7 +58,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
     from ..core.image import restore_channels, to_rgb
     from ..core.io import load_image, save_image
-    from ..core.synth.calibrate import degrade_at_strength, degrade_to_mu
+    from ..core.synth.calibrate import degrade_at_strength, degrade_to_mu, grey_finish
 
     device = torch.device(args.device)
     x = load_image(args.input).to(device)
@@ -69,10 +69,11 @@ def run_synth(args: argparse.Namespace) -> int:
         if args.type != "haze":
             raise InputError("--depth only applies to --type haze")
         depth = load_image(args.depth, keep_alpha=False).to(device)
+    finish = grey_finish if layout.channels in (1, 2) else None  # measure what is written
     if args.mu is not None:
-        result = degrade_to_mu(rgb, args.type, args.mu, args.seed, depth=depth, params=params, tol=args.tol)
+        result = degrade_to_mu(rgb, args.type, args.mu, args.seed, depth=depth, params=params, tol=args.tol, finish=finish)
     else:
-        result = degrade_at_strength(rgb, args.type, args.strength, args.seed, depth=depth, params=params)
+        result = degrade_at_strength(rgb, args.type, args.strength, args.seed, depth=depth, params=params, finish=finish)
     save_image(args.output, restore_channels(result.image, layout).cpu())
     report = {
         "type": args.type,

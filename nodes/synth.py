@@ -14,7 +14,7 @@ from ..core.image import from_comfy, mask_to_bchw, restore_channels, to_comfy, t
 from ..core.intensity import measure_intensity
 from ..core.io import list_images, load_image
 from ..core.synth import REGISTRY, TYPES, get
-from ..core.synth.calibrate import SynthResult, degrade_at_strength, degrade_to_mu
+from ..core.synth.calibrate import SynthResult, degrade_at_strength, degrade_to_mu, grey_finish
 from ..core.synth.plan import LEVELS, MODES, PRESETS, make_plan
 from ..core.synth.sheet import contact_sheet
 from . import host, ui
@@ -165,11 +165,12 @@ class GenDegSynthesize:
         if intensity_mode not in ("mu", "strength"):
             raise InputError(f"intensity_mode must be mu or strength, got {intensity_mode!r}")
         with _threads_for(rgb):
+            finish = grey_finish if layout.channels in (1, 2) else None  # measure what is output
             if intensity_mode == "mu":
                 result = degrade_to_mu(rgb, kind, mu, seed, depth=depth_map, params=params, tol=tolerance,
-                                       progress=host.progress(22, f"synth {kind}"))
+                                       progress=host.progress(22, f"synth {kind}"), finish=finish)
             else:
-                result = degrade_at_strength(rgb, kind, strength, seed, depth=depth_map, params=params)
+                result = degrade_at_strength(rgb, kind, strength, seed, depth=depth_map, params=params, finish=finish)
         out = to_comfy(restore_channels(result.image, layout))
         rows = metadata_of(result, kind, seed, intensity_mode, depth_src)
         meta = json.dumps(rows[0] if len(rows) == 1 else rows)

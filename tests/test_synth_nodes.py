@@ -108,6 +108,10 @@ def test_synthesize_node_keeps_grey_and_alpha(channels):
     assert out.shape == img.shape and mu > 0.01
     if channels in (2, 4):
         assert torch.allclose(out[..., -1:], img[..., -1:], atol=1e-6)
+    # per-channel noise on a grey image: the reported mu is the one of the (grey) output
+    out, mu, _, _ = S.GenDegSynthesize().synthesize(img, "noise", "mu", 0.05, 0.0, 3)["result"]
+    measured = measure_intensity(img.permute(0, 3, 1, 2), out.permute(0, 3, 1, 2))[0]
+    assert float(measured[0]) == pytest.approx(mu, abs=1e-5) and abs(mu - 0.05) <= 0.005
 
 
 def test_synthesize_node_batches_calibrate_per_image():

@@ -47,12 +47,25 @@ class SynthResult:
     evaluations: int = 1
 
 
+Finish = Callable[[torch.Tensor], torch.Tensor]
+
+
+def grey_finish(y: torch.Tensor) -> torch.Tensor:
+    """For grey inputs: the RGB result as the grey image it will be saved as (channel mean, repeated)."""
+    return y.mean(dim=1, keepdim=True).expand_as(y).contiguous()
+
+
 def degrade_at_strength(
     x: torch.Tensor, kind: str, strength: float | torch.Tensor, seed: int = 0, *,
-    depth: torch.Tensor | None = None, params: dict[str, Any] | None = None,
+    depth: torch.Tensor | None = None, params: dict[str, Any] | None = None, finish: Finish | None = None,
 ) -> SynthResult:
-    """Degrade at given strength(s) and measure the achieved (μ, σ)."""
+    """Degrade at given strength(s) and measure the achieved (μ, σ).
+
+    ``finish`` maps the RGB result to what will really be output (e.g. :func:`grey_finish`)
+    before it is measured, so the reported μ is that of the output.
+    """
     y = synthesize(x, kind, strength, seed, depth=depth, params=params)
+    y = finish(y) if finish is not None else y
     mu, sigma = measure_intensity(x, y)
     s = torch.as_tensor(strength, dtype=torch.float32).flatten().expand(x.shape[0]).clone()
     return SynthResult(y, s, mu.cpu(), sigma.cpu(), None, get(kind).resolve_params(params))
@@ -69,11 +82,12 @@ def degrade_to_mu(
     tol: float = DEFAULT_TOL,
     max_iter: int = 20,
     progress: Callable[[int, int], None] | None = None,
+    finish: Finish | None = None,
 ) -> SynthResult:
     """Degrade ``[B,3,H,W]`` images (0..1) so each reaches GenDeg intensity ``target_mu`` (float or ``[B]``).
 
     Returns the best trial per image with achieved μ/σ; unreachable targets are clamped
-    (warning in ``result.warnings`` and the log).
+    (warning in ``result.warnings`` and the log). ``finish``: see :func:`degrade_at_strength`.
     """
     deg = get(kind)
     b = x.shape[0]
@@ -94,6 +108,7 @@ def degrade_to_mu(
     def run(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         nonlocal n_eval
         y = synthesize(x, kind, s.to(x.device), seed, depth=depth, params=params)
+        y = finish(y) if finish is not None else y
         mu, sigma = measure_intensity(x, y)
         n_eval += 1
         if progress is not None:
