@@ -232,3 +232,19 @@ def test_text_tower_is_read_from_the_daclip_file_on_first_use(tmp_path):
     assert not r.daclip.clip.has_text  # restoration needs only the image towers
     names, probs = degradation_probabilities(r, torch.rand(1, 3, 32, 32), FakeTokenizer())
     assert r.daclip.clip.has_text and len(names) == 10 and probs.shape == (1, 10)
+
+
+def test_wild_ir_layout_loads_with_its_preset(tmp_path):
+    torch.manual_seed(0)
+    wild = ConditionalUNet(3, 3, 8, (1, 2, 4, 8), context_dim=16, use_degra_context=False, use_image_context=True,
+                           cross_attn_levels=[3], scale=0.5).eval()
+    sd = wild.state_dict()
+    assert {"downsample.weight", "upsample.1.weight"} <= set(sd) and "prompt" not in sd
+    torch.save(sd, tmp_path / "wild-ir.pth")
+    torch.save({"state_dict": tiny_daclip().state_dict()}, tmp_path / "wild-daclip_ViT-L-14.pt")
+    r = load_sde_restorer(tmp_path / "wild-ir.pth", daclip_path=tmp_path / "wild-daclip_ViT-L-14.pt")
+    assert r.preset == "wild-ir (DA-CLIP ViT-L/14)" and r.info["config"]["scale"] == 0.5
+    x = torch.rand(1, 3, 24, 40)
+    ctx = torch.randn(1, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(r.net(x, x, 9, image_context=ctx), wild(x, x, 9, image_context=ctx))
