@@ -78,7 +78,7 @@ function tagElements(node) {
 export function showOutput(node, output) {
   if (!output || typeof output !== "object") return;
   const stats = output.gendeg_stats;
-  if (Array.isArray(stats) && stats.length) statsWidget(node)?.gendegSetRows(stats);
+  if (Array.isArray(stats) && stats.length) statsWidget(node, stats);
   const pairs = output.gendeg_compare;
   if (Array.isArray(pairs) && pairs.length) compareWidget(node)?.gendegSetPairs(pairs);
 }

@@ -24,8 +24,8 @@ export function ensureStyle() {
 .gendeg-compare .gendeg-label.after { right: 2px; }
 .gendeg-compare .gendeg-pager { position: absolute; bottom: 2px; right: 2px; font: 10px sans-serif;
   color: #fff; background: rgba(0,0,0,.55); border-radius: 3px; padding: 0 4px; cursor: pointer; }
-.gendeg-stats { font: 11px/1.35 monospace; color: var(--input-text, #ddd); padding: 2px 4px;
-  white-space: pre; overflow: hidden; }
+.gendeg-stats { font: 11px/16px monospace; color: var(--input-text, #ddd); padding: 2px 4px;
+  white-space: pre; overflow: auto; box-sizing: border-box; }
 .gendeg-picker { display: flex; flex-direction: column; gap: 3px; padding: 2px 0; }
 .gendeg-picker .gendeg-row { display: flex; flex-wrap: wrap; gap: 3px; }
 .gendeg-picker button { font: 10px sans-serif; padding: 1px 5px; border-radius: 8px; cursor: pointer;
@@ -139,17 +139,22 @@ export function compareWidget(node) {
   return widget;
 }
 
-/** Find or add the stats text widget of a node. */
-export function statsWidget(node) {
+/** Find or add the stats text widget of a node, showing ``rows`` (sized for them from the start). */
+export function statsWidget(node, rows) {
+  const text = formatStats(rows);
   const existing = node.widgets?.find((w) => w.name === "gendeg_stats");
-  if (existing) return existing;
+  if (existing) {
+    existing.gendegSetRows?.(rows);
+    return existing;
+  }
   if (typeof node.addDOMWidget !== "function") return null;
   ensureStyle();
   const el = document.createElement("div");
   el.className = "gendeg-stats";
   el.dataset.gendegNode = String(node.id);
-  let lines = 1;
-  const height = () => 16 * lines + 10;
+  el.textContent = text;
+  let lines = Math.max(1, text.split("\n").length);
+  const height = () => 16 * lines + 22; // + the margins the editor takes off a DOM widget
   const widget = node.addDOMWidget("gendeg_stats", "gendeg_stats", el, {
     ...noValue(),
     getMinHeight: height,
@@ -157,11 +162,13 @@ export function statsWidget(node) {
     getHeight: height,
   });
   markUnserialized(widget);
-  widget.gendegSetRows = (rows) => {
-    el.textContent = formatStats(rows);
+  widget.computeSize = (width) => [width ?? node.size?.[0] ?? 200, height()];
+  widget.gendegSetRows = (newRows) => {
+    el.textContent = formatStats(newRows);
     lines = Math.max(1, el.textContent.split("\n").length);
     resizeNode(node, 200, 0);
   };
+  resizeNode(node, 200, 0);
   return widget;
 }
 
