@@ -14,10 +14,10 @@ def test_layout_round_trip_keeps_alpha_and_grey():
         assert torch.allclose(back, img, atol=1e-6)
 
 
-def test_intensity_is_mean_and_std_of_abs_difference():
+def test_intensity_at_native_size_is_mean_and_std_of_abs_difference():
     a = torch.rand(1, 3, 256, 256)
     b = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)
-    mu, sigma = measure_intensity(a, b)
+    mu, sigma = measure_intensity(a, b, size=None, quantize=False)
     d = (a - b).abs()
     assert torch.allclose(mu, d.mean().reshape(1), atol=1e-6)
     assert torch.allclose(sigma, d.std(unbiased=False).reshape(1), atol=1e-6)
