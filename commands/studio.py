@@ -40,6 +40,7 @@ def build_studio(
     models_dir: Path | None = None,
     device: str | None = None,
     frontend_root: Path | None = None,
+    loopback_only: bool = True,
 ):
     """A :class:`..core.studio.server.Studio` wired to this pack (host settings updated in place)."""
     try:
@@ -85,6 +86,7 @@ def build_studio(
         extensions={PACK_WEB_NAME: PACK_ROOT / "js"},
         workflows={PACK_WEB_NAME: PACK_ROOT / "workflows"},
         interrupt=settings.interrupt,
+        loopback_only=loopback_only,
     )
     return Studio(backend, config)
 
@@ -106,6 +108,7 @@ def _cmd_studio(args: argparse.Namespace) -> int:
         models_dir=args.models_dir,
         device=args.device,
         frontend_root=args.frontend_root,
+        loopback_only=_is_loopback(args.host),
     )
     ready = threading.Event()
     run_studio(studio, args.host, args.port, ready=ready)

@@ -492,3 +492,23 @@ def test_js_synth_presets_equal_the_synthesizers():
     m = re.search(r"export const SYNTH_MU_PRESETS = (\{.*?\});\n", text)
     assert m, "SYNTH_MU_PRESETS not found in js/gendeg_widgets.js"
     assert json.loads(m.group(1)) == PRESETS
+
+
+def test_other_sites_and_rebinding_hosts_are_refused(studio_env):
+    studio, backend, tmp = studio_env
+
+    async def go(c):
+        body = {"prompt": {"2": {"class_type": "Out", "inputs": {}}}}
+        r = await c.post("/api/prompt", json=body, headers={"Origin": "https://evil.example"})
+        assert r.status == 403
+        r = await c.post("/api/userdata/x.json", data=b"{}", headers={"Origin": "http://127.0.0.1:1"})
+        assert r.status == 403
+        r = await c.get("/api/system_stats", headers={"Host": "evil.example:8188"})
+        assert r.status == 403
+        own = f"http://{c.server.host}:{c.server.port}"
+        r = await c.post("/api/prompt", json=body, headers={"Origin": own})
+        assert r.status == 200
+        assert studio.queue.wait_idle(10)
+
+    run(studio, go)
+    assert len(backend.runs) == 1 and not (tmp / "user" / "default" / "x.json").exists()

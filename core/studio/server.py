@@ -18,6 +18,7 @@ the pack's ``studio`` extra).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import mimetypes
@@ -30,7 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -60,6 +61,9 @@ class StudioConfig:
     """Workflow folders by pack name, offered as templates."""
     interrupt: threading.Event = field(default_factory=threading.Event)
     version: str = "0.1.0"
+    loopback_only: bool = True
+    """Refuse requests whose Host header is not a loopback name (DNS rebinding); off when the
+    user chose to listen on another address."""
 
 
 def frontend_root() -> Path:
@@ -109,13 +113,33 @@ class Studio:
         mimetypes.add_type("application/javascript", ".mjs")
         mimetypes.add_type("image/webp", ".webp")
         self.app = web.Application(
-            client_max_size=SERVER_FEATURES["max_upload_size"], middlewares=[self._no_cache]
+            client_max_size=SERVER_FEATURES["max_upload_size"], middlewares=[self._same_origin, self._no_cache]
         )
         self.app.on_startup.append(self._startup)
         self.app.on_shutdown.append(self._shutdown)
         self._add_routes()
 
     # --- plumbing ------------------------------------------------------------------
+
+    @web.middleware
+    async def _same_origin(self, request: web.Request, handler):  # noqa: ANN001
+        """Only pages served by this studio may drive it.
+
+        A web page open in the same browser can send requests to 127.0.0.1 (to queue graphs or
+        write files): browsers then send an ``Origin`` that differs from ``Host``, which is
+        refused, as ComfyUI does. With ``loopback_only`` the ``Host`` itself must be a loopback
+        name, which stops DNS-rebinding pages.
+        """
+        host = request.headers.get("Host", "")
+        if self.config.loopback_only and host and not _is_loopback_host(urlsplit("//" + host).hostname):
+            log.warning("[GenDeg studio] refused a request for host %r (not a loopback address)", host)
+            return web.Response(status=403, text="this studio only answers on a loopback address")
+        origin = request.headers.get("Origin")
+        if origin and origin != "null" and host:
+            if urlsplit(origin).netloc.lower() != host.lower():
+                log.warning("[GenDeg studio] refused a cross-origin request from %s", origin)
+                return web.Response(status=403, text="cross-origin requests are refused")
+        return await handler(request)
 
     @web.middleware
     async def _no_cache(self, request: web.Request, handler):  # noqa: ANN001
@@ -786,6 +810,17 @@ class Studio:
                 job["execution_error"]["node_type"] = job["execution_error"]["node_type"] or ""
             out.append(job)
         return out
+
+
+def _is_loopback_host(name: str | None) -> bool:
+    if not name:
+        return False
+    if name.lower() == "localhost" or name.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _ram() -> tuple[int, int]:
