@@ -173,3 +173,43 @@ def test_studio_command_line_defaults_to_loopback_8188():
     assert (args.host, args.port) == ("127.0.0.1", 8188)
     args = build_parser().parse_args(["studio", "--host", "::1", "--port", "9001"])
     assert (args.host, args.port) == ("::1", 9001)
+
+
+@pytest.mark.skipif(not SWEEP.is_file(), reason="workflows/gendeg_synth_sweep.json is not in this checkout yet")
+def test_interrupt_stops_a_running_graph_and_the_next_one_runs(dirs):
+    from comfyui_gendeg.core.graph.formats import load_any, read_json
+    from comfyui_gendeg.core.graph.object_info import object_info
+    from comfyui_gendeg.nodes.standins import runner_registry
+
+    classes, names, modules = runner_registry()
+    prompt, _ = load_any(read_json(str(SWEEP)), object_info(classes, names, modules))
+    studio = build_studio(input_dir=dirs["input"], output_dir=dirs["out_studio"], temp_dir=dirs["temp"],
+                          user_dir=dirs["user"], device="cpu")  # fmt: skip
+
+    async def go():
+        async with TestClient(TestServer(studio.app)) as c:
+            ws = await c.ws_connect("/ws?clientId=i1")
+            await ws.receive_json(timeout=5)
+            first = await (await c.post("/api/prompt", json={"prompt": prompt, "client_id": "i1"})).json()
+            second = await (await c.post("/api/prompt", json={"prompt": prompt, "client_id": "i1"})).json()
+            seen = []
+            while True:
+                msg = await ws.receive_json(timeout=60)
+                seen.append(msg)
+                if msg["type"] == "progress" and msg["data"]["prompt_id"] == first["prompt_id"]:
+                    assert (await c.post("/api/interrupt", json={"prompt_id": first["prompt_id"]})).status == 200
+                if msg["type"] in ("execution_success", "execution_error") and msg["data"]["prompt_id"] == second["prompt_id"]:
+                    break
+            assert studio.queue.wait_idle(30)
+            hist = await (await c.get("/api/history")).json()
+            await ws.close()
+            return seen, hist, first["prompt_id"], second["prompt_id"]
+
+    try:
+        seen, hist, p1, p2 = asyncio.run(go())
+    finally:
+        studio.queue.stop()
+    ends = [(m["type"], m["data"]["prompt_id"]) for m in seen if m["type"].startswith("execution_") and m["type"] not in ("execution_start", "execution_cached")]  # fmt: skip
+    assert ends == [("execution_interrupted", p1), ("execution_success", p2)]
+    assert hist[p1]["status"]["status_str"] == "error" and hist[p2]["status"]["status_str"] == "success"
+    assert list(_files(dirs["out_studio"])) == ["gendeg_synth_sweep_00001_.png"]  # only the second one saved
