@@ -42,6 +42,8 @@ FLAGS = [
 ]
 PACK_MARKERS = ("gendeg", "/extensions/comfyui-gendeg/")
 
+if not Path(CHROMIUM).is_file() and os.environ.get("CI"):
+    pytest.fail(f"CI must install Chromium (scripts/test.sh does): not found at {CHROMIUM}", pytrace=False)
 if not Path(CHROMIUM).is_file():
     pytest.skip(
         f"Chromium not found at {CHROMIUM} (apt-get install chromium; scripts/test.sh does it)", allow_module_level=True

@@ -268,6 +268,13 @@ def test_view_and_upload_stay_in_their_folders(studio_env):
         r = await c.get("/api/view?filename=o.png&subfolder=sub&type=output")
         assert r.status == 200 and r.headers["Content-Type"] == "image/png" and await r.read() == _png_bytes()
         assert (await c.get("/view?filename=o.png [output]&subfolder=sub")).status == 200
+        r = await c.get("/api/view?filename=o.png&subfolder=sub&type=output&preview=jpeg;50")
+        assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg" and (await r.read())[:2] == b"\xff\xd8"
+        r = await c.get("/api/view?filename=o.png&subfolder=sub&type=output&channel=a")
+        from PIL import Image
+
+        alpha = Image.open(io.BytesIO(await r.read()))
+        assert alpha.mode == "RGBA" and alpha.getchannel("A").getextrema() == (255, 255)
         assert (await c.get("/api/view?filename=missing.png&type=output")).status == 404
         assert (await c.get("/api/view?filename=..%2Fsecret.png&type=output")).status == 400
         assert (await c.get("/api/view?filename=%2Fetc%2Fpasswd&type=output")).status == 400

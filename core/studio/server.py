@@ -651,6 +651,10 @@ class Studio:
             path = folder / os.path.basename(filename)
             if not path.is_file():
                 return web.Response(status=404)
+            preview = request.query.get("preview")
+            channel = request.query.get("channel", "")
+            if (preview or channel in ("rgb", "a")) and path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+                return _converted_image(path, preview, channel)
             ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             if ctype in {
                 "text/html",
@@ -810,6 +814,36 @@ class Studio:
                 job["execution_error"]["node_type"] = job["execution_error"]["node_type"] or ""
             out.append(job)
         return out
+
+
+def _converted_image(path: Path, preview: str | None, channel: str) -> web.Response:
+    """``/view`` with ``preview=webp|jpeg[;quality]`` or ``channel=rgb|a``, as ComfyUI answers them."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        if channel == "a":
+            alpha = img.getchannel("A") if "A" in img.getbands() else Image.new("L", img.size, 255)
+            out = Image.new("RGBA", img.size)
+            out.putalpha(alpha)
+            img = out
+        elif channel == "rgb":
+            img = img.convert("RGB")
+        fmt, quality = "png", 90
+        if preview:
+            parts = preview.split(";")
+            fmt = parts[0] if parts[0] in ("webp", "jpeg") and channel != "a" else "webp"
+            if parts[-1].isdigit():
+                quality = int(parts[-1])
+            if fmt == "jpeg":
+                img = img.convert("RGB")
+        buf = io.BytesIO()
+        img.save(buf, format=fmt.upper(), quality=quality)
+    return web.Response(
+        body=buf.getvalue(), content_type=f"image/{fmt}", headers={"Content-Disposition": f'filename="{path.name}"'}
+    )
 
 
 def _is_loopback_host(name: str | None) -> bool:
