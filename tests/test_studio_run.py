@@ -213,3 +213,14 @@ def test_interrupt_stops_a_running_graph_and_the_next_one_runs(dirs):
     assert ends == [("execution_interrupted", p1), ("execution_success", p2)]
     assert hist[p1]["status"]["status_str"] == "error" and hist[p2]["status"]["status_str"] == "success"
     assert list(_files(dirs["out_studio"])) == ["gendeg_synth_sweep_00001_.png"]  # only the second one saved
+
+
+def test_without_aiohttp_the_studio_says_what_to_install(monkeypatch, dirs):
+    import sys
+
+    from comfyui_gendeg.core.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # "not installed"
+    monkeypatch.delitem(sys.modules, "comfyui_gendeg.core.studio.server", raising=False)
+    with pytest.raises(InputError, match=r"pip install 'comfyui-gendeg\[studio\]'"):
+        build_studio(input_dir=dirs["input"], output_dir=dirs["out_studio"], temp_dir=dirs["temp"], user_dir=dirs["user"])
