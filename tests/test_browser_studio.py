@@ -390,3 +390,26 @@ def test_preset_strip_on_the_condition_sets_its_preset(page):
     assert out["steps"][-1]["degradation"] == "rain+haze" and out["steps"][-1]["preset"] == "light"
     assert out["steps"][-1]["active"] == ["light", "rain+haze"]
     assert _pack_problems(page.gendeg_logs) == []
+
+
+def test_editor_saves_and_lists_user_workflows(page, studio):
+    """The frontend's own userdata calls (save, list, move, delete) against the studio."""
+    out = page.evaluate(
+        """async () => {
+            const api = window.comfyAPI.api.api;
+            const body = JSON.stringify({nodes: [], links: [], version: 0.4});
+            const saved = await api.storeUserData("workflows/my sweep.json", body, {overwrite: true, stringify: false});
+            const listed = (await api.listUserDataFullInfo("workflows")).map(f => f.path);
+            const got = await (await api.getUserData("workflows/my sweep.json")).text();
+            await api.moveUserData("workflows/my sweep.json", "workflows/renamed.json");
+            const after = (await api.listUserDataFullInfo("workflows")).map(f => f.path);
+            await api.deleteUserData("workflows/renamed.json");
+            const end = (await api.listUserDataFullInfo("workflows")).map(f => f.path);
+            return {status: saved.status, listed, got, after, end};
+        }"""
+    )
+    assert out["status"] == 200
+    assert "my sweep.json" in out["listed"] and json.loads(out["got"])["version"] == 0.4
+    assert "renamed.json" in out["after"] and "my sweep.json" not in out["after"]
+    assert "renamed.json" not in out["end"]
+    assert not (studio["dirs"]["user"] / "default" / "workflows" / "renamed.json").exists()
