@@ -413,3 +413,31 @@ def test_editor_saves_and_lists_user_workflows(page, studio):
     assert "renamed.json" in out["after"] and "my sweep.json" not in out["after"]
     assert "renamed.json" not in out["end"]
     assert not (studio["dirs"]["user"] / "default" / "workflows" / "renamed.json").exists()
+
+
+def test_pack_js_is_quiet_when_its_nodes_are_absent(page, studio):
+    """The extension loads into an editor whose server has none of the pack's nodes."""
+    other = page.context.new_page()
+    logs: list[str] = []
+    other.on("pageerror", lambda e: logs.append(f"pageerror: {e}"))
+    other.on("console", lambda m: m.type == "error" and logs.append(f"error: {m.text} @ {m.location}"))
+
+    def without_pack(route):  # noqa: ANN001
+        info = route.fetch().json()
+        body = json.dumps({k: v for k, v in info.items() if not k.startswith("GenDeg")})
+        route.fulfill(status=200, content_type="application/json", body=body)
+
+    other.route("**/object_info", without_pack)
+    try:
+        other.goto(studio["url"] + "/", wait_until="domcontentloaded")
+        other.wait_for_function(
+            "() => { try { return window.comfyAPI.app.app.graph"
+            " && window.comfyAPI.app.app.extensions.some(e => e.name === 'GenDeg.Editor'); } catch { return false; } }",
+            timeout=120_000,
+        )
+        other.wait_for_timeout(1000)
+        types = other.evaluate("() => Object.keys(window.LiteGraph.registered_node_types)")
+        assert "SaveImage" in types and not any(t.startswith("GenDeg") for t in types)
+        assert _pack_problems(logs) == [] and not [m for m in logs if m.startswith("pageerror")], logs
+    finally:
+        other.close()
