@@ -23,9 +23,9 @@ from ..core.gendeg.conditioning import (
 )
 from ..core.gendeg.conditioning import GenDegCondition as Condition
 from ..core.image import from_comfy, resize, restore_channels, to_comfy, to_rgb
-from ..core.intensity import measure_intensity
 from ..core.weights import resolve
 from . import host, ui
+from .synth import GenDegMeasureIntensity
 
 CATEGORY = "GenDeg/Degrade"
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -178,38 +178,15 @@ class GenDegCondition:
         return (out, "\n".join(c.prompt for c in out))
 
 
-class GenDegIntensityFromPair:
+class GenDegIntensityFromPair(GenDegMeasureIntensity):
+    """The same measurement as GenDeg Measure Intensity, offered where GenDeg users look for it."""
+
     DESCRIPTION = (
         "Measure GenDeg's intensity (mu, sigma) of a real clean/degraded pair, exactly as GenDeg measured its "
-        "training pairs, so you can ask GenDeg for 'this much haze': connect mu and sigma to GenDeg Condition."
+        "training pairs, so you can ask GenDeg for 'this much haze': connect mu and sigma to GenDeg Condition. "
+        "One clean image may be paired with a batch of degraded ones."
     )
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("FLOAT", "FLOAT")
-    RETURN_NAMES = ("mu", "sigma")
-    OUTPUT_TOOLTIPS = ("mu of the pair (mean over a batch).", "sigma of the pair (mean over a batch).")
-    FUNCTION = "measure"
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "clean": ("IMAGE", {"tooltip": "The clean image(s) of the example pair."}),
-                "degraded": ("IMAGE", {"tooltip": "The degraded image(s) of the same scene (resized to the clean size if they differ)."}),
-            }
-        }
-
-    def measure(self, clean: torch.Tensor, degraded: torch.Tensor):
-        c, _ = to_rgb(from_comfy(clean, name="clean"))
-        d, _ = to_rgb(from_comfy(degraded, name="degraded"))
-        if d.shape[0] != c.shape[0] and 1 not in (c.shape[0], d.shape[0]):
-            raise InputError(f"clean has {c.shape[0]} images and degraded {d.shape[0]}; give equal batches or one clean image")
-        n = max(c.shape[0], d.shape[0])
-        c, d = c.expand(n, -1, -1, -1), d.expand(n, -1, -1, -1)
-        if d.shape[-2:] != c.shape[-2:]:
-            d = resize(d, tuple(c.shape[-2:]))
-        mu, sigma = measure_intensity(c, d)
-        rows = [{"mu": float(m), "sigma": float(s)} for m, s in zip(mu, sigma, strict=True)]
-        return {"ui": ui.stats_ui(rows), "result": (float(mu.mean()), float(sigma.mean()))}
 
 
 class GenDegSample:

@@ -202,7 +202,15 @@ class GenDegMeasureIntensity:
         }
 
     def measure(self, clean: torch.Tensor, degraded: torch.Tensor):
-        mu, sigma = measure_intensity(from_comfy(clean, name="clean"), from_comfy(degraded, name="degraded"))
+        c, d = from_comfy(clean, name="clean"), from_comfy(degraded, name="degraded")
+        if c.shape[0] != d.shape[0]:
+            if 1 not in (c.shape[0], d.shape[0]):
+                raise InputError(
+                    f"clean has {c.shape[0]} images and degraded {d.shape[0]}; give equal batches or one clean image"
+                )
+            n = max(c.shape[0], d.shape[0])
+            c, d = c.expand(n, -1, -1, -1), d.expand(n, -1, -1, -1)
+        mu, sigma = measure_intensity(c, d)
         stats = [{"mu": float(m), "sigma": float(s)} for m, s in zip(mu, sigma, strict=True)]
         return {"ui": ui.stats_ui(stats), "result": (float(mu.mean()), float(sigma.mean()))}
 
