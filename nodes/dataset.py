@@ -157,6 +157,7 @@ class GenDegSaveDatasetPairs:
                 "seed": (
                     "INT",
                     {
+                        "control_after_generate": True,
                         "default": 0,
                         "min": 0,
                         "max": 0xFFFFFFFFFFFFFFFF,

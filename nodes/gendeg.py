@@ -218,7 +218,7 @@ class GenDegSample:
                 "image": ("IMAGE", {"tooltip": "Clean images (any size, grey/RGB/RGBA, a batch is fine)."}),
                 "model": ("GENDEG_MODEL", {"tooltip": "The generator from GenDeg Model Loader."}),
                 "condition": ("GENDEG_COND", {"tooltip": "Conditions from GenDeg Condition (a list makes one output per condition)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Random seed; output k uses seed + k, so results do not depend on batch_size."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": "Random seed; output k uses seed + k, so results do not depend on batch_size."}),
                 "steps": ("INT", {"default": 100, "min": 1, "max": 1000, "tooltip": "Sampling steps (the paper: 100)."}),
                 "scheduler": (list(_SCHEDULERS), {
                     "default": "euler_a",

@@ -119,7 +119,7 @@ class GenDegIRSDERestore:
                 ),
                 "seed": (
                     "INT",
-                    {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of all the sampler's noise; "
+                    {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of all the sampler's noise; "
                      "same inputs and seed give the same result."},
                 ),
                 "tile_size": (

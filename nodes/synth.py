@@ -120,7 +120,7 @@ class GenDegSynthesize:
                     "default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                     "tooltip": "Degradation strength 0..1 (0 = untouched), used when intensity_mode is strength.",
                 }),
-                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Random seed (streaks, drops, noise, trajectories, airlight)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": "Random seed (streaks, drops, noise, trajectories, airlight)."}),
             },
             "optional": {
                 "type_name": ("STRING", {
