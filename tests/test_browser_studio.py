@@ -139,10 +139,16 @@ def _pack_problems(logs: list[str]) -> list[str]:
     def thumbnail(line: str) -> bool:
         return re.search(r"/workflow_templates/[^'\s]+\.(jpg|jpeg|webp|png)\b", line) is not None
 
+    def registry_lookup(line: str) -> bool:  # the editor asks comfy.org about missing nodes (offline here)
+        return "api.comfy.org/" in line
+
     return [
         line
         for line in logs
-        if any(m in line.lower() for m in PACK_MARKERS) and not line.startswith("warning") and not thumbnail(line)
+        if any(m in line.lower() for m in PACK_MARKERS)
+        and not line.startswith("warning")
+        and not thumbnail(line)
+        and not registry_lookup(line)
     ]
 
 
