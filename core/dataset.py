@@ -33,7 +33,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +42,8 @@ from typing import Any
 import torch
 
 from .errors import InputError, UnsafePathError
-from .io import IMAGE_SUFFIXES, encode_image, load_image
+from .io import _HOST, IMAGE_SUFFIXES, encode_image, load_image
+from .io import atomic_write_bytes as write_atomic
 from .weights.store import safe_join
 
 TOOL_NAME = "comfyui-gendeg"
@@ -135,28 +135,6 @@ def folder_signature(folder: str | Path, names: Sequence[str]) -> str:
 
 
 # --- atomic files --------------------------------------------------------------------------
-
-_HOST = socket.gethostname().replace("~", "-") or "host"
-
-
-def _part_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}~{_HOST}~{os.getpid()}.part")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a per-process temp file in the same folder + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _part_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
 
 def _pid_alive(pid: int) -> bool:
     """Whether process ``pid`` of this host still runs (unknown counts as alive: nothing is swept)."""

@@ -6,9 +6,10 @@ dataset nodes and previews all call these.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -66,23 +67,40 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr[..., 0] if c == 1 else arr, mode=mode)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder + rename (never a partial file)."""
+_HOST = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in socket.gethostname())[:64] or "host"
+
+
+def part_path(path: str | Path) -> Path:
+    """The temporary name a file is written under before it is renamed into place.
+
+    ``.<name>~<host>~<pid>.part`` in the same folder: unique per process, hidden, and
+    telling which process left it behind (see ``core.dataset.sweep_stale_parts``).
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}~{_HOST}~{os.getpid()}.part")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content to; on success it is fsynced and
+    renamed into place, on any error it is removed. Readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = part_path(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder + rename (never a partial file)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
 
 
 def encode_image(x: torch.Tensor, fmt: str = "png", text: Mapping[str, str] | None = None, quality: int = 95, compress_level: int = 4) -> bytes:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 from ..errors import WeightsError
+from ..io import atomic_path
 from ..weights import LIGHTNING_GLOBALS, load_pickle, load_safetensors
 from ..weights.safe_load import find_state_dict
 
@@ -347,17 +347,8 @@ def save_converted(weights: GenDegWeights, path: str | Path) -> Path:
         "text_config": json.dumps(weights.text_config),
         "ema": "true" if weights.ema else "false",
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # readable like any other file the user writes
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -9,13 +9,13 @@ atomic rename. The source file is only read, never modified.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
 
 from ..errors import WeightsError
+from ..io import atomic_path
 from .safe_load import load_state_dict
 from .store import sha256_file
 
@@ -70,14 +70,6 @@ def convert_to_safetensors(
     from safetensors.torch import save_file
 
     metadata = {"format": "pt", "converted_from": src.name, "converted_from_sha256": sha256_file(src)}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
-    try:
+    with atomic_path(dst) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dst, sha256_file(dst)
