@@ -23,6 +23,17 @@ def _loopback_only(self, address):  # noqa: ANN001
     raise OSError(f"tests must not use the network (tried to connect to {address!r})")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models run fastest single-threaded, and do not fight other jobs for the 2 cores."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)

@@ -23,16 +23,6 @@ from comfyui_gendeg.core.restore.nets.daclip import (
 )
 from comfyui_gendeg.core.restore.nets.irsde_unet import ConditionalUNet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets run fastest single-threaded (and do not fight other jobs for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 VISION = VisionConfig(image_size=32, patch_size=8, width=128, layers=3, heads=2, embed_dim=16)  # heads = width/64
 TEXT = TextConfig(context_length=8, vocab_size=50, width=64, heads=1, layers=2, embed_dim=16)
 

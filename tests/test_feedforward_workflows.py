@@ -18,14 +18,6 @@ from spandrel.architectures.SCUNet import SCUNet
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _nafnet_params(path: Path) -> None:
     torch.manual_seed(0)
     net = NAFNet(img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])

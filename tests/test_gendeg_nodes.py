@@ -16,14 +16,6 @@ IDS = ("GenDegModelLoader", "GenDegCondition", "GenDegIntensityFromPair", "GenDe
        "GenDegIntensityFilter")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gendeg_models")

@@ -17,16 +17,6 @@ from comfyui_gendeg.core.restore.nets.blocks import CrossAttention, LinearAttent
 from comfyui_gendeg.core.restore.nets.irsde_unet import ConditionalUNet, irsde_ch_mult
 from comfyui_gendeg.core.restore.nets.refusion_nafnet import ConditionalNAFNet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets run fastest single-threaded (and do not fight other jobs for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # Parameter names as the official code creates them (written out from the official modules).
 OFFICIAL_UNET_KEYS = [
     "init_conv.weight",

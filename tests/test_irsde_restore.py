@@ -14,15 +14,6 @@ from comfyui_gendeg.nodes import NODE_CLASS_MAPPINGS, host
 from comfyui_gendeg.nodes.restore_sde import GenDegIRSDELoader, GenDegIRSDERestore
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets run fastest single-threaded (and do not fight other jobs for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class LocalNoiseNet(nn.Module):
     """A small-receptive-field noise net (two 3x3 convs) that also reads DA-CLIP's degradation embedding."""
 

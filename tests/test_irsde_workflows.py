@@ -15,14 +15,6 @@ from comfyui_gendeg.core.restore.nets.irsde_unet import ConditionalUNet, irsde_c
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def models(tmp_path):
     """Tiny stand-ins saved under the manifest's file names (the real ones are hundreds of MB)."""

@@ -18,14 +18,6 @@ from comfyui_gendeg.core.quality.perceiver import QualityPerceiver, load_perceiv
 N = 12  # images per tier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _make_clip(folder, hidden=32, seed=0):
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer

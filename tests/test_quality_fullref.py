@@ -11,14 +11,6 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _natural(name: str, size: int = 96) -> torch.Tensor:
     a = getattr(data, name)()
     a = a[:size, :size] if a.ndim == 2 else a[:size, :size, :3]

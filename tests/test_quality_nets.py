@@ -15,14 +15,6 @@ TINY_ALEX = (4, 6, 8, 8, 8)
 TINY_VGG = (4, 4, 6, 6, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _torchvision_ckpt(features: torch.nn.Sequential, seed: int) -> dict[str, torch.Tensor]:
     """A torchvision-style checkpoint: features.N.* (random, tiny) plus classifier.* keys that must be ignored."""
     g = torch.Generator().manual_seed(seed)

@@ -19,14 +19,6 @@ from comfyui_gendeg.nodes.standins import runner_registry
 from skimage.metrics import peak_signal_noise_ratio
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _img(seed, h=40, w=48, c=3):
     return torch.rand(1, h, w, c, generator=torch.Generator().manual_seed(seed))
 

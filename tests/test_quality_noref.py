@@ -17,14 +17,6 @@ from scipy import ndimage, stats
 from skimage import data
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _natural(name: str, size: int = 96) -> torch.Tensor:
     a = getattr(data, name)()[:size, :size]
     t = torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0

@@ -11,15 +11,6 @@ from comfyui_gendeg.core.errors import InputError
 from comfyui_gendeg.core.restore.sde import IRSDE, theta_schedule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets run fastest single-threaded (and do not fight other jobs for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def np_cosine_thetas(T: int, s: float = 0.008) -> np.ndarray:
     # improved-DDPM alphas_cumprod over T+2 intervals; theta = 1 - abar[1..T+1]
     n = T + 2
