@@ -153,10 +153,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ..core.graph.formats import api_to_ui, load_any, read_json, set_widget_value
     from ..core.graph.overrides import apply_overrides, parse_override
     from ..core.graph.validate import format_errors
+    from ..nodes import host
+    from ..nodes.ui import prune_previews
 
     if args.quiet:
         os.environ["GENDEG_NO_PROGRESS"] = "1"
     apply_host_settings(args)
+    prune_previews(host.temp_dir())
     executor = make_executor(cache=args.cache)
     _, info = _registry_info()
     prompt, ui = load_any(read_json(args.workflow), info)
@@ -229,7 +232,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input-dir", type=Path, help="folder LoadImage and folder loaders read from (default ./input)")
     p.add_argument("--output-dir", type=Path, help="folder outputs are written to (default ./output)")
-    p.add_argument("--temp-dir", type=Path, help="folder for previews (default ./temp)")
+    p.add_argument("--temp-dir", type=Path, help="folder for previews (default: the system temp folder)")
     p.add_argument("--models-dir", type=Path, help="models folder (default $GENDEG_MODELS_DIR or ./models)")
     p.add_argument("--device", help="torch device: cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--shard", help="I/N: process only slice I (0-based) of N of every folder-loading node")

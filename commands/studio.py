@@ -54,6 +54,7 @@ def build_studio(
     from ..core.studio.backend import ExecutorBackend
     from ..nodes import host
     from ..nodes.standins import runner_registry
+    from ..nodes.ui import prune_previews
     from .run import apply_host_settings, make_executor
 
     # the same host settings and executor as `gendeg run`
@@ -65,6 +66,7 @@ def build_studio(
     settings = host.SETTINGS
     for folder in (settings.input_dir, settings.output_dir, settings.temp_dir):
         Path(folder).mkdir(parents=True, exist_ok=True)
+    prune_previews(settings.temp_dir)
 
     try:
         web_root = Path(frontend_root) if frontend_root else default_frontend()
@@ -128,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8188, help="port (default 8188, like ComfyUI)")
     p.add_argument("--input-dir", type=Path, help="folder LoadImage and uploads use (default ./input)")
     p.add_argument("--output-dir", type=Path, help="folder outputs are written to (default ./output)")
-    p.add_argument("--temp-dir", type=Path, help="folder for previews (default ./temp)")
+    p.add_argument("--temp-dir", type=Path, help="folder for previews (default: the system temp folder)")
     p.add_argument("--user-dir", type=Path, help="settings and saved workflows (default ./user)")
     p.add_argument("--models-dir", type=Path, help="models folder (default $GENDEG_MODELS_DIR or ./models)")
     p.add_argument("--device", help="torch device: cpu, cuda, cuda:1, mps (default: best available)")

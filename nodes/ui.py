@@ -14,8 +14,11 @@ A node returns ``{"ui": ..., "result": (...)}`` as ComfyUI's own output nodes do
 from __future__ import annotations
 
 import itertools
+import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 
@@ -59,3 +62,25 @@ def merge_ui(*parts: Mapping[str, list]) -> dict[str, list]:
         for k, v in part.items():
             out.setdefault(k, []).extend(v)
     return out
+
+
+#: Preview files this pack (and the PreviewImage stand-in) writes into the temp folder.
+_PREVIEW_NAME = re.compile(r"^(gendeg_(before|after)_[0-9a-f]{8}_\d+\.png|.*_temp_[0-9a-z]{5}_\d{5}_\.png)$")
+
+
+def prune_previews(folder: str | Path, max_age_s: float = 3600.0) -> int:
+    """Delete preview PNGs older than ``max_age_s`` from ``folder`` (as ComfyUI clears its temp
+    folder at start-up); only files named like this pack's previews are touched. Returns the count."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - max_age_s
+    removed = 0
+    for path in folder.iterdir():
+        try:
+            if _PREVIEW_NAME.match(path.name) and path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
