@@ -37,3 +37,14 @@ def test_torch_torchvision_and_frontend_are_never_pinned():
     for r in reqs:
         for forbidden in ("torch", "torchvision", "comfyui-frontend-package", "comfyui_frontend_package"):
             assert not r.startswith(forbidden), f"requirements.txt must not list {forbidden}: {r}"
+
+
+def test_every_shipped_workflow_has_a_template_thumbnail():
+    """The editor's template browser asks for workflows/<name>.jpg (scripts/make_thumbnails.py)."""
+    from PIL import Image
+
+    for wf in sorted((ROOT / "workflows").glob("*.json")):
+        thumb = wf.with_suffix(".jpg")
+        assert thumb.is_file(), f"{thumb.name} missing: run python scripts/make_thumbnails.py"
+        with Image.open(thumb) as im:
+            assert im.format == "JPEG" and im.size == (256, 256)
