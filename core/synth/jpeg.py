@@ -5,7 +5,8 @@
 still change it). Each image is rounded to 8 bits, encoded with Pillow at that quality
 (``subsampling`` as given; Pillow's default for RGB is 4:2:0) and decoded back, so the output
 is exactly what a JPEG file written at that quality decodes to. Deterministic (no seed).
-Images of a batch are coded in parallel threads (libjpeg releases the GIL).
+Images of a batch are coded in parallel threads (libjpeg releases the GIL), as many as
+``torch.get_num_threads()``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def jpeg(
     subsampling: str = "4:2:0",
 ) -> torch.Tensor:
     """JPEG-compressed ``[B,3,H,W]`` 0..1 (computed on the CPU, returned on ``x``'s device)."""
-    arr = (x.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    # 8-bit rounding (half up) in torch, then one cheap uint8 transpose to [B,H,W,3]
+    q = x.detach().float().clamp(0, 1).mul_(255.0).add_(0.5).to(torch.uint8)
+    arr = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     out = np.empty_like(arr)
     strengths = strength.detach().cpu().tolist()
 
@@ -64,15 +67,16 @@ def jpeg(
         q = int(quality) if quality is not None else quality_for(strengths[i], quality_min)
         out[i] = jpeg_roundtrip_uint8(arr[i], q, subsampling)
 
-    workers = min(arr.shape[0], os.cpu_count() or 1)
+    # as many coder threads as torch may use on the CPU (torch.set_num_threads), at most one per image
+    workers = min(arr.shape[0], max(1, torch.get_num_threads()), os.cpu_count() or 1)
     if workers > 1:  # libjpeg releases the GIL: images of a batch are coded in parallel threads
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, range(arr.shape[0])))
     else:
         for i in range(arr.shape[0]):
             one(i)
-    y = torch.from_numpy(out).to(device=x.device, dtype=x.dtype).permute(0, 3, 1, 2) / 255.0
-    return y.contiguous()
+    y = torch.from_numpy(out).permute(0, 3, 1, 2).to(dtype=x.dtype).div_(255.0)
+    return y.contiguous().to(x.device)
 
 
 DEGRADATION = Degradation("jpeg", jpeg, PARAMS, __doc__ or "", stochastic=False, discrete=True)

@@ -38,14 +38,14 @@ def low_light(
     b = x.shape[0]
     z_read = torch.randn((b,), generator=generator, device=x.device)
     n = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    lin = x.clamp(0, 1) ** gamma * bview(torch.exp2(-strength * stops_max))
+    lin = x.clamp(0, 1).pow_(gamma).mul_(bview(torch.exp2(-strength * stops_max)))
     if noise and shot_max > 0:
         shot = strength * shot_max
         log_read = 2.18 * torch.log(shot.clamp_min(1e-12)) + 1.20 + 0.26 * z_read
         read = torch.where(shot > 0, torch.exp(log_read), torch.zeros_like(shot))
-        lin = lin + n * torch.sqrt(bview(shot) * lin + bview(read))
-    return lin.clamp(0, 1) ** (1.0 / gamma)
-
+        std = (lin * bview(shot)).add_(bview(read)).sqrt_()
+        lin.addcmul_(n, std)
+    return lin.clamp_(0, 1).pow_(1.0 / gamma)
 
 DEGRADATION = Degradation("low_light", low_light, PARAMS, __doc__ or "")
 

@@ -42,21 +42,31 @@ def trajectories(b: int, steps: int, shake: float, generator: torch.Generator, d
     rnd = torch.randn((steps, b, 2), generator=generator, device=device)
     big = torch.rand((steps, b), generator=generator, device=device)
     big_angle = torch.rand((steps, b), generator=generator, device=device) - 0.5
-    v = torch.stack([torch.cos(angle0), torch.sin(angle0)], dim=-1) * step_len
-    pos = torch.zeros(b, 2, device=device)
-    out = [pos]
-    for t in range(steps - 1):
-        shake_now = (big[t] < freq_big * anxiety).float()
-        # abrupt shake: twice the velocity, turned by π + U(−0.5, 0.5) radians
-        ang = math.pi + big_angle[t]
-        c, s = torch.cos(ang), torch.sin(ang)
-        turned = torch.stack([v[:, 0] * c - v[:, 1] * s, v[:, 0] * s + v[:, 1] * c], dim=-1) * 2.0
-        dv = shake_now[:, None] * turned + anxiety[:, None] * (gauss[:, None] * rnd[t] - centripetal[:, None] * pos) * step_len
-        v = v + dv
-        v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12) * step_len
-        pos = pos + v
-        out.append(pos)
-    return torch.stack(out, dim=1)
+    # the walk is sequential and tiny (B × steps points): plain Python floats are far faster
+    # than hundreds of small tensor operations
+    cols = [t.double().cpu().tolist() for t in (anxiety, centripetal, gauss, freq_big, angle0)]
+    rnd_l, big_l, ang_l = rnd.double().cpu().tolist(), big.double().cpu().tolist(), big_angle.double().cpu().tolist()
+    out = torch.empty(b, steps, 2, dtype=torch.float64)
+    for i in range(b):
+        anx, cen, gs, fb, a0 = (c[i] for c in cols)
+        vx, vy = math.cos(a0) * step_len, math.sin(a0) * step_len
+        px = py = 0.0
+        path = [(0.0, 0.0)]
+        for t in range(steps - 1):
+            dvx = anx * (gs * rnd_l[t][i][0] - cen * px) * step_len
+            dvy = anx * (gs * rnd_l[t][i][1] - cen * py) * step_len
+            if big_l[t][i] < fb * anx:  # abrupt shake: twice the velocity, turned by π + U(−0.5, 0.5) radians
+                ang = math.pi + ang_l[t][i]
+                c, sn = math.cos(ang), math.sin(ang)
+                dvx += 2.0 * (vx * c - vy * sn)
+                dvy += 2.0 * (vx * sn + vy * c)
+            vx, vy = vx + dvx, vy + dvy
+            norm = max(math.hypot(vx, vy), 1e-12)
+            vx, vy = vx / norm * step_len, vy / norm * step_len
+            px, py = px + vx, py + vy
+            path.append((px, py))
+        out[i] = torch.tensor(path, dtype=torch.float64)
+    return out.to(device=device, dtype=torch.float32)
 
 
 def rasterize(paths: torch.Tensor, lengths: torch.Tensor, exposure: float, size: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from .base import Degradation, Param, bview, fft_conv, odd, scale_of, screen, segment_kernels
+from .base import Degradation, Param, bview, fft_conv, odd, scale_of, segment_kernels
 
 PARAMS = {
     "density": Param(0.005, 0.0, 0.2, "fraction of pixels that seed a near streak at strength 1 (far layer: twice that)"),
@@ -37,19 +37,30 @@ PARAMS = {
 }
 
 
+def streak_kernels(b: int, length_px: float, width_px: float, angle: torch.Tensor, opacity: float, size: int) -> torch.Tensor:
+    """Segment kernels ``[B,size,size]`` scaled so an isolated seed of value 1 peaks at ``opacity``."""
+    dev = angle.device
+    k = segment_kernels(torch.full((b,), length_px, device=dev), angle, torch.full((b,), width_px, device=dev), size)
+    return k * (opacity / k.flatten(1).amax(dim=1)).view(-1, 1, 1)
+
+
+def streak_seeds(b: int, h: int, w: int, strength: torch.Tensor, density: float, generator: torch.Generator,
+                 device: torch.device) -> torch.Tensor:
+    """Seed map ``[B,1,H,W]``: brightness U(0.5, 1) where ``u < strength·density`` (2 uniform fields)."""
+    u = torch.rand((b, 1, h, w), generator=generator, device=device)
+    bright = torch.rand((b, 1, h, w), generator=generator, device=device)
+    # (bright + 1)/2 where seeded, 0 elsewhere, without extra full-size temporaries
+    return bright.add_(1.0).mul_(0.5).mul_(u < bview(strength) * density)
+
+
 def streak_layer(
     b: int, h: int, w: int, strength: torch.Tensor, generator: torch.Generator, device: torch.device,
     *, density: float, length_px: float, width_px: float, angle: torch.Tensor, opacity: float,
 ) -> torch.Tensor:
     """One layer of streaks ``[B,1,H,W]`` in 0..1 (draws 2 uniform fields from ``generator``)."""
-    u = torch.rand((b, 1, h, w), generator=generator, device=device)
-    bright = torch.rand((b, 1, h, w), generator=generator, device=device) * 0.5 + 0.5
-    seeds = (u < bview(strength) * density).float() * bright
-    size = odd(length_px + 6 * width_px)
-    k = segment_kernels(torch.full((b,), length_px, device=device), angle, torch.full((b,), width_px, device=device), size)
-    peak = k.flatten(1).amax(dim=1)  # brightness an isolated seed of value 1 reaches
-    layer = fft_conv(seeds, k) / bview(peak) * opacity
-    return layer.clamp(0, 1)
+    seeds = streak_seeds(b, h, w, strength, density, generator, device)
+    k = streak_kernels(b, length_px, width_px, angle, opacity, odd(length_px + 6 * width_px))
+    return fft_conv(seeds, k).clamp_(0, 1)
 
 
 def rain(
@@ -73,14 +84,23 @@ def rain(
     theta = (90.0 - deg) * math.pi / 180.0  # kernel angle: π/2 = straight down
     sc = scale_of(x)
     length_px = length * min(h, w)
-    near = streak_layer(b, h, w, strength, generator, dev, density=density, length_px=length_px,
-                        width_px=width * sc, angle=theta, opacity=opacity)
-    far = streak_layer(b, h, w, strength, generator, dev, density=2 * density, length_px=length_px / 2,
-                       width_px=max(0.3, width * sc / 2), angle=theta, opacity=opacity * 0.6)
-    s_layer = screen(near, far)
-    y = screen(x, s_layer)
+    # both layers' seeds first (same draw order as one layer at a time), then one FFT pass
+    near_seeds = streak_seeds(b, h, w, strength, density, generator, dev)
+    far_seeds = streak_seeds(b, h, w, strength, 2 * density, generator, dev)
+    near_w, far_w = width * sc, max(0.3, width * sc / 2)
+    near_size, far_size = odd(length_px + 6 * near_w), odd(length_px / 2 + 6 * far_w)
+    size = max(near_size, far_size)
+    k = torch.zeros(b, 2, size, size, device=dev)
+    for j, (n, kj) in enumerate(((near_size, streak_kernels(b, length_px, near_w, theta, opacity, near_size)),
+                                 (far_size, streak_kernels(b, length_px / 2, far_w, theta, opacity * 0.6, far_size)))):
+        o = (size - n) // 2
+        k[:, j, o : o + n, o : o + n] = kj
+    layers = fft_conv(torch.cat([near_seeds, far_seeds], dim=1), k).clamp_(0, 1)  # [B,2,H,W]
+    # screen blends and the veil in one pass over the colour image:
+    # I = (1 − v)·(1 − (1 − J)·T) + 0.9·v with T = (1 − near)(1 − far)
+    #   = J·A + (1 − 0.1·v − A),  A = (1 − v)·T
     v = bview(strength * veil)
-    return (y * (1 - v) + v * 0.9).clamp(0, 1)
-
+    a = (1.0 - layers[:, :1]).mul_(1.0 - layers[:, 1:]).mul_(1.0 - v)
+    return torch.addcmul(1.0 - 0.1 * v - a, x, a).clamp_(0, 1)
 
 DEGRADATION = Degradation("rain", rain, PARAMS, __doc__ or "")

@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import Degradation, Param, bview, fft_conv, gaussian_blur, odd
+from .base import Degradation, Param, bview, gaussian_blur, odd, render_sparse, smooth_blur
 
 PARAMS = {
     "coverage": Param(0.7, 0.0, 1.0, "fraction of the glass covered by drops at strength 1"),
@@ -66,25 +66,24 @@ def raindrop(
     seeds = (u < bview(strength) * prob).float()
     k = odd(2 * max(radii) + 1)
     caps = cap_kernels(radii, k, dev)  # [3,k,k]
-    z_c = fft_conv(seeds, caps.expand(b, -1, -1, -1)).clamp_min(0)  # [B,3,H,W], heights in pixels
+    z_c = render_sparse(seeds, caps.expand(b, -1, -1, -1)).clamp_min_(0)  # [B,3,H,W], heights in pixels
     rad = torch.tensor(radii, device=dev).view(1, -1, 1, 1)
     z = z_c.amax(dim=1, keepdim=True)
-    hn = (z_c / rad).amax(dim=1, keepdim=True).clamp(0, 1)  # 0 at glass, 1 at a drop's apex
+    hn = (z_c / rad).amax(dim=1, keepdim=True).clamp_(0, 1)  # 0 at glass, 1 at a drop's apex
     # displacement = (1 + refraction) · ∇(z²/2), in pixels
     half = F.pad(0.5 * z * z, (1, 1, 1, 1), mode="replicate")[:, 0]  # central differences, any size
-    gx = (half[:, 1:-1, 2:] - half[:, 1:-1, :-2]) / 2
-    gy = (half[:, 2:, 1:-1] - half[:, :-2, 1:-1]) / 2
-    disp_x, disp_y = (1 + refraction) * gx, (1 + refraction) * gy
+    gain = (1 + refraction) / 2
+    disp_x = (half[:, 1:-1, 2:] - half[:, 1:-1, :-2]).mul_(gain)
+    disp_y = (half[:, 2:, 1:-1] - half[:, :-2, 1:-1]).mul_(gain)
+    # the defocused background is smooth: blurred at a reduced resolution and sampled from there
+    # (grid_sample with align_corners=False addresses any resolution of the same frame)
+    background = smooth_blur(x, blur * radii[1], upsample=False)
     ys = torch.arange(h, device=dev, dtype=x.dtype).view(1, h, 1)
     xs = torch.arange(w, device=dev, dtype=x.dtype).view(1, 1, w)
-    sx = (xs + disp_x) * (2.0 / max(w - 1, 1)) - 1.0
-    sy = (ys + disp_y) * (2.0 / max(h - 1, 1)) - 1.0
-    grid = torch.stack([sx, sy], dim=-1)
-    background = gaussian_blur(x, blur * radii[1])
-    through = F.grid_sample(background, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
-    through = through * (1 - rim * (1 - hn) ** 2)
-    alpha = gaussian_blur((hn * 4).clamp(0, 1), 0.08 * radii[1])
-    return (x * (1 - alpha) + through * alpha).clamp(0, 1)
-
+    grid = torch.stack([(disp_x + xs).add_(0.5).mul_(2.0 / w).sub_(1.0), (disp_y + ys).add_(0.5).mul_(2.0 / h).sub_(1.0)], dim=-1)
+    through = F.grid_sample(background, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
+    through.mul_(1 - rim * (1 - hn) ** 2)
+    alpha = gaussian_blur((hn * 4).clamp_(0, 1), 0.08 * radii[1])
+    return torch.lerp(x, through, alpha).clamp_(0, 1)
 
 DEGRADATION = Degradation("raindrop", raindrop, PARAMS, __doc__ or "")

@@ -55,21 +55,34 @@ def snow(
     deg = torch.full_like(a_rand, float(angle)) if angle is not None else a_rand
     theta = (90.0 - deg) * math.pi / 180.0
     sc = scale_of(x)
-    y = x
     s = bview(strength)
-    for size_f, dens_f, streak_f, opacity in LAYERS:
+    seeds, tones, kernels = [], [], []
+    for size_f, dens_f, streak_f, opacity in LAYERS:  # draws: uniform field, then tone, per layer
         u = torch.rand((b, 1, h, w), generator=generator, device=dev)
-        tone = bview(torch.rand((b,), generator=generator, device=dev) * 0.15 + 0.85)  # flake brightness per layer
-        seeds = (u < s * density * dens_f).float()
+        tones.append(bview(torch.rand((b,), generator=generator, device=dev) * 0.15 + 0.85))  # flake brightness
+        seeds.append((u < s * density * dens_f).float())
         radius = max(0.3, size * size_f * sc)
         length = streak * streak_f * sc
         k = segment_kernels(torch.full((b,), length, device=dev), theta, torch.full((b,), radius, device=dev),
                             odd(length + 6 * radius))
-        peak = k.flatten(1).amax(dim=1)
-        m = (fft_conv(seeds, k) / bview(peak) * opacity).clamp(0, 1)
-        y = y * (1 - m) + tone * m
+        kernels.append(k * (opacity / k.flatten(1).amax(dim=1)).view(-1, 1, 1))  # isolated flake peaks at opacity
+    # all layers in one FFT pass (kernels centred in the largest size)
+    size_max = max(k.shape[-1] for k in kernels)
+    kk = torch.zeros(b, len(kernels), size_max, size_max, device=dev)
+    for j, k in enumerate(kernels):
+        o = (size_max - k.shape[-1]) // 2
+        kk[:, j, o : o + k.shape[-1], o : o + k.shape[-1]] = k
+    masks = fft_conv(torch.cat(seeds, dim=1), kk).clamp_(0, 1)  # [B,layers,H,W]
+    # composite far to near, I ← I·(1 − m_j) + c_j·m_j, then the veil I ← I·(1 − v) + 0.85·v, folded
+    # into one pass over the colour image: I = J·P + Q with P, Q single-channel maps
     v = s * veil
-    return (y * (1 - v) + v * 0.85).clamp(0, 1)
-
+    p = (1.0 - masks[:, :1]) * (1.0 - v)
+    q = masks[:, :1] * tones[0]
+    for j in range(1, len(tones)):
+        keep = 1.0 - masks[:, j : j + 1]
+        p.mul_(keep)
+        q.mul_(keep).add_(masks[:, j : j + 1] * tones[j])
+    q.mul_(1.0 - v).add_(0.85 * v)
+    return torch.addcmul(q, x, p).clamp_(0, 1)
 
 DEGRADATION = Degradation("snow", snow, PARAMS, __doc__ or "")
