@@ -15,7 +15,7 @@ from ..core.intensity import measure_intensity
 from ..core.io import list_images, load_image
 from ..core.synth import REGISTRY, TYPES, get
 from ..core.synth.calibrate import SynthResult, degrade_at_strength, degrade_to_mu, grey_finish
-from ..core.synth.plan import LEVELS, MODES, PRESETS, make_plan
+from ..core.synth.plan import LEVELS, MODES, PRESETS, make_plan, shard_positions
 from ..core.synth.sheet import contact_sheet
 from . import host, ui
 
@@ -256,21 +256,47 @@ class GenDegDegradationPlan:
                     "forceInput": True,
                     "tooltip": "random/balanced: connect the filenames of GenDeg Load Image Folder to plan exactly one item "
                     "per image, aligned with the images (random: each file's choice depends only on its name and "
-                    "base_seed, so shards and chunks agree).",
+                    "base_seed; balanced: on its position in the whole folder, so a `gendeg run --shard I/N` "
+                    "plans exactly the unsharded run's items for its files).",
                 }),
             },
+            "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
         }
 
     INPUT_IS_LIST = True
 
     def plan(self, types: list[str], intensities: list[str], mode: list[str], seeds: list[int], count: list[int],
-             base_seed: list[int], filenames: list[str] | None = None):
+             base_seed: list[int], filenames: list[str] | None = None, prompt: list[Any] | None = None,
+             unique_id: list[Any] | None = None):
         keys = [line for text in filenames for line in (str(text).splitlines() or [""])] if filenames else None
         if keys is not None and mode[0] == "grid":
             raise InputError("filenames only apply to random or balanced mode (grid plans every combination); "
                              "set mode to balanced or disconnect filenames")
-        items = make_plan(types[0], intensities[0], mode[0], int(seeds[0]), int(count[0]), int(base_seed[0]), keys)
+        positions = None
+        if keys and mode[0] == "balanced" and host.shard()[1] > 1:
+            # this run loads one shard of the folder: plan each file as the unsharded run would
+            start = _loader_start(prompt[0] if prompt else None, unique_id[0] if unique_id else None)
+            positions = shard_positions(len(keys), host.shard(), start)
+        items = make_plan(types[0], intensities[0], mode[0], int(seeds[0]), int(count[0]), int(base_seed[0]), keys,
+                          positions)
         return ([i.type for i in items], [i.mu for i in items], [i.seed for i in items], [i.label for i in items])
+
+
+def _loader_start(prompt: Any, unique_id: Any) -> int:
+    """``start`` of the GenDeg Load Image Folder whose filenames feed plan node ``unique_id`` (0 if unknown).
+
+    Shards keep the files whose index in the sorted folder is I modulo N, counted before the
+    start window, so the shard's first file's position in the window depends on ``start``.
+    """
+    try:
+        link = prompt[str(unique_id)]["inputs"]["filenames"]
+        src = prompt[str(link[0])]
+        if src.get("class_type") == "GenDegLoadImageFolder":
+            start = src.get("inputs", {}).get("start", 0)
+            return int(start) if isinstance(start, int | float) and not isinstance(start, bool) else 0
+    except (KeyError, TypeError, IndexError, ValueError):
+        pass
+    return 0
 
 
 class GenDegContactSheet:

@@ -238,3 +238,41 @@ def test_dataset_workflow_builds_pairs_with_metadata(tmp_path):
     for r in records:
         assert r["engine"] == "synth" and "mu_requested" in r and "sigma" in r and "params" in r
         assert (tmp_path / "out" / "gendeg_synth_dataset" / r["degraded"]).is_file()
+
+
+def _dataset_records(tmp_path: Path, out: str, extra: list[str]) -> dict[str, dict]:
+    wf = ROOT / "workflows" / "gendeg_synth_dataset.json"
+    args = ["run", str(wf), "--input-dir", str(tmp_path / "input"), "--output-dir", str(tmp_path / out),
+            "--temp-dir", str(tmp_path / "temp"), "--device", "cpu", "--quiet",
+            "--set", "2.types=noise,jpeg,low_light", "--set", "2.intensities=light,heavy", *extra]
+    assert cli.main(args) == 0
+    folder = tmp_path / out / "gendeg_synth_dataset"
+    records = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    by_file = {}
+    for r in records:
+        pixels = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(folder / r["degraded"]))
+        by_file[r["source"]] = {"type": r["type"], "mu": r["mu_requested"], "seed": r["seed"], "pixels": pixels}
+    return by_file
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_dataset_workflow_shards_are_exact_subsets_of_the_unsharded_run(tmp_path, start):
+    """`gendeg run --shard I/N` of the balanced dataset workflow plans and writes exactly the
+    unsharded run's items for its files (also when the loader's start window is not a multiple of N)."""
+    clean = tmp_path / "input" / "clean"
+    for i in range(7):
+        x = load_image(ROOT / "samples" / ("coffee.png", "chelsea.png", "rocket.png")[i % 3])
+        save_image(clean / f"{i:02d}.png", torch.nn.functional.interpolate(x, size=(24 + 2 * i, 32), mode="area"))
+    window = ["--set", f"1.start={start}"]
+    full = _dataset_records(tmp_path, "full", window)
+    assert len(full) == 7 - start
+    # balanced over the 6 combinations: the unsharded window holds each type at least twice
+    assert min(Counter(r["type"] for r in full.values()).values()) >= 2
+    shards = [_dataset_records(tmp_path, f"shard{i}", [*window, "--shard", f"{i}/2"]) for i in range(2)]
+    assert shards[0] and shards[1] and not set(shards[0]) & set(shards[1])
+    assert set(shards[0]) | set(shards[1]) == set(full)
+    for shard in shards:
+        for name, r in shard.items():
+            f = full[name]
+            assert (r["type"], r["mu"], r["seed"]) == (f["type"], f["mu"], f["seed"]), name
+            assert np.array_equal(r["pixels"], f["pixels"]), name

@@ -86,13 +86,18 @@ def make_plan(
     count: int = 0,
     base_seed: int = 0,
     keys: list[str] | None = None,
+    positions: list[int] | None = None,
 ) -> list[PlanItem]:
     """The planned items (see module doc). ``count`` is used by random/balanced modes (0 = one full grid).
 
     ``keys`` (e.g. the file names of a loaded folder) plan one item per key in random/balanced
-    mode, aligned with them: balanced cycles the combinations in a shuffled order; random
-    draws each key's combination and seed from a hash of (base_seed, key), so a file gets the
-    same degradation whichever shard or chunk of the folder it is processed in.
+    mode, aligned with them: random draws each key's combination and seed from a hash of
+    (base_seed, key), so a file gets the same degradation whichever shard or chunk of the
+    folder it is processed in; balanced gives the key at position ``q`` the ``q``-th item of
+    the shuffled cycles through the combinations. ``positions`` (balanced, one per key) are
+    those positions in the complete, unsharded list — for shard ``i`` of ``n`` they are
+    ``i, i + n, i + 2n, …`` (see :func:`shard_positions`) — so every shard plans exactly the
+    items the unsharded run plans for its files. Default: ``0, 1, 2, …``.
     """
     kinds = parse_types(types)
     levels = parse_intensities(intensities)
@@ -113,6 +118,11 @@ def make_plan(
         return [item(k, lv, base_seed + s) for k, lv in combos for s in range(seeds)]
     rng = random.Random(base_seed)
     n = count or len(combos) * seeds
+    if positions is not None:
+        if not keys or len(positions) != len(keys):
+            raise InputError(f"positions: expected one per key ({len(keys or [])}), got {len(positions)}")
+        if min(positions) < 0:
+            raise InputError("positions must be 0 or more")
     if keys:
         n = len(keys)
         if mode == "random":
@@ -123,9 +133,25 @@ def make_plan(
             return out
     if mode == "random":
         return [item(*rng.choice(combos), rng.randrange(2**31)) for _ in range(n)]
+    wanted = positions if positions is not None else list(range(n))
+    total = max(wanted) + 1 if wanted else 0
     out: list[PlanItem] = []
-    while len(out) < n:
+    while len(out) < total:
         order = combos[:]
         rng.shuffle(order)
-        out.extend(item(k, lv, rng.randrange(2**31)) for k, lv in order[: n - len(out)])
-    return out
+        out.extend(item(k, lv, rng.randrange(2**31)) for k, lv in order[: total - len(out)])
+    return [out[q] for q in wanted]
+
+
+def shard_positions(count: int, shard: tuple[int, int], start: int = 0) -> list[int]:
+    """Positions in the complete list of the ``count`` files that shard ``(i, n)`` loads.
+
+    Folder loaders keep the files whose index in the sorted folder is ``i`` modulo ``n``
+    (indices counted before the ``start`` window), so with the window starting at ``start``
+    the shard's ``k``-th file is at position ``(i − start) mod n + k·n`` of the unsharded window.
+    """
+    index, n = shard
+    if n < 1 or not 0 <= index < n:
+        raise InputError(f"shard {index}/{n}: need 0 ≤ index < count")
+    first = (index - start) % n
+    return [first + k * n for k in range(count)]
