@@ -32,18 +32,39 @@ SEED_MAX = 0xFFFFFFFFFFFFFFFF
 _SCHEDULERS = ("euler_a", "ddim", "dpmpp_2m", "unipc")
 
 
-def _make_room(model) -> None:  # noqa: ANN001
-    """Inside ComfyUI, ask its model management to free enough GPU memory for GenDeg first."""
-    if not host.IN_COMFYUI:
-        return
-    try:
-        import comfy.model_management as mm  # type: ignore[import-not-found]
+#: Working memory per pixel, in units of the weights' element size, as ComfyUI estimates
+#: SD 1.x: the UNet ~164 per image pixel (10486 per latent pixel at 1/8 side; x3 guidance
+#: branches here) and the VAE decoder ~2178 per image pixel (comfy/model_base.py, comfy/sd.py).
+_UNET_PER_PIXEL = 3 * 164
+_VAE_PER_PIXEL = 2178
+_VAE_TILE_PIXELS = 1024 * 1024
+#: Feed-forward nets: ComfyUI's upscale-model estimate (384 x 3 channels x fp32 per pixel).
+_NAFNET_PER_PIXEL = 384 * 3 * 4
 
-        params = sum(p.numel() * p.element_size() for m in (model.unet, model.vae, model.text_encoder)
-                     for p in m.parameters())
-        mm.free_memory(int(params * 2) + (2 << 30), host.torch_device())
-    except Exception:  # noqa: BLE001 - best effort; sampling still works if this API changes
-        pass
+
+def _model_handle(model) -> host.ModelHandle:  # noqa: ANN001 - GenDegModel
+    """GenDeg's parts (UNet, VAE, text encoder, projections) as one host-managed model.
+
+    On first use the weights are cast to the compute dtype where they are, so the size the
+    host (ComfyUI's memory manager) sees is the size they have on the GPU.
+    """
+    if getattr(model, "_gendeg_model_handles", None) is None:
+        model.to_compute(model.parameter_device())
+    parts = {"unet": model.unet, "vae": model.vae, "text_encoder": model.text_encoder,
+             "stats_proj": model.stats_proj, "cc_projection": model.cc_projection}
+    return host.model_handle(model, parts, "GenDeg generator")
+
+
+def _activation_estimate(model, image: torch.Tensor, resolution: int, images_at_once: int,  # noqa: ANN001
+                         vae_tiling: str) -> tuple[int, float]:
+    """(pixels, bytes per pixel) of one UNet batch plus one VAE decode at the working size."""
+    h, w = image.shape[1], image.shape[2]
+    work = resolution * resolution if resolution > 0 else (-(-h // 8) * 8) * (-(-w // 8) * 8)
+    vae_pixels = min(work, _VAE_TILE_PIXELS) if vae_tiling != "off" and work > _VAE_TILE_PIXELS else work
+    unet_size = torch.empty((), dtype=model.dtype).element_size()
+    vae_size = torch.empty((), dtype=model.vae_dtype).element_size()
+    per_pixel = _UNET_PER_PIXEL * unet_size + _VAE_PER_PIXEL * vae_size * vae_pixels / work
+    return work * max(1, images_at_once), per_pixel
 
 
 def _preset_help() -> str:
@@ -56,7 +77,8 @@ class GenDegModelLoader:
         "intensity) from models/gendeg/gendeg: the official PyTorch-Lightning .ckpt (converted once to "
         "<name>.gendeg.safetensors next to it), that converted file, or a diffusers folder. The CLIP ViT-L/14 "
         "tokenizer comes from a tokenizer/ folder next to the checkpoint or from models/gendeg/clip; nothing is "
-        "downloaded. The model waits on the offload device (CPU) and moves to the GPU only while sampling."
+        "downloaded. Inside ComfyUI its memory manager loads the model to the GPU for sampling and unloads it when "
+        "other models need the room; headless it waits on the CPU and moves to the GPU only while sampling."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("GENDEG_MODEL",)
@@ -249,15 +271,13 @@ class GenDegSample:
         rgb, layout = to_rgb(x)
         n_steps = steps * -(-(x.shape[0] * max(1, len(conds))) // batch_size)
         t0 = time.perf_counter()
-        _make_room(model)
-        model.to_compute(host.torch_device())
-        try:
+        pixels, per_pixel = _activation_estimate(model, image, resolution, min(batch_size, x.shape[0] * max(1, len(conds))),
+                                                 vae_tiling)
+        with host.use_on_device(_model_handle(model), pixels=pixels, bytes_per_pixel=per_pixel) as device:
+            model.to_compute(device)
             result = sample(model, rgb, conds, seed=seed, steps=steps, scheduler=scheduler,
                             text_guidance=text_guidance, image_guidance=image_guidance, resolution=resolution,
                             batch_size=batch_size, vae_tiling=vae_tiling, progress=host.progress(n_steps, "GenDeg"))
-        finally:
-            model.offload()
-            host.free_memory()
         seconds = time.perf_counter() - t0
         idx = result.source_index
         alpha = layout.alpha[idx] if layout.alpha is not None else None
@@ -351,11 +371,11 @@ class GenDegStructureCorrect:
             select = [i for i, r in enumerate(rows) if r.get("type") in AUTO_TYPES]
         out = d.clone()
         if select:
-            try:
-                out[select] = correct_structure(net, c[select], d[select], device=host.torch_device(), tile=tile_size,
+            pixels = tile_size * tile_size if tile_size > 0 else len(select) * d.shape[-2] * d.shape[-1]
+            handle = host.model_handle(net, {"nafnet": net}, "GenDeg structure NAFNet")
+            with host.use_on_device(handle, pixels=pixels, bytes_per_pixel=_NAFNET_PER_PIXEL) as device:
+                out[select] = correct_structure(net, c[select], d[select], device=device, tile=tile_size,
                                                 progress=host.progress(1, "structure"))
-            finally:
-                net.to(host.offload_device())
         result = to_comfy(restore_channels(out, layout))
         return {"ui": ui.compare_ui(degraded, result), "result": (result,)}
 

@@ -1,10 +1,13 @@
 """Host services: the few things that differ inside and outside ComfyUI.
 
 Inside ComfyUI: ``comfy.utils.ProgressBar``, ``comfy.model_management`` (device, offload
-device, interruption, freeing memory) and ``folder_paths`` (model, input, output and temp
+device, interruption, freeing memory, loading models through its memory manager with
+``comfy.model_patcher.ModelPatcher``) and ``folder_paths`` (model, input, output and temp
 folders). Outside it (``gendeg run``, ``gendeg studio``, tests): tqdm, a flag the runner
-sets, a device chosen by ``--device`` (else CUDA, MPS, CPU), and folders from the
-command line or environment (``GENDEG_MODELS_DIR``). ComfyUI is probed once, at import.
+sets, a device chosen by ``--device`` (else CUDA, MPS, CPU), models moved to the device
+for a run and back to the CPU after it (unless ``Settings.keep_models_loaded``), and
+folders from the command line or environment (``GENDEG_MODELS_DIR``). ComfyUI is probed
+once, at import.
 
 ``core`` never calls this module; nodes read these services and pass plain values on.
 """
@@ -15,7 +18,8 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +56,10 @@ class Settings:
     shard: tuple[int, int] = (0, 1)
     """(index, count), 0-based index: folder-loading nodes keep every count-th item."""
     interrupt: threading.Event = field(default_factory=threading.Event)
+    keep_models_loaded: bool = field(default_factory=lambda: os.environ.get("GENDEG_KEEP_MODELS_LOADED") == "1")
+    """Leave models on the compute device between runs (repeated runs in one process: the
+    studio, a long ``gendeg run``) instead of moving them back to the CPU after each use.
+    Default: ``GENDEG_KEEP_MODELS_LOADED=1`` in the environment, else off."""
 
 
 SETTINGS = Settings()
@@ -143,6 +151,149 @@ def is_oom(exc: BaseException) -> bool:
     if IN_COMFYUI and hasattr(_mm, "OOM_EXCEPTION") and isinstance(exc, _mm.OOM_EXCEPTION):
         return True
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+# --- model placement (ComfyUI's memory manager inside ComfyUI) ---------------------------
+
+
+class HostedModules(torch.nn.Module):
+    """The torch modules of one loaded model, gathered under one ``nn.Module``.
+
+    ComfyUI's ``ModelPatcher`` wants one module it can size, move and unload; the parts of
+    our models (a diffusers UNet, a transformers encoder, a spandrel net, plain Linear
+    layers) are registered here as children, so their parameters are shared, not copied.
+    """
+
+    def __init__(self, label: str, modules: Mapping[str, torch.nn.Module]) -> None:
+        super().__init__()
+        self.label = label
+        self.parts = torch.nn.ModuleDict({k.replace(".", "_"): m for k, m in modules.items()})
+
+    def __repr__(self) -> str:
+        return f"HostedModules({self.label!r}, {', '.join(self.parts)})"
+
+
+_HOSTED_CLASSES: dict[str, type[HostedModules]] = {}
+
+
+def _hosted_class(label: str) -> type[HostedModules]:
+    """A subclass named after ``label`` (ComfyUI logs "Requested to load <class name>")."""
+    words = "".join(ch if ch.isalnum() else " " for ch in label).split()
+    name = "".join(w[:1].upper() + w[1:] for w in words) or "HostedModules"
+    name = name if name[0].isalpha() else "Model" + name
+    if name not in _HOSTED_CLASSES:
+        _HOSTED_CLASSES[name] = type(name, (HostedModules,), {"__module__": __name__})
+    return _HOSTED_CLASSES[name]
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module itself behind a ``torch.compile`` wrapper (same parameters)."""
+    return getattr(module, "_orig_mod", module)
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers (what moving it to a device costs)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+class ModelHandle:
+    """One model this pack loaded (its torch modules), placed on the compute device while in use.
+
+    Inside ComfyUI the modules are wrapped once in a ``comfy.model_patcher.ModelPatcher``
+    (kept here), so ComfyUI's memory manager loads them with ``load_models_gpu`` and unloads
+    them when its own models (or ours) need the room, as for its own checkpoints. Outside
+    ComfyUI :func:`use_on_device` moves them to :func:`torch_device` for a run and back to
+    :func:`offload_device` after it. Get one with :func:`model_handle`.
+    """
+
+    def __init__(self, label: str, modules: Mapping[str, torch.nn.Module]) -> None:
+        self.label = label
+        self.modules = _hosted_class(label)(label, {k: _unwrap(m) for k, m in modules.items()})
+        self.key = tuple((k, id(_unwrap(m))) for k, m in modules.items())
+        self.patcher = None
+
+    @property
+    def size_bytes(self) -> int:
+        """Parameters and buffers, in bytes, at their current dtype."""
+        return module_bytes(self.modules)
+
+    def comfy_patcher(self):  # noqa: ANN201 - comfy.model_patcher.ModelPatcher
+        """The ``ModelPatcher`` ComfyUI manages this model through (made on first use)."""
+        if self.patcher is None:
+            import comfy.model_patcher  # type: ignore[import-not-found]
+
+            self.patcher = comfy.model_patcher.ModelPatcher(
+                self.modules, load_device=torch_device(), offload_device=offload_device(), size=self.size_bytes
+            )
+        return self.patcher
+
+    def __repr__(self) -> str:
+        return f"ModelHandle({self.label!r}, {self.size_bytes / 2**20:.1f} MiB)"
+
+
+_HANDLES_ATTR = "_gendeg_model_handles"
+
+
+def model_handle(owner: object, modules: Mapping[str, torch.nn.Module], label: str, key: str = "model") -> ModelHandle:
+    """The :class:`ModelHandle` of ``modules`` (the torch parts of ``owner``), made once and kept on ``owner``.
+
+    ``owner`` is the object a loader node returned (GENDEG_MODEL, RESTORER, ...); the handle
+    lives as long as it does, so ComfyUI keeps managing the same ``ModelPatcher`` across runs.
+    ``key`` names the handle when one owner has several independently loaded parts. A new
+    handle is made when the modules are no longer the same objects.
+    """
+    handles = getattr(owner, _HANDLES_ATTR, None)
+    if handles is None:
+        handles = {}
+        setattr(owner, _HANDLES_ATTR, handles)
+    ident = tuple((k, id(_unwrap(m))) for k, m in modules.items())
+    handle = handles.get(key)
+    if handle is None or handle.key != ident:
+        handle = handles[key] = ModelHandle(label, modules)
+    return handle
+
+
+def activation_bytes(pixels: int, bytes_per_pixel: float) -> int:
+    """A caller's estimate of the working memory of one forward pass: pixels x bytes per pixel."""
+    return int(max(0, pixels) * max(0.0, bytes_per_pixel))
+
+
+@contextmanager
+def use_on_device(*handles: ModelHandle, pixels: int = 0, bytes_per_pixel: float = 0.0) -> Iterator[torch.device]:
+    """Place the models of ``handles`` on the compute device for the ``with`` block; yields that device.
+
+    Memory estimate: the models' own size (parameters + buffers) plus ``pixels`` x
+    ``bytes_per_pixel`` of activations (the caller knows its network: e.g. tile area x
+    tile batch, and bytes per pixel of its widest layers).
+
+    Inside ComfyUI: ``comfy.model_management.load_models_gpu`` with the activation part as
+    ``memory_required`` (ComfyUI adds the weights from each ``ModelPatcher``'s size and frees
+    room by unloading other models first); the models are loaded whole (plain torch modules
+    cannot run partly offloaded) and stay loaded after the block until ComfyUI needs the
+    memory. Outside ComfyUI: ``.to(torch_device())`` for the block and ``.to(offload_device())``
+    after it, also on errors, unless ``SETTINGS.keep_models_loaded``.
+    """
+    memory = activation_bytes(pixels, bytes_per_pixel)
+    if IN_COMFYUI:
+        patchers = [h.comfy_patcher() for h in handles]
+        if patchers:
+            _mm.load_models_gpu(patchers, memory_required=memory, force_full_load=True)
+        yield patchers[0].load_device if patchers else torch_device()
+        return
+    device = torch_device()
+    log.debug("GenDeg: %s on %s (%.1f MiB weights + %.1f MiB activations)", ", ".join(h.label for h in handles), device,
+              sum(h.size_bytes for h in handles) / 2**20, memory / 2**20)
+    for h in handles:
+        h.modules.to(device)
+    try:
+        yield device
+    finally:
+        if not SETTINGS.keep_models_loaded:
+            off = offload_device()
+            for h in handles:
+                h.modules.to(off)
+            if device.type != off.type:
+                free_memory()
 
 
 # --- folders -------------------------------------------------------------------------

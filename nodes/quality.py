@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +44,39 @@ def _mean(scores: dict[str, torch.Tensor], key: str) -> float:
     return float(v.double().mean()) if v is not None else NAN
 
 
-def _models(*models: Any) -> list[api.IQAModel]:
-    dev = host.torch_device()
-    return [m.to(dev) for m in models if m is not None]
+#: Working memory per pixel (fp32 bytes) of the quality networks: VGG/AlexNet feature maps of
+#: image and reference (LPIPS, DISTS), CLIP's vision tower at its 224 px input (CLIP-IQA, perceiver).
+_PER_PIXEL = 2048 * 4
+_CLIP_PIXELS = 224 * 224
+
+
+def _handle(model: api.IQAModel) -> host.ModelHandle | None:
+    """The torch modules of an IQA model as one host-managed model (NIQE has none)."""
+    if model.kind == "niqe":
+        return None
+    if model.kind == "clip-iqa":
+        parts = {"clip": model.net.model}
+    elif model.kind == "perceiver":
+        parts = {"perceiver": model.net, "clip": model.net.clip.model}
+    else:
+        parts = {"net": model.net}
+    return host.model_handle(model, parts, f"GenDeg IQA {model.kind}")
+
+
+@contextmanager
+def _placed(image: torch.Tensor, *models: Any) -> Iterator[tuple[torch.device, list[api.IQAModel]]]:
+    """The compute device and the given models, placed there by the host for the ``with`` block."""
+    chosen = [m for m in models if m is not None]
+    b, h, w = image.shape[0], image.shape[1], image.shape[2]
+    pixels = 0
+    for m in chosen:
+        if m.kind in ("clip-iqa", "perceiver"):
+            pixels = max(pixels, min(b, 32) * _CLIP_PIXELS)
+        elif m.kind != "niqe":
+            pixels = max(pixels, 2 * b * h * w)
+    handles = [hd for hd in map(_handle, chosen) if hd is not None]
+    with host.use_on_device(*handles, pixels=pixels, bytes_per_pixel=_PER_PIXEL) as dev:
+        yield dev, chosen
 
 
 def _outputs(scores: dict[str, torch.Tensor], names: list[str] | None, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -100,11 +132,11 @@ class GenDegScoreReference:
         }
 
     def score(self, reference, image, metrics="psnr,ssim", y_channel=False, crop_border=0, iqa_model=None, iqa_model_2=None, filenames=None):
-        dev = host.torch_device()
-        ref, img = from_comfy(reference, dev, "reference"), from_comfy(image, dev, "image")
-        names = _names(filenames, img.shape[0])
-        scores = api.score(img, api.parse_metrics(metrics), ref, models=_models(iqa_model, iqa_model_2), y_channel=y_channel,
-                           crop=crop_border, progress=host.progress(1, "score"))
+        with _placed(image, iqa_model, iqa_model_2) as (dev, models):
+            ref, img = from_comfy(reference, dev, "reference"), from_comfy(image, dev, "image")
+            names = _names(filenames, img.shape[0])
+            scores = api.score(img, api.parse_metrics(metrics), ref, models=models, y_channel=y_channel,
+                               crop=crop_border, progress=host.progress(1, "score"))
         return _outputs(scores, names, ("psnr", "ssim", "ms_ssim", "lpips", "dists"))
 
 
@@ -142,9 +174,10 @@ class GenDegScoreNoReference:
         }
 
     def score(self, image, metrics="piqe", iqa_model=None, iqa_model_2=None, filenames=None):
-        img = from_comfy(image, host.torch_device(), "image")
-        names = _names(filenames, img.shape[0])
-        scores = api.score(img, api.parse_metrics(metrics), models=_models(iqa_model, iqa_model_2), progress=host.progress(1, "score"))
+        with _placed(image, iqa_model, iqa_model_2) as (dev, models):
+            img = from_comfy(image, dev, "image")
+            names = _names(filenames, img.shape[0])
+            scores = api.score(img, api.parse_metrics(metrics), models=models, progress=host.progress(1, "score"))
         return _outputs(scores, names, ("piqe", "niqe", "clip_iqa", "perceiver"))
 
 
@@ -173,7 +206,7 @@ class GenDegIQALoader:
         }
 
     def load(self, kind, clip="clip-vit-base-patch32", file="", backbone=""):
-        dev = host.torch_device()
+        dev = host.offload_device()  # the score nodes place it on the compute device while they run
         dirs = host.model_search_dirs("quality")
         defaults = DEFAULT_FILES.get(kind, ())
         if kind in ("lpips-alex", "lpips-vgg", "dists"):
@@ -243,9 +276,10 @@ class GenDegQualityPerceiver:
     def perceive(self, image, iqa_model, filenames=None):
         if getattr(iqa_model, "kind", None) != "perceiver":
             raise InputError(f"iqa_model is {getattr(iqa_model, 'kind', type(iqa_model).__name__)!r}; load one with kind = perceiver")
-        img = from_comfy(image, host.torch_device(), "image")
-        names = _names(filenames, img.shape[0])
-        scores = api.score(img, ["perceiver"], models=_models(iqa_model))
+        with _placed(image, iqa_model) as (dev, models):
+            img = from_comfy(image, dev, "image")
+            names = _names(filenames, img.shape[0])
+            scores = api.score(img, ["perceiver"], models=models)
         return _outputs(scores, names, ("perceiver", "p_excellent", "p_mediocre", "p_terrible"))
 
 

@@ -10,6 +10,17 @@ from ..core.weights import resolve
 from . import host, ui
 
 CATEGORY = "GenDeg/Restore"
+#: Working memory per pixel of a feed-forward net, in units of its element size: ComfyUI's
+#: estimate for image-to-image models (384 x 3 channels; comfy_extras/nodes_upscale_model.py).
+PER_PIXEL = 384 * 3
+
+
+def _pixels(image, tile: int, tile_batch: int) -> int:  # noqa: ANN001 - IMAGE [B,H,W,C]
+    """Pixels the net sees at once: a batch of tiles, or whole images."""
+    b, h, w = image.shape[0], image.shape[1], image.shape[2]
+    if tile > 0:
+        return min(tile, h) * min(tile, w) * tile_batch
+    return h * w * min(b, tile_batch)
 
 
 class GenDegRestorerLoader:
@@ -102,18 +113,21 @@ class GenDegRestore:
     def restore(self, image, restorer: Restorer, tile_size: int = 512, overlap: int = 32, tile_batch: int = 1):
         x = from_comfy(image)
         t0 = time.perf_counter()
-        out = restore(
-            restorer,
-            x,
-            device=host.torch_device(),
-            tile=tile_size,
-            overlap=overlap,
-            tile_batch=tile_batch,
-            progress=host.progress(1, "GenDeg restore"),
-            is_oom=host.is_oom,
-            on_oom=host.free_memory,
-            offload_device=host.offload_device(),
-        )
+        handle = host.model_handle(restorer, {"net": restorer.descriptor.model}, f"GenDeg restorer {restorer.architecture}")
+        per_pixel = PER_PIXEL * restorer.dtype.itemsize
+        with host.use_on_device(handle, pixels=_pixels(image, tile_size, tile_batch), bytes_per_pixel=per_pixel) as device:
+            out = restore(
+                restorer,
+                x,
+                device=device,
+                tile=tile_size,
+                overlap=overlap,
+                tile_batch=tile_batch,
+                progress=host.progress(1, "GenDeg restore"),
+                is_oom=host.is_oom,
+                on_oom=host.free_memory,
+                offload_device=None,  # the host places the model (ComfyUI's memory manager inside ComfyUI)
+            )
         seconds = time.perf_counter() - t0
         result = to_comfy(out)
         stats = ui.stats_ui([{"seconds_per_image": seconds / x.shape[0]}])

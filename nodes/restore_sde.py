@@ -10,13 +10,33 @@ import torch
 from ..core.errors import MissingWeightError
 from ..core.image import from_comfy, restore_channels, to_comfy, to_rgb
 from ..core.restore.irsde import degradation_probabilities, restore_sde
-from ..core.restore.irsde_loader import PRESET_NAMES, SDERestorer, convert_to_safetensors, load_sde_restorer
+from ..core.restore.irsde_loader import (
+    PRESET_NAMES,
+    SDERestorer,
+    convert_to_safetensors,
+    ensure_daclip_text,
+    load_sde_restorer,
+)
 from ..core.restore.sde import SAMPLERS
 from ..core.weights import resolve
 from . import host, ui
 
 CATEGORY = "GenDeg/Restore"
 NONE = "none"
+#: Working memory per pixel of the noise network, in units of its compute element size
+#: (ComfyUI's estimate for image-to-image models: 384 x 3 channels).
+PER_PIXEL = 384 * 3
+DACLIP_PIXELS = 224 * 224
+
+
+def _net_handle(restorer: SDERestorer) -> host.ModelHandle:
+    return host.model_handle(restorer, {"net": restorer.net}, f"GenDeg IR-SDE {restorer.arch}", key="net")
+
+
+def _daclip_handles(restorer: SDERestorer) -> list[host.ModelHandle]:
+    if restorer.daclip is None:
+        return []
+    return [host.model_handle(restorer, {"daclip": restorer.daclip}, "GenDeg DA-CLIP", key="daclip")]
 
 
 def _path(name: str) -> Path:
@@ -169,19 +189,21 @@ class GenDegIRSDERestore:
         generator = torch.Generator().manual_seed(int(seed))
         outs = []
         start = time.perf_counter()
-        for k, (a, b) in enumerate(chunks):
-            outs.append(
-                restore_sde(
-                    sde_restorer, x[a:b].contiguous(), sampler=sampler, steps=steps or None, generator=generator,
-                    device=device, precision=precision, tile=tile_size, overlap=tile_overlap,
-                    is_oom=host.is_oom, on_oom=host.free_memory,
-                    progress=lambda i, n, k=k: bar(k * n + i, n * len(chunks)),
+        h, w = x.shape[-2:]
+        pixels = (min(tile_size, h) * min(tile_size, w) if tile_size > 0 else h * w) * min(batch_size, x.shape[0])
+        per_pixel = PER_PIXEL * (4 if precision == "fp32" else 2)
+        handles = [_net_handle(sde_restorer), *_daclip_handles(sde_restorer)]
+        with host.use_on_device(*handles, pixels=pixels, bytes_per_pixel=per_pixel) as device:
+            for k, (a, b) in enumerate(chunks):
+                outs.append(
+                    restore_sde(
+                        sde_restorer, x[a:b].contiguous(), sampler=sampler, steps=steps or None, generator=generator,
+                        device=device, precision=precision, tile=tile_size, overlap=tile_overlap,
+                        is_oom=host.is_oom, on_oom=host.free_memory,
+                        progress=lambda i, n, k=k: bar(k * n + i, n * len(chunks)),
+                    )
                 )
-            )
         seconds = time.perf_counter() - start
-        sde_restorer.net.to(host.offload_device())
-        if sde_restorer.daclip is not None:
-            sde_restorer.daclip.to(host.offload_device())
         restored = to_comfy(restore_channels(torch.cat(outs), layout))
         stats = ui.stats_ui([{"steps": n_steps, "seconds_per_image": seconds / x.shape[0]}])
         return {"ui": ui.merge_ui(stats, ui.compare_ui(image, restored)), "result": (restored,)}
@@ -241,13 +263,14 @@ class GenDegDaCLIPDegradation:
         import json
 
         names = tuple(n.strip() for n in labels.split(",") if n.strip()) or None
-        device = host.torch_device()
         x, _ = to_rgb(from_comfy(image))
-        names, probs = degradation_probabilities(
-            sde_restorer, x, _load_tokenizer(tokenizer), names, device=device,
-            precision="fp16" if device.type == "cuda" else "fp32",
-        )
-        sde_restorer.daclip.to(host.offload_device())
+        ensure_daclip_text(sde_restorer)  # (re)reads the text tower first, so the host sizes the whole DA-CLIP
+        with host.use_on_device(*_daclip_handles(sde_restorer), pixels=x.shape[0] * DACLIP_PIXELS,
+                                bytes_per_pixel=PER_PIXEL * 4) as device:
+            names, probs = degradation_probabilities(
+                sde_restorer, x, _load_tokenizer(tokenizer), names, device=device,
+                precision="fp16" if device.type == "cuda" else "fp32",
+            )
         top = [names[int(i)] for i in probs.argmax(dim=-1)]
         table = [json.dumps({n: round(float(p), 5) for n, p in zip(names, row, strict=True)}) for row in probs]
         stats = ui.stats_ui([{n: float(p) for n, p in zip(names, row, strict=True)} for row in probs])
