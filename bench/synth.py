@@ -169,9 +169,18 @@ def ref_noise(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray
     return np.clip(img + rng.normal(size=img.shape) * s * 0.3, 0, 1)
 
 
+def ref_rain_haze(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    return ref_rain(ref_haze(img, s, rng), s, rng)  # haze first, rain in front
+
+
+def ref_snow_haze(img: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
+    return ref_snow(ref_haze(img, s, rng), s, rng)
+
+
 REFERENCES = {
     "haze": ref_haze, "rain": ref_rain, "snow": ref_snow, "motion_blur": ref_motion_blur,
     "low_light": ref_low_light, "raindrop": ref_raindrop, "jpeg": ref_jpeg, "noise": ref_noise,
+    "rain+haze": ref_rain_haze, "snow+haze": ref_snow_haze,
 }
 
 # --- measurements -------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
     from ..core.image import restore_channels, to_rgb
     from ..core.io import load_image, save_image
+    from ..core.synth import get
     from ..core.synth.calibrate import degrade_at_strength, degrade_to_mu, grey_finish
 
     device = torch.device(args.device)
@@ -66,8 +67,8 @@ def run_synth(args: argparse.Namespace) -> int:
     params = dict(args.param)
     depth = None
     if args.depth:
-        if args.type != "haze":
-            raise InputError("--depth only applies to --type haze")
+        if not get(args.type).uses_depth:
+            raise InputError("--depth only applies to --type haze, rain+haze or snow+haze")
         depth = load_image(args.depth, keep_alpha=False).to(device)
     finish = grey_finish if layout.channels in (1, 2) else None  # measure what is written
     if args.mu is not None:

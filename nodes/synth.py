@@ -85,7 +85,8 @@ class GenDegSynthesize:
     DESCRIPTION = (
         "Degrade images with the physically based synthesizer (no weights; CPU or GPU): haze (atmospheric scattering "
         "with depth), rain streaks, snow, camera-shake motion blur, low light (exposure drop + sensor noise), "
-        "raindrops on glass, JPEG and sensor noise. Intensity is either GenDeg's mu (mean |clean - degraded| at "
+        "raindrops on glass, JPEG, sensor noise, and GenDeg's mixed rain+haze / snow+haze (haze, then the rain or "
+        "snow in front of it, one strength). Intensity is either GenDeg's mu (mean |clean - degraded| at "
         "256x256; the strength is searched per image until it lands within the tolerance) or a raw strength 0..1. "
         "Outputs the degraded images, the achieved mu and sigma, and JSON metadata for GenDeg Save Dataset Pairs."
     )
@@ -127,8 +128,8 @@ class GenDegSynthesize:
                     "forceInput": True,
                     "tooltip": "Overrides type when connected (e.g. the type output of GenDeg Degradation Plan).",
                 }),
-                "depth": ("IMAGE", {"tooltip": "Haze only: depth map 0..1 from any depth node (see depth_near_is_bright). Without it a proxy is used."}),
-                "depth_mask": ("MASK", {"tooltip": "Haze only: depth map as a MASK (used when depth is not connected)."}),
+                "depth": ("IMAGE", {"tooltip": "Haze, rain+haze, snow+haze: depth map 0..1 from any depth node (see depth_near_is_bright). Without it a proxy is used."}),
+                "depth_mask": ("MASK", {"tooltip": "Haze, rain+haze, snow+haze: depth map as a MASK (used when depth is not connected)."}),
                 "depth_near_is_bright": ("BOOLEAN", {
                     "default": True,
                     "tooltip": "Haze: true for inverse depth / disparity maps where near is bright (MiDaS, Depth Anything); false when far is bright.",
@@ -154,7 +155,7 @@ class GenDegSynthesize:
         rgb, layout = to_rgb(from_comfy(image, device))
         params = parse_params(expert_params)
         depth_map, depth_src = None, None
-        if kind == "haze":
+        if REGISTRY[kind].uses_depth:  # haze and the mixed types with haze
             params.setdefault("depth_near_is_bright", bool(depth_near_is_bright))
             if depth is not None:
                 depth_map, depth_src = from_comfy(depth, device, name="depth"), "image"

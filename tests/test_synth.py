@@ -36,7 +36,8 @@ def scene(b: int = 1, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_has_every_contract_type():
-    assert TYPES == ("haze", "rain", "snow", "motion_blur", "low_light", "raindrop", "jpeg", "noise")
+    assert TYPES == ("haze", "rain", "snow", "motion_blur", "low_light", "raindrop", "jpeg", "noise", "rain+haze", "snow+haze")
+    assert get("rain_haze").name == "rain+haze" and get("Snow and haze").name == "snow+haze"
     assert get("Motion Blur").name == "motion_blur" and get("low-light").name == "low_light"
     with pytest.raises(InputError, match="choose one of"):
         get("fog")
@@ -268,3 +269,49 @@ def test_gaussian_blur_matches_reference_weights():
     k = torch.exp(-0.5 * (t / 2.0) ** 2)
     k = k / k.sum()
     assert torch.allclose(y[0, 0, 4:17, 4:17], k[:, None] * k[None, :], atol=1e-6)
+
+
+# --- mixed types ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "front"), [("rain+haze", "rain"), ("snow+haze", "snow")])
+def test_mixed_types_are_haze_then_rain_or_snow_in_front(kind, front):
+    from comfyui_gendeg.core.synth import haze as haze_mod
+    from comfyui_gendeg.core.synth import rain as rain_mod
+    from comfyui_gendeg.core.synth import snow as snow_mod
+
+    x = scene(1, 48, 64, seed=4)
+    depth = torch.linspace(0, 1, 64).view(1, 1, 1, 64).expand(1, 1, 48, 64).clone()  # far = bright
+    params = {"airlight": 0.85, "depth_near_is_bright": False, "angle": 10.0}
+    y = synthesize(x, kind, 0.7, seed=9, depth=depth, params=params)
+    # the same composition by hand, one generator, haze first (it draws the airlight), then the front layer
+    g = make_generator(9, "cpu")
+    s = torch.tensor([0.7])
+    fn = rain_mod.rain if front == "rain" else snow_mod.snow
+    hazy = haze_mod.haze(x, s, g, depth=depth, airlight=0.85, depth_near_is_bright=False)
+    expected = fn(hazy, s, g, angle=10.0)
+    assert torch.allclose(y, expected, atol=1e-6)
+    # both parts are there: the far side is hazy (dark channel up), and there are particles on top of the haze
+    dark = lambda im: im.amin(dim=1)  # noqa: E731
+    assert float(dark(y)[..., 48:].mean()) > float(dark(x)[..., 48:].mean()) + 0.2
+    assert float((y - hazy).max()) > 0.1
+    # same single strength is monotone in mu, and a depth map is accepted
+    mus = [float(measure_intensity(x, synthesize(x, kind, v, seed=9, depth=depth))[0][0]) for v in (0.2, 0.5, 0.9)]
+    assert mus[0] < mus[1] < mus[2]
+
+
+def test_mixed_types_calibrate_to_their_gendeg_presets():
+    from pathlib import Path
+
+    from comfyui_gendeg.core.io import load_image
+    from comfyui_gendeg.core.synth.calibrate import degrade_to_mu
+    from comfyui_gendeg.core.synth.plan import PRESETS
+
+    root = Path(__file__).resolve().parents[1] / "samples"
+    x = torch.cat([F.interpolate(load_image(root / n, keep_alpha=False), size=(64, 80), mode="area")
+                   for n in ("coffee.png", "chelsea.png")])
+    for kind in ("rain+haze", "snow+haze"):
+        target = PRESETS[kind]["medium"]
+        r = degrade_to_mu(x, kind, target, seed=3)
+        assert (r.mu - target).abs().max() <= 0.005, (kind, r.mu)
+        assert (r.strength > 0).all() and (r.strength < 1).all()

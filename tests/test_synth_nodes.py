@@ -98,6 +98,24 @@ def test_synthesize_node_strength_mode_type_override_params_and_depth():
         node.synthesize(img, "rain", "strength", 0.0, 0.5, 1, type_name="hail")
 
 
+def test_synthesize_node_mixed_types_use_depth_params_and_calibrate():
+    img = photo()
+    node = S.GenDegSynthesize()
+    ramp = torch.linspace(0, 1, img.shape[2]).view(1, 1, -1).expand(1, img.shape[1], -1).contiguous()
+    out = node.synthesize(img, "rain+haze", "mu", 0.15, 0.5, 3, depth_mask=ramp, expert_params='{"angle": 5, "beta_max": 2.5}')
+    y, mu, _, meta = out["result"]
+    m = json.loads(meta)
+    assert m["type"] == "rain+haze" and m["depth"] == "mask" and abs(mu - 0.15) <= 0.005
+    assert m["params"]["angle"] == 5 and m["params"]["beta_max"] == 2.5
+    # snow+haze by the type_name override (e.g. from a plan), with the depth proxy
+    s = node.synthesize(img, "haze", "strength", 0.0, 0.6, 3, type_name="snow_haze")["result"]
+    assert json.loads(s[3])["type"] == "snow+haze" and json.loads(s[3])["depth"] == "proxy"
+    haze_only = node.synthesize(img, "haze", "strength", 0.0, 0.6, 3)["result"]
+    assert s[1] > haze_only[1]  # the snow adds to the haze at the same strength
+    plan = make_plan("rain+haze,snow+haze", "light,heavy", "grid")
+    assert [(i.type, i.mu) for i in plan] == [("rain+haze", 0.13), ("rain+haze", 0.23), ("snow+haze", 0.12), ("snow+haze", 0.21)]
+
+
 @pytest.mark.parametrize("channels", [1, 2, 4])
 def test_synthesize_node_keeps_grey_and_alpha(channels):
     rgb = photo(33, 47)  # odd size

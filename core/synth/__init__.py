@@ -2,8 +2,8 @@
 
 One module per degradation; each exposes ``DEGRADATION`` (a :class:`~.base.Degradation`).
 :data:`REGISTRY` maps the type names ``haze, rain, snow, motion_blur, low_light, raindrop,
-jpeg, noise`` to them; :func:`synthesize` applies one at given strengths, and
-:mod:`.calibrate` finds the strength that lands on a requested GenDeg intensity μ.
+jpeg, noise`` and the mixed ``rain+haze, snow+haze`` (:mod:`.mixed`) to them;
+:func:`synthesize` applies one at given strengths, and :mod:`.calibrate` finds the strength that lands on a requested GenDeg intensity μ.
 """
 
 from __future__ import annotations
@@ -15,20 +15,22 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from . import haze, jpeg, low_light, motion_blur, noise, rain, raindrop, snow
+from . import haze, jpeg, low_light, mixed, motion_blur, noise, rain, raindrop, snow
 from .base import Degradation, Param, as_strength
 
 REGISTRY: dict[str, Degradation] = {
     m.DEGRADATION.name: m.DEGRADATION for m in (haze, rain, snow, motion_blur, low_light, raindrop, jpeg, noise)
 }
+REGISTRY.update({d.name: d for d in mixed.DEGRADATIONS})  # rain+haze, snow+haze (GenDeg's mixed types)
 TYPES: tuple[str, ...] = tuple(REGISTRY)
+ALIASES = {"lowlight": "low_light", "rain_haze": "rain+haze", "rain_and_haze": "rain+haze", "haze+rain": "rain+haze",
+           "snow_haze": "snow+haze", "snow_and_haze": "snow+haze", "haze+snow": "snow+haze"}
 
 
 def get(name: str) -> Degradation:
     """The degradation called ``name``; unknown names raise :class:`InputError` listing the valid ones."""
     key = str(name).strip().lower().replace(" ", "_").replace("-", "_")
-    if key == "lowlight":
-        key = "low_light"
+    key = ALIASES.get(key, key)
     if key not in REGISTRY:
         raise InputError(f"unknown degradation type {name!r}; choose one of {', '.join(TYPES)}")
     return REGISTRY[key]
@@ -67,7 +69,7 @@ def synthesize(
 ) -> torch.Tensor:
     """Degrade ``[B,3,H,W]`` images in 0..1 (any device) with ``kind`` at ``strength`` (float or ``[B]``, 0..1).
 
-    ``depth`` (haze only): ``[B|1,1,H,W]`` 0..1 depth map (see :mod:`.haze` for the convention).
+    ``depth`` (haze, rain+haze, snow+haze): ``[B|1,1,H,W]`` 0..1 depth map (see :mod:`.haze` for the convention).
     ``params``: expert parameters of that degradation (defaults in its module). Returns
     ``[B,3,H,W]`` 0..1 on the same device; the same inputs and seed give the same output.
     """
@@ -80,7 +82,7 @@ def synthesize(
     if deg.uses_depth:
         kwargs["depth"] = depth
     elif depth is not None:
-        raise InputError(f"a depth map only applies to haze, not to {deg.name}; disconnect it")
+        raise InputError(f"a depth map only applies to haze, rain+haze and snow+haze, not to {deg.name}; disconnect it")
     x = x.float()
     step = chunk_size(x)
     with torch.no_grad():

@@ -6,8 +6,10 @@ its training sets (``data/<type>/Mu_*.json`` of the official repository; e.g. ha
 RESIDE 0.063/0.107/0.161, CityscapesFog 0.085/0.139/0.216; rain: Rain13K
 0.036/0.074/0.101; snow: Snow100K 0.014/0.046/0.090, CSD 0.118/0.161/0.205; motion blur:
 REDS 0.014/0.025/0.041, HIDE 0.025/0.041/0.052; low light: LOLv2 0.112/0.194/0.249;
-raindrop: Raindrop 0.041/0.063/0.079, RainDS 0.019/0.025/0.030). JPEG and sensor noise are
-not GenDeg types: their presets are ours (visible, clear and strong artefacts).
+raindrop: Raindrop 0.041/0.063/0.079, RainDS 0.019/0.025/0.030; the mixed types pooled as
+the GenDeg loader does, Outdoor-Rain as rain+haze 0.133/0.177/0.233 and CSD as snow+haze
+0.118/0.159/0.206). JPEG and sensor noise are not GenDeg types: their presets are ours
+(visible, clear and strong artefacts).
 
 * ``grid``: every type × every intensity × ``seeds`` seeds (seed = base_seed + k), in that
   nesting order (type outermost), so a sweep reads row by row.
@@ -35,6 +37,8 @@ PRESETS: dict[str, dict[str, float]] = {
     "raindrop": {"light": 0.02, "medium": 0.03, "heavy": 0.045},
     "jpeg": {"light": 0.006, "medium": 0.01, "heavy": 0.018},
     "noise": {"light": 0.02, "medium": 0.05, "heavy": 0.09},
+    "rain+haze": {"light": 0.13, "medium": 0.18, "heavy": 0.23},
+    "snow+haze": {"light": 0.12, "medium": 0.16, "heavy": 0.21},
 }
 LEVELS = ("light", "medium", "heavy")
 MODES = ("grid", "random", "balanced")
