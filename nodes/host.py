@@ -168,6 +168,7 @@ class HostedModules(torch.nn.Module):
         super().__init__()
         self.label = label
         self.parts = torch.nn.ModuleDict({k.replace(".", "_"): m for k, m in modules.items()})
+        self.device: torch.device | None = None  # ModelPatcher keeps where it put the modules here
 
     def __repr__(self) -> str:
         return f"HostedModules({self.label!r}, {', '.join(self.parts)})"
