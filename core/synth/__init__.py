@@ -51,11 +51,19 @@ def _check_rgb(x: torch.Tensor) -> None:
         raise InputError(f"synthesize expects RGB [B,3,H,W]; got {x.shape[1]} channels (use core.image.to_rgb)")
     if not x.is_floating_point():
         raise InputError(f"image: expected a float tensor with values in 0..1, got dtype {x.dtype}")
-    lo, hi = (float(v) for v in torch.aminmax(x))
+    lo, hi = (float(v) for v in torch.aminmax(_memory_order(x)))
     if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
         raise InputError("image: contains NaN or infinite values; check the node that produced it")
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise InputError(f"image: values must be in 0..1, got {lo:.4g}..{hi:.4g}")
+
+
+def _memory_order(x: torch.Tensor) -> torch.Tensor:
+    """``x`` flattened in memory order when it is a permuted contiguous tensor (e.g. channels-last),
+    so whole-tensor reductions read it sequentially without a copy; else ``x`` itself."""
+    order = sorted(range(x.ndim), key=lambda d: -x.stride(d))
+    v = x.permute(*order)
+    return v.reshape(-1) if v.is_contiguous() else x
 
 
 def synthesize(
@@ -86,8 +94,12 @@ def synthesize(
     x = x.float()
     step = chunk_size(x)
     with torch.no_grad():
-        if step >= x.shape[0]:
+        if deg.per_image:
             return deg.fn(x, s, g, **kwargs)
+        if step >= x.shape[0]:
+            # the standard layout for the degradation code (ComfyUI images arrive channels-last;
+            # on the CPU path each chunk is made contiguous instead)
+            return deg.fn(x.contiguous(), s, g, **kwargs)
         return _chunked(deg, x, s, g, step, kwargs)
 
 
@@ -124,7 +136,8 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
         if depth is not None and depth.shape[0] == x.shape[0]:
             kw["depth"] = depth[i : i + step]
         with torch.no_grad():
-            out[i : i + step] = deg.fn(x[i : i + step], s[i : i + step], make_generator(seeds[j], x.device), **kw)
+            xi = x[i : i + step].contiguous()  # standard layout, copied just before use (in cache)
+            out[i : i + step] = deg.fn(xi, s[i : i + step], make_generator(seeds[j], x.device), **kw)
 
     workers = min(len(starts), torch.get_num_threads())
     if workers <= 1:

@@ -49,6 +49,7 @@ class Degradation:
     stochastic: bool = True
     uses_depth: bool = False
     discrete: bool = False  # output changes in steps (JPEG quality), calibration keeps the closest step
+    per_image: bool = False  # fn codes image by image itself (own threads): gets the batch as is, any memory layout
 
     def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with ``params``, each checked; unknown names raise :class:`InputError`."""
