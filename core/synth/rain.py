@@ -46,11 +46,19 @@ def streak_kernels(b: int, length_px: float, width_px: float, angle: torch.Tenso
 
 def streak_seeds(b: int, h: int, w: int, strength: torch.Tensor, density: float, generator: torch.Generator,
                  device: torch.device) -> torch.Tensor:
-    """Seed map ``[B,1,H,W]``: brightness U(0.5, 1) where ``u < strength·density`` (2 uniform fields)."""
-    u = torch.rand((b, 1, h, w), generator=generator, device=device)
-    bright = torch.rand((b, 1, h, w), generator=generator, device=device)
-    # (bright + 1)/2 where seeded, 0 elsewhere, without extra full-size temporaries
-    return bright.add_(1.0).mul_(0.5).mul_(u < bview(strength) * density)
+    """Seed map ``[B,1,H,W]``: brightness U(0.5, 1) where ``u < strength·density``, else 0.
+
+    Draws one uniform field ``u``, then one brightness per candidate pixel (``u < density``,
+    the seeds at strength 1, independent of the strength), so a pixel keeps its brightness
+    whatever the strength and more strength only adds streaks.
+    """
+    u = torch.rand((b, 1, h, w), generator=generator, device=device).view(-1)
+    cand = (u < density).nonzero().squeeze(1)
+    bright = torch.rand((cand.numel(),), generator=generator, device=device).mul_(0.5).add_(0.5)
+    keep = u[cand] < (strength * density)[torch.div(cand, h * w, rounding_mode="floor")]
+    seeds = torch.zeros(b * h * w, device=device)
+    seeds[cand] = bright * keep
+    return seeds.view(b, 1, h, w)
 
 
 def streak_layer(
