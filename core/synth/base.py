@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,47 @@ def as_strength(strength: float | torch.Tensor, batch: int, device: torch.device
     if not torch.isfinite(s).all() or float(s.min()) < 0.0 or float(s.max()) > 1.0:
         raise InputError(f"strength must be in 0..1, got {s.tolist()}")
     return s.contiguous()
+
+
+#: random fields of at least this many values are drawn in RANDOM_PARTS parts (see random_field)
+RANDOM_SPLIT_MIN = 1 << 17
+RANDOM_PARTS = 4
+_POOL: ThreadPoolExecutor | None = None
+
+
+def random_field(shape: tuple[int, ...], generator: torch.Generator, device: torch.device, *, normal: bool = False,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A field of U(0, 1) (or N(0, 1) with ``normal``) values drawn from ``generator``.
+
+    Torch's CPU random kernels run on one core (one generator, one sequence). Large CPU fields
+    are therefore drawn in ``RANDOM_PARTS`` contiguous parts, each from its own generator
+    seeded from ``generator``, filled in parallel threads when torch may use several (torch
+    releases the GIL inside them). The number of parts is fixed, so the values depend only on
+    the seed, never on the number of threads. Elsewhere (GPU, small fields): one draw.
+    """
+    t = torch.empty(shape, device=device, dtype=dtype)
+    n = t.numel()
+    if t.device.type != "cpu" or n < RANDOM_SPLIT_MIN:
+        return t.normal_(generator=generator) if normal else t.uniform_(generator=generator)
+    seeds = torch.randint(0, 2**62, (RANDOM_PARTS,), generator=generator).tolist()
+    flat = t.view(-1)
+    bounds = [n * j // RANDOM_PARTS for j in range(RANDOM_PARTS + 1)]
+
+    def fill(j: int) -> None:
+        g = torch.Generator().manual_seed(seeds[j])
+        part = flat[bounds[j] : bounds[j + 1]]
+        part.normal_(generator=g) if normal else part.uniform_(generator=g)
+
+    workers = min(RANDOM_PARTS, torch.get_num_threads())
+    if workers > 1:
+        global _POOL
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=RANDOM_PARTS, thread_name_prefix="gendeg-random")
+        list(_POOL.map(fill, range(RANDOM_PARTS)))
+    else:
+        for j in range(RANDOM_PARTS):
+            fill(j)
+    return t
 
 
 def scale_of(x: torch.Tensor) -> float:

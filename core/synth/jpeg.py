@@ -7,8 +7,8 @@ still change it). Each image is rounded to 8 bits, encoded with libjpeg at that 
 is exactly what a JPEG file written at that quality decodes to (4:2:0 runs through
 torchvision's libjpeg binding, which decodes to the same pixels as Pillow; other
 subsamplings through Pillow). Deterministic (no seed).
-Images of a batch are coded in parallel threads (libjpeg releases the GIL), as many as
-``torch.get_num_threads()``.
+With Pillow, the images of a batch are coded in parallel threads (it releases the GIL), as
+many as ``torch.get_num_threads()``.
 """
 
 from __future__ import annotations
@@ -76,9 +76,10 @@ def jpeg(
         else:
             out[i] = torch.from_numpy(jpeg_roundtrip_uint8(u8[i].permute(1, 2, 0).contiguous().numpy(), q, subsampling)).permute(2, 0, 1)
 
-    # as many coder threads as torch may use on the CPU (torch.set_num_threads), at most one per image
-    workers = min(u8.shape[0], max(1, torch.get_num_threads()), os.cpu_count() or 1)
-    if workers > 1:  # libjpeg releases the GIL: images of a batch are coded in parallel threads
+    # Pillow releases the GIL while coding: images in parallel threads (as many as torch may use);
+    # torchvision's binding does not (threads only add overhead): one after the other
+    workers = 1 if coder is not None else min(u8.shape[0], max(1, torch.get_num_threads()), os.cpu_count() or 1)
+    if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, range(u8.shape[0])))
     else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Degradation, Param, bview
+from .base import Degradation, Param, bview, random_field
 
 PARAMS = {
     "stops_max": Param(5.0, 0.0, 12.0, "exposure drop at strength 1, in stops (factor 2^-stops)"),
@@ -37,7 +37,7 @@ def low_light(
     """Dark, noisy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1."""
     b = x.shape[0]
     z_read = torch.randn((b,), generator=generator, device=x.device)
-    n = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    n = random_field(tuple(x.shape), generator, x.device, normal=True, dtype=x.dtype)
     lin = x.clamp(0, 1).pow_(gamma).mul_(bview(torch.exp2(-strength * stops_max)))
     if noise and shot_max > 0:
         shot = strength * shot_max

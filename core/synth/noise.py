@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Degradation, Param, bview
+from .base import Degradation, Param, bview, random_field
 
 PARAMS = {
     "model": Param("gaussian", doc="noise model", choices=("gaussian", "poisson_gaussian")),
@@ -39,7 +39,7 @@ def noise(
     """Noisy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1."""
     b, c, h, w = x.shape
     shape = (b, c if per_channel else 1, h, w)
-    n = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+    n = random_field(shape, generator, x.device, normal=True, dtype=x.dtype)
     s = bview(strength)
     if model == "gaussian":
         std = s * sigma_max
