@@ -64,6 +64,7 @@ def build_studio(
         )
     )
     settings = host.SETTINGS
+    settings.keep_models_loaded = True  # like ComfyUI: models stay on the device between queued graphs
     for folder in (settings.input_dir, settings.output_dir, settings.temp_dir):
         Path(folder).mkdir(parents=True, exist_ok=True)
     prune_previews(settings.temp_dir)
