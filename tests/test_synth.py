@@ -315,3 +315,16 @@ def test_mixed_types_calibrate_to_their_gendeg_presets():
         r = degrade_to_mu(x, kind, target, seed=3)
         assert (r.mu - target).abs().max() <= 0.005, (kind, r.mu)
         assert (r.strength > 0).all() and (r.strength < 1).all()
+
+
+@pytest.mark.parametrize("kind", ["noise", "low_light", "rain"])
+def test_cpu_chunks_and_parallel_random_fields_do_not_depend_on_the_thread_count(kind):
+    """The CPU path splits batches into cache-sized chunks and draws big noise fields in fixed
+    parts (in parallel when torch has threads): same seed -> same output on 1 or 2 threads."""
+    x = scene(1, 512, 300, seed=1).expand(2, -1, -1, -1)  # same image twice: 2 chunks, fields above the split size
+    torch.set_num_threads(1)
+    one = synthesize(x, kind, 0.5, seed=11)
+    torch.set_num_threads(2)
+    two = synthesize(x, kind, 0.5, seed=11)
+    assert torch.equal(one, two)
+    assert not torch.equal(one[0], one[1])  # each chunk draws its own fields
