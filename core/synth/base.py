@@ -275,6 +275,27 @@ def fft_conv(x: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "reflect") 
     return y[..., 2 * p : 2 * p + h, 2 * p : 2 * p + w]
 
 
+def stationary_conv(seeds: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Render i.i.d. random seed maps ``[B,C,H,W]`` with kernels ``[B,C,K,K]`` (or ``[B,K,K]``).
+
+    For random particle fields (rain streaks, snow flakes) the frame is a window on an
+    unbounded, statistically stationary field. When ``H`` and ``W`` are fast FFT sizes the
+    convolution is circular (particles leaving one edge enter at the opposite one: the same
+    per-pixel statistics as seeds beyond the frame, with no padding and a power-of-two FFT);
+    otherwise it is :func:`fft_conv` with reflected borders.
+    """
+    h, w = seeds.shape[-2:]
+    k = kernels.shape[-1]
+    if k > min(h, w) or fast_len(h) != h or fast_len(w) != w:
+        return fft_conv(seeds, kernels)
+    kf = torch.fft.rfft2(kernels.to(seeds.dtype), s=(h, w))
+    yf = torch.fft.rfft2(seeds)
+    yf.mul_(kf if kernels.ndim == 4 else kf[:, None])
+    y = torch.fft.irfft2(yf, s=(h, w))
+    p = k // 2
+    return torch.roll(y, shifts=(-p, -p), dims=(-2, -1))  # kernel centre, not its corner, on the seed
+
+
 def fast_len(n: int) -> int:
     """Smallest integer ≥ ``n`` whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
     m = n

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from .base import Degradation, Param, bview, fft_conv, odd, scale_of, segment_kernels
+from .base import Degradation, Param, bview, fft_conv, odd, scale_of, segment_kernels, stationary_conv
 
 PARAMS = {
     "density": Param(0.005, 0.0, 0.2, "fraction of pixels that seed a near streak at strength 1 (far layer: twice that)"),
@@ -103,7 +103,7 @@ def rain(
                                  (far_size, streak_kernels(b, length_px / 2, far_w, theta, opacity * 0.6, far_size)))):
         o = (size - n) // 2
         k[:, j, o : o + n, o : o + n] = kj
-    layers = fft_conv(torch.cat([near_seeds, far_seeds], dim=1), k).clamp_(0, 1)  # [B,2,H,W]
+    layers = stationary_conv(torch.cat([near_seeds, far_seeds], dim=1), k).clamp_(0, 1)  # [B,2,H,W]
     # screen blends and the veil in one pass over the colour image:
     # I = (1 − v)·(1 − (1 − J)·T) + 0.9·v with T = (1 − near)(1 − far)
     #   = J·A + (1 − 0.1·v − A),  A = (1 − v)·T

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .base import Degradation, Param, bview, fft_conv, odd, scale_of, segment_kernels
+from .base import Degradation, Param, bview, odd, scale_of, segment_kernels, stationary_conv
 
 PARAMS = {
     "density": Param(0.004, 0.0, 0.05, "seeding probability per pixel of the middle layer at strength 1"),
@@ -72,7 +72,7 @@ def snow(
     for j, k in enumerate(kernels):
         o = (size_max - k.shape[-1]) // 2
         kk[:, j, o : o + k.shape[-1], o : o + k.shape[-1]] = k
-    masks = fft_conv(torch.cat(seeds, dim=1), kk).clamp_(0, 1)  # [B,layers,H,W]
+    masks = stationary_conv(torch.cat(seeds, dim=1), kk).clamp_(0, 1)  # [B,layers,H,W]
     # composite far to near, I ← I·(1 − m_j) + c_j·m_j, then the veil I ← I·(1 − v) + 0.85·v, folded
     # into one pass over the colour image: I = J·P + Q with P, Q single-channel maps
     v = s * veil
