@@ -125,7 +125,7 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
     """
     starts = list(range(0, x.shape[0], step))
     seeds = torch.randint(0, 2**62, (len(starts),), generator=g).tolist()
-    out = torch.empty_like(x)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # standard layout, like the one-call path
     depth = kwargs.get("depth")
     for i, seed in zip(starts, seeds, strict=True):
         kw = dict(kwargs)
