@@ -14,25 +14,8 @@ from comfyui_gendeg.core.synth import TYPES, get, make_generator, synthesize
 from comfyui_gendeg.core.synth.base import fft_conv, gaussian_blur, segment_kernels
 from comfyui_gendeg.core.synth.haze import depth_proxy
 from comfyui_gendeg.core.synth.motion_blur import motion_kernels
+from helpers import scene
 from PIL import Image
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These tests use tiny images: one thread is faster than several on a shared CI runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def scene(b: int = 1, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
-    """A smooth, textured test scene in 0.1..0.9 (gradients + blobs), ``[B,3,H,W]``."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(b, 3, h // 8 + 1, w // 8 + 1, generator=g)
-    x = F.interpolate(base, size=(h, w), mode="bicubic", align_corners=False)
-    fine = torch.rand(b, 3, h, w, generator=g) * 0.2
-    return (0.1 + 0.8 * (0.8 * x + fine).clamp(0, 1)).clamp(0, 1)
 
 
 def test_registry_has_every_contract_type():
@@ -322,9 +305,13 @@ def test_cpu_chunks_and_parallel_random_fields_do_not_depend_on_the_thread_count
     """The CPU path splits batches into cache-sized chunks and draws big noise fields in fixed
     parts (in parallel when torch has threads): same seed -> same output on 1 or 2 threads."""
     x = scene(1, 512, 300, seed=1).expand(2, -1, -1, -1)  # same image twice: 2 chunks, fields above the split size
-    torch.set_num_threads(1)
-    one = synthesize(x, kind, 0.5, seed=11)
-    torch.set_num_threads(2)
-    two = synthesize(x, kind, 0.5, seed=11)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = synthesize(x, kind, 0.5, seed=11)
+        torch.set_num_threads(2)
+        two = synthesize(x, kind, 0.5, seed=11)
+    finally:
+        torch.set_num_threads(saved)
     assert torch.equal(one, two)
     assert not torch.equal(one[0], one[1])  # each chunk draws its own fields

@@ -11,25 +11,8 @@ from comfyui_gendeg.core.errors import InputError
 from comfyui_gendeg.core.intensity import measure_intensity, pil_lanczos_resize
 from comfyui_gendeg.core.synth import TYPES
 from comfyui_gendeg.core.synth.calibrate import degrade_at_strength, degrade_to_mu, reachable_range
+from helpers import scene
 from PIL import Image
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These tests use tiny images: one thread is faster than several on a shared CI runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def scene(b: int = 1, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
-    """A smooth, textured test scene in 0.1..0.9, ``[B,3,H,W]``."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(b, 3, h // 8 + 1, w // 8 + 1, generator=g)
-    x = torch.nn.functional.interpolate(base, size=(h, w), mode="bicubic", align_corners=False)
-    fine = torch.rand(b, 3, h, w, generator=g) * 0.2
-    return (0.1 + 0.8 * (0.8 * x + fine).clamp(0, 1)).clamp(0, 1)
 
 
 def official_mu_sigma(clean: np.ndarray, degraded: np.ndarray) -> tuple[float, float]:

@@ -22,15 +22,6 @@ from comfyui_gendeg.nodes import synth as S
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These tests use tiny images: one thread is faster than several on a shared CI runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def photo(h: int = 48, w: int = 72) -> torch.Tensor:
     """The shipped cat photo, small, as a ComfyUI IMAGE ``[1,H,W,3]``."""
     x = load_image(ROOT / "samples" / "chelsea.png")
