@@ -30,12 +30,12 @@ import argparse
 import itertools
 import json
 import os
-import threading
 import time
 
 import torch
 from comfyui_gendeg.core.restore.feedforward import Restorer, restore, restorer_from_state_dict
 from comfyui_gendeg.core.tiling import plan_tiles
+from memory import PeakMemory
 
 
 # --- ComfyUI-style reference (facts from comfy/utils.py tiled_scale_multidim, re-implemented) ---
@@ -83,49 +83,6 @@ def comfy_work(h: int, w: int, tile: int, overlap: int) -> int:
         return sum(min(tile, n - max(0, min(n - overlap, p))) for p in range(0, n - overlap, tile - overlap))
 
     return axis(h) * axis(w)
-
-
-# --- memory -----------------------------------------------------------------------------------
-class PeakMemory:
-    """Peak memory growth during a block: CUDA allocator peak, or sampled CPU RSS growth (MiB)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mib = 0.0
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
-        else:
-            self._base = self._rss()
-            self._peak = self._base
-            self._stop = threading.Event()
-
-            def sample():
-                while not self._stop.is_set():
-                    self._peak = max(self._peak, self._rss())
-                    time.sleep(0.002)
-
-            self._thread = threading.Thread(target=sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_mib = (torch.cuda.max_memory_allocated() - self._base) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self._peak = max(self._peak, self._rss())
-            self.peak_mib = (self._peak - self._base) / 2**20
 
 
 def build(width: int, enc: list[int], middle: int, dec: list[int], dtype: str, device: torch.device) -> Restorer:

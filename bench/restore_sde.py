@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from memory import PeakMemory
 
 try:
     from comfyui_gendeg.core.restore.irsde import restore_sde
@@ -46,47 +45,6 @@ try:
     from comfyui_gendeg.core.restore.sde import IRSDE
 except ImportError as exc:  # pragma: no cover
     raise SystemExit(f"install the pack first (pip install -e .): {exc}") from exc
-
-
-class PeakMemory:
-    """Peak memory growth during a block, MiB: CUDA allocator peak, or sampled CPU RSS growth."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peak_mib = 0.0
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
-        else:
-            self._base = self._peak = self._rss()
-            self._stop = threading.Event()
-
-            def sample() -> None:
-                while not self._stop.is_set():
-                    self._peak = max(self._peak, self._rss())
-                    time.sleep(0.002)
-
-            self._thread = threading.Thread(target=sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_mib = (torch.cuda.max_memory_allocated() - self._base) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self._peak = max(self._peak, self._rss())
-            self.peak_mib = (self._peak - self._base) / 2**20
 
 
 def random_irsde(nf: int, depth: int) -> SDERestorer:
