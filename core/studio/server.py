@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import WSMsgType, web
 
+from ..io import atomic_write_bytes
 from .queue import Backend, PromptQueue
 
 log = logging.getLogger("gendeg.studio")
@@ -211,10 +212,7 @@ class Studio:
         return {}
 
     def _write_settings(self, settings: dict[str, Any]) -> None:
-        path = self._settings_path()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(settings, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_bytes(self._settings_path(), json.dumps(settings, indent=2).encode("utf-8"))
 
     def _dir_by_type(self, kind: str | None) -> Path | None:
         return {
@@ -441,10 +439,7 @@ class Studio:
                 return web.Response(status=409, text="File already exists")
             body = await request.read()
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".part")
-                tmp.write_bytes(body)
-                os.replace(tmp, path)
+                atomic_write_bytes(path, body)
             except OSError as exc:
                 return web.Response(status=400, text=f"could not save {path.name}: {exc}")
             root = self._user_root().resolve()
@@ -694,9 +689,7 @@ class Studio:
                     path = folder / f"{stem} ({i}){suffix}"
                     i += 1
             if not path.exists() or overwrite:
-                tmp = path.with_name(path.name + ".part")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
+                atomic_write_bytes(path, data)
             return web.json_response(
                 {"name": path.name, "subfolder": subfolder, "type": str(post.get("type") or "input")}
             )
