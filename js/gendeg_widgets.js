@@ -195,7 +195,7 @@ export const LEVELS = ["light", "medium", "heavy"];
 // BEGIN SYNTH_MU_PRESETS: GenDeg μ per type and level, a copy of core/synth/plan.py PRESETS
 // (tests/test_studio.py keeps the two equal). GenDegCondition has its own `preset` input
 // (per-type μ and σ from GenDeg's training data), which the strip sets instead.
-export const SYNTH_MU_PRESETS = {"haze": {"light": 0.06, "medium": 0.11, "heavy": 0.18}, "rain": {"light": 0.03, "medium": 0.06, "heavy": 0.1}, "snow": {"light": 0.03, "medium": 0.07, "heavy": 0.12}, "motion_blur": {"light": 0.015, "medium": 0.025, "heavy": 0.04}, "low_light": {"light": 0.1, "medium": 0.18, "heavy": 0.25}, "raindrop": {"light": 0.02, "medium": 0.03, "heavy": 0.045}, "jpeg": {"light": 0.006, "medium": 0.01, "heavy": 0.018}, "noise": {"light": 0.02, "medium": 0.05, "heavy": 0.09}, "rain+haze": {"light": 0.13, "medium": 0.18, "heavy": 0.23}, "snow+haze": {"light": 0.12, "medium": 0.16, "heavy": 0.21}};
+export const SYNTH_MU_PRESETS = {"haze": {"light": 0.066, "medium": 0.109, "heavy": 0.168}, "rain": {"light": 0.029, "medium": 0.049, "heavy": 0.091}, "snow": {"light": 0.017, "medium": 0.049, "heavy": 0.095}, "motion_blur": {"light": 0.016, "medium": 0.029, "heavy": 0.045}, "low_light": {"light": 0.121, "medium": 0.197, "heavy": 0.246}, "raindrop": {"light": 0.023, "medium": 0.031, "heavy": 0.064}, "rain+haze": {"light": 0.133, "medium": 0.177, "heavy": 0.233}, "snow+haze": {"light": 0.118, "medium": 0.159, "heavy": 0.206}, "jpeg": {"light": 0.006, "medium": 0.01, "heavy": 0.018}, "noise": {"light": 0.02, "medium": 0.05, "heavy": 0.09}};
 // END SYNTH_MU_PRESETS
 
 const TYPE_NAMES = ["degradation", "type"];

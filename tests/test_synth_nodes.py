@@ -104,7 +104,10 @@ def test_synthesize_node_mixed_types_use_depth_params_and_calibrate():
     haze_only = node.synthesize(img, "haze", "strength", 0.0, 0.6, 3)["result"]
     assert s[1] > haze_only[1]  # the snow adds to the haze at the same strength
     plan = make_plan("rain+haze,snow+haze", "light,heavy", "grid")
-    assert [(i.type, i.mu) for i in plan] == [("rain+haze", 0.13), ("rain+haze", 0.23), ("snow+haze", 0.12), ("snow+haze", 0.21)]
+    assert [(i.type, i.mu) for i in plan] == [
+        ("rain+haze", PRESETS["rain+haze"]["light"]), ("rain+haze", PRESETS["rain+haze"]["heavy"]),
+        ("snow+haze", PRESETS["snow+haze"]["light"]), ("snow+haze", PRESETS["snow+haze"]["heavy"]),
+    ]
 
 
 @pytest.mark.parametrize("channels", [1, 2, 4])
@@ -285,3 +288,12 @@ def test_dataset_workflow_shards_are_exact_subsets_of_the_unsharded_run(tmp_path
             f = full[name]
             assert (r["type"], r["mu"], r["seed"]) == (f["type"], f["mu"], f["seed"]), name
             assert np.array_equal(r["pixels"], f["pixels"]), name
+
+
+def test_presets_mean_the_same_mu_in_both_engines():
+    """"medium snow" asks the synthesizer and GenDeg for the same GenDeg μ."""
+    from comfyui_gendeg.core.gendeg.conditioning import PRESETS as GENDEG
+
+    for kind, levels in GENDEG.items():
+        for level, (mu, _sigma) in levels.items():
+            assert PRESETS[kind][level] == mu, (kind, level)

@@ -1,15 +1,11 @@
 """Degradation plans: which (type, μ, seed) to synthesize, for sweeps and balanced datasets.
 
-Intensity presets ``light``, ``medium`` and ``heavy`` are GenDeg μ values per type, taken
-from the 20th, 50th and 80th percentiles (rounded) of the μ histograms GenDeg publishes for
-its training sets (``data/<type>/Mu_*.json`` of the official repository; e.g. haze:
-RESIDE 0.063/0.107/0.161, CityscapesFog 0.085/0.139/0.216; rain: Rain13K
-0.036/0.074/0.101; snow: Snow100K 0.014/0.046/0.090, CSD 0.118/0.161/0.205; motion blur:
-REDS 0.014/0.025/0.041, HIDE 0.025/0.041/0.052; low light: LOLv2 0.112/0.194/0.249;
-raindrop: Raindrop 0.041/0.063/0.079, RainDS 0.019/0.025/0.030; the mixed types pooled as
-the GenDeg loader does, Outdoor-Rain as rain+haze 0.133/0.177/0.233 and CSD as snow+haze
-0.118/0.159/0.206). JPEG and sensor noise are not GenDeg types: their presets are ours
-(visible, clear and strong artefacts).
+Intensity presets ``light``, ``medium`` and ``heavy`` are GenDeg μ values per type: the 20th,
+50th and 80th percentiles of the μ histograms GenDeg publishes for its training sets
+(``data/<type>/Mu_*.json`` of the official repository, pooled per type as GenDeg's loader
+does), shared with GenDeg Condition's presets (:data:`..gendeg.conditioning.PRESETS`) so both
+engines mean the same amount by the same word. JPEG and sensor noise are not GenDeg types:
+their presets are ours (visible, clear and strong artefacts).
 
 * ``grid``: every type × every intensity × ``seeds`` seeds (seed = base_seed + k), in that
   nesting order (type outermost), so a sweep reads row by row.
@@ -26,19 +22,16 @@ import random
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..gendeg.conditioning import PRESETS as GENDEG_PRESETS
 from . import TYPES, get
 
+#: type -> level -> GenDeg μ. One source for both engines: the GenDeg types use the μ of
+#: :data:`..gendeg.conditioning.PRESETS` (so "medium snow" asks both engines for the same
+#: amount); JPEG and sensor noise are not GenDeg types and their presets are ours.
 PRESETS: dict[str, dict[str, float]] = {
-    "haze": {"light": 0.06, "medium": 0.11, "heavy": 0.18},
-    "rain": {"light": 0.03, "medium": 0.06, "heavy": 0.10},
-    "snow": {"light": 0.03, "medium": 0.07, "heavy": 0.12},
-    "motion_blur": {"light": 0.015, "medium": 0.025, "heavy": 0.04},
-    "low_light": {"light": 0.10, "medium": 0.18, "heavy": 0.25},
-    "raindrop": {"light": 0.02, "medium": 0.03, "heavy": 0.045},
+    **{kind: {level: mu for level, (mu, _sigma) in levels.items()} for kind, levels in GENDEG_PRESETS.items()},
     "jpeg": {"light": 0.006, "medium": 0.01, "heavy": 0.018},
     "noise": {"light": 0.02, "medium": 0.05, "heavy": 0.09},
-    "rain+haze": {"light": 0.13, "medium": 0.18, "heavy": 0.23},
-    "snow+haze": {"light": 0.12, "medium": 0.16, "heavy": 0.21},
 }
 LEVELS = ("light", "medium", "heavy")
 MODES = ("grid", "random", "balanced")
