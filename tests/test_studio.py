@@ -512,6 +512,11 @@ def test_other_sites_and_rebinding_hosts_are_refused(studio_env):
         assert r.status == 403
         r = await c.get("/api/system_stats", headers={"Host": "evil.example:8188"})
         assert r.status == 403
+        # sandboxed iframes and data: pages send "Origin: null" (and text/plain needs no preflight)
+        r = await c.post("/api/prompt", data=json.dumps(body), headers={"Origin": "null", "Content-Type": "text/plain"})
+        assert r.status == 403
+        r = await c.post("/api/userdata/x.json", data=b"{}", headers={"Origin": "null"})
+        assert r.status == 403
         own = f"http://{c.server.host}:{c.server.port}"
         r = await c.post("/api/prompt", json=body, headers={"Origin": own})
         assert r.status == 200
@@ -519,3 +524,19 @@ def test_other_sites_and_rebinding_hosts_are_refused(studio_env):
 
     run(studio, go)
     assert len(backend.runs) == 1 and not (tmp / "user" / "default" / "x.json").exists()
+
+
+def test_malformed_numbers_are_bad_requests_not_server_errors(studio_env):
+    studio, backend, tmp = studio_env
+
+    async def go(c):
+        body = {"prompt": {"2": {"class_type": "Out", "inputs": {}}}, "number": "x"}
+        r = await c.post("/api/prompt", json=body)
+        assert r.status == 400 and "bad request" in await r.text()
+        r = await c.get("/api/jobs?limit=abc")
+        assert r.status == 400
+        r = await c.post("/api/prompt", data=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status == 400
+
+    run(studio, go)
+    assert backend.runs == []

@@ -114,7 +114,7 @@ class Studio:
         mimetypes.add_type("application/javascript", ".mjs")
         mimetypes.add_type("image/webp", ".webp")
         self.app = web.Application(
-            client_max_size=SERVER_FEATURES["max_upload_size"], middlewares=[self._same_origin, self._no_cache]
+            client_max_size=SERVER_FEATURES["max_upload_size"], middlewares=[self._same_origin, self._bad_request, self._no_cache]
         )
         self.app.on_startup.append(self._startup)
         self.app.on_shutdown.append(self._shutdown)
@@ -136,11 +136,21 @@ class Studio:
             log.warning("[GenDeg studio] refused a request for host %r (not a loopback address)", host)
             return web.Response(status=403, text="this studio only answers on a loopback address")
         origin = request.headers.get("Origin")
-        if origin and origin != "null" and host:
-            if urlsplit(origin).netloc.lower() != host.lower():
+        if origin and host:
+            # "null" comes from sandboxed iframes and data: pages: never this studio's own page
+            if origin == "null" or urlsplit(origin).netloc.lower() != host.lower():
                 log.warning("[GenDeg studio] refused a cross-origin request from %s", origin)
                 return web.Response(status=403, text="cross-origin requests are refused")
         return await handler(request)
+
+    @web.middleware
+    async def _bad_request(self, request: web.Request, handler):  # noqa: ANN001
+        """A malformed query or body (``number=x``, ``limit=abc``, not JSON) is the client's error: 400, not 500."""
+        try:
+            return await handler(request)
+        except (ValueError, TypeError) as exc:
+            log.warning("[GenDeg studio] bad request %s %s: %s", request.method, request.path, exc)
+            return web.Response(status=400, text=f"bad request: {exc}")
 
     @web.middleware
     async def _no_cache(self, request: web.Request, handler):  # noqa: ANN001
