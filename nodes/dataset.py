@@ -198,7 +198,14 @@ class GenDegSaveDatasetPairs:
         metadata: list[str] | None = None,
         prompt: list[Any] | None = None,
     ):
-        n = max(len(clean), len(degraded), len(filename or []), len(metadata or []), len(seed))
+        if not clean or not degraded:  # e.g. a quality gate upstream dropped every image
+            return {"ui": ui.stats_ui([{"written": 0, "skipped": 0}]), "result": ("",)}
+        if len(clean) != len(degraded) and 1 not in (len(clean), len(degraded)):
+            raise InputError(
+                f"{len(clean)} clean and {len(degraded)} degraded images: connect lists of the same length "
+                "(or one clean image for all)"
+            )
+        n = max(len(clean), len(degraded))
 
         def item(values: list[Any] | None, i: int, default: Any = None) -> Any:
             return default if not values else values[min(i, len(values) - 1)]

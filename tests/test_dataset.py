@@ -200,6 +200,33 @@ def test_save_pairs_node_writes_then_skips_and_finds_its_records(tmp_path):
     assert len(list((tmp_path / "output" / "anon" / "degraded").glob("pair__*.jpg"))) == 2
 
 
+def test_save_pairs_node_with_nothing_left_writes_nothing_and_does_not_fail(tmp_path):
+    """A quality gate upstream may drop every image: the saver then has empty lists."""
+    node = GenDegSaveDatasetPairs()
+    out = node.save([], [], ["pairs"], ["png"], [0], [], [])
+    assert out["ui"]["gendeg_stats"] == [{"written": 0, "skipped": 0}] and out["result"] == ("",)
+    assert not (tmp_path / "output" / "pairs").exists()
+    img = torch.rand(1, 8, 8, 3)
+    with pytest.raises(InputError, match="same length"):
+        node.save([img, img], [img, img, img], ["pairs"], ["png"], [0])
+
+
+def test_gate_that_drops_everything_still_writes_the_score_report(tmp_path):
+    """workflows/gendeg_quality_dataset_gate.json with an impossible rule: no pairs, but the CSV explains why."""
+    from comfyui_gendeg.cli import main
+
+    src = tmp_path / "in" / "clean"
+    for n in ("a.png", "b.png"):
+        _img(src / n, 24, 32)
+    wf = Path(__file__).resolve().parents[1] / "workflows" / "gendeg_quality_dataset_gate.json"
+    out = tmp_path / "out"
+    rc = main(["run", str(wf), "--input-dir", str(tmp_path / "in"), "--output-dir", str(out), "--quiet",
+               "--set", '4.rules="ssim >= 2"'])
+    assert rc == 0
+    assert list(out.rglob("*.csv")), "the all-scores CSV must be written even when the gate drops everything"
+    assert not list(out.rglob("degraded/*.png"))
+
+
 def test_gendeg_run_shards_write_the_same_dataset_as_one_run(tmp_path):
     from comfyui_gendeg.cli import main as cli_main
 
