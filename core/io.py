@@ -47,6 +47,12 @@ def load_image(path: str | Path, keep_alpha: bool = True) -> torch.Tensor:
     path = Path(path)
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if w * h > Image.MAX_IMAGE_PIXELS:  # PIL itself only warns below twice this limit
+                raise InputError(
+                    f"{path}: {w}x{h} pixels is more than the {Image.MAX_IMAGE_PIXELS} pixel limit "
+                    "(a decompression bomb, or an image to downscale before loading)"
+                )
             img.load()
             return pil_to_tensor(img, keep_alpha=keep_alpha)
     except FileNotFoundError as exc:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import Interrupted
+from ..core.errors import Interrupted, UnsafePathError
 
 log = logging.getLogger("gendeg")
 
@@ -43,6 +43,12 @@ except ImportError:  # pragma: no cover - depends on the host
 MODEL_KINDS = ("gendeg", "restore", "quality", "sd", "clip")
 
 
+def _private_temp_dir() -> Path:
+    """``<system temp>/comfyui-gendeg-<uid>``: per user, so nobody else can read or plant previews."""
+    uid = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"comfyui-gendeg-{uid}"
+
+
 @dataclass
 class Settings:
     """What the headless runner decides; ignored inside ComfyUI where ComfyUI decides."""
@@ -51,7 +57,7 @@ class Settings:
     models_dir: Path | None = None
     input_dir: Path = field(default_factory=lambda: Path("input"))
     output_dir: Path = field(default_factory=lambda: Path("output"))
-    temp_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "comfyui-gendeg")
+    temp_dir: Path = field(default_factory=lambda: _private_temp_dir())
     """Previews only; outside the working folder so headless runs leave no litter."""
     shard: tuple[int, int] = (0, 1)
     """(index, count), 0-based index: folder-loading nodes keep every count-th item."""
@@ -342,7 +348,16 @@ def output_dir() -> Path:
 
 
 def temp_dir() -> Path:
-    return Path(_folder_paths.get_temp_directory()) if IN_COMFYUI else Path(SETTINGS.temp_dir)
+    if IN_COMFYUI:
+        return Path(_folder_paths.get_temp_directory())
+    path = Path(SETTINGS.temp_dir)
+    if path == _private_temp_dir() and hasattr(os, "getuid"):
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_uid != os.getuid():
+            raise UnsafePathError(
+                f"{path} belongs to another user; pass --temp-dir with a folder of your own"
+            )
+    return path
 
 
 def shard() -> tuple[int, int]:

@@ -54,3 +54,29 @@ def test_gendeg_run_prunes_old_previews(tmp_path):
     assert main(["run", str(wf), "--temp-dir", str(temp), "--output-dir", str(tmp_path / "out"), "--quiet"]) == 0
     assert not stale.exists()
     assert any(p.name.endswith("_.png") for p in temp.iterdir())  # this run's preview stays
+
+
+def test_default_preview_folder_is_private_to_the_user():
+    settings = host.Settings()
+    assert str(os.getuid()) in settings.temp_dir.name
+    saved = host.SETTINGS
+    host.SETTINGS = settings
+    try:
+        folder = host.temp_dir()
+        assert folder.is_dir() and (folder.stat().st_mode & 0o077) == 0 and folder.stat().st_uid == os.getuid()
+    finally:
+        host.SETTINGS = saved
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
+    from comfyui_gendeg.core.errors import InputError
+    from comfyui_gendeg.core.io import load_image
+    from PIL import Image
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 63)  # PIL alone would only warn here
+    import pytest
+
+    with pytest.raises(InputError, match="pixel limit"):
+        load_image(path)
