@@ -343,7 +343,7 @@ class GenDegStructureCorrect:
                     "official --auto_s), read from the metadata input.",
                 }),
                 "metadata": ("STRING", {"forceInput": True, "tooltip": "GenDeg Sample's metadata (needed for apply_to = auto)."}),
-                "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 16, "tooltip": "0: whole image; else overlapping tiles of this side (less memory)."}),
+                "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 16, "tooltip": "0: whole image; else overlapping tiles of this side, at least 64 (less memory)."}),
             },
         }
 

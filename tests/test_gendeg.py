@@ -442,3 +442,16 @@ def test_official_structure_config_size():
     net = ST.StructureNAFNet(**ST.OFFICIAL_CONFIG)
     n = sum(p.numel() for p in net.parameters())
     assert 115.9e6 < n < 116.1e6  # NAFNet width 64, enc [2,2,4,8], middle 12 (the SIDD size: 116.0 M)
+
+
+def test_structure_correction_tiles_on_the_network_grid_and_refuses_tiny_tiles():
+    net = _tiny_nafnet().eval()
+    clean, gen = torch.rand(1, 3, 100, 90), torch.rand(1, 3, 100, 90)
+    out = ST.correct_structure(net, clean, gen, tile=64)
+    assert out.shape == (1, 3, 100, 90) and torch.isfinite(out).all()
+    with torch.no_grad():
+        net.ending.weight.zero_()
+        net.ending.bias.zero_()
+    torch.testing.assert_close(ST.correct_structure(net, clean, gen, tile=64), gen, atol=1e-6, rtol=0)
+    with pytest.raises(InputError, match="at least 64"):
+        ST.correct_structure(net, clean, gen, tile=16)

@@ -192,11 +192,14 @@ def correct_structure(
     def fn(t: torch.Tensor) -> torch.Tensor:
         return net(t.to(dev))
 
+    if 0 < tile < 64:
+        raise InputError(f"tile size {tile} is too small for the structure NAFNet: use 0 (whole image) or at least 64")
     if tile > 0:
         from ..tiling import tiled_apply
 
-        y = tiled_apply(fn, x, tile, max(32, tile // 8), device=dev, output_device=torch.device("cpu"),
-                        progress=progress)
+        overlap = min(max(32, tile // 8), tile // 2)
+        y = tiled_apply(fn, x, tile, overlap, device=dev, output_device=torch.device("cpu"), progress=progress,
+                        pad_multiple=net.padder_size, align=net.padder_size)
     else:
         y = torch.cat([fn(x[i : i + 1]).cpu() for i in range(x.shape[0])])
         if progress is not None:
