@@ -128,6 +128,16 @@ def measure_intensity(
             f"clean and degraded must have the same size to measure at native resolution, got "
             f"{tuple(clean.shape[-2:])} and {tuple(degraded.shape[-2:])}; resize one of them first"
         )
+    # one image at a time: the exact path works in float64 at the native size, which for a
+    # batch of large images would cost several GB on an accelerator
+    mus, sigmas = zip(
+        *(_measure(clean[i : i + 1], degraded[i : i + 1], size, quantize) for i in range(clean.shape[0])),
+        strict=True,
+    )
+    return torch.cat(mus), torch.cat(sigmas)
+
+
+def _measure(clean: torch.Tensor, degraded: torch.Tensor, size: int | None, quantize: bool) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = _rgb(clean), _rgb(degraded)
     if a.device.type == "mps":  # no float64 on Apple GPUs: the exact integer sums run on the CPU
         a, b = a.cpu(), b.cpu()
