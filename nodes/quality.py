@@ -407,10 +407,10 @@ NODE_CLASS_MAPPINGS = {
     "GenDegSaveScores": GenDegSaveScores,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "GenDegScoreReference": "Score vs Reference (PSNR/SSIM/LPIPS/DISTS)",
-    "GenDegScoreNoReference": "Score without Reference (PIQE/NIQE/CLIP-IQA)",
-    "GenDegIQALoader": "Load IQA Model",
-    "GenDegQualityPerceiver": "Quality Perceiver (Perceive-IR)",
-    "GenDegQualityGate": "Quality Gate",
-    "GenDegSaveScores": "Save Scores (CSV/JSONL)",
+    "GenDegScoreReference": "GenDeg Score vs Reference (PSNR/SSIM/LPIPS/DISTS)",
+    "GenDegScoreNoReference": "GenDeg Score without Reference (PIQE/NIQE/CLIP-IQA)",
+    "GenDegIQALoader": "GenDeg IQA Model Loader",
+    "GenDegQualityPerceiver": "GenDeg Quality Perceiver (Perceive-IR)",
+    "GenDegQualityGate": "GenDeg Quality Gate",
+    "GenDegSaveScores": "GenDeg Save Scores (CSV/JSONL)",
 }
