@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,12 +23,17 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class _Server:
-    """A loopback HTTP server serving PAYLOAD at /w.bin, honouring Range unless told not to."""
+    """A loopback HTTP server serving PAYLOAD at /w.bin, honouring Range unless told not to.
+
+    ``cut``: ``None`` sends the whole body; ``("close", n)`` announces the full length, sends
+    ``n`` bytes and closes; ``("reset", n)`` sends ``n`` bytes, then resets the connection.
+    """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, str]] = []
         self.honour_range = True
         self.body = PAYLOAD
+        self.cut: tuple[str, int] | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,7 +60,15 @@ class _Server:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
-                self.wfile.write(body[start:])
+                if server.cut is None:
+                    self.wfile.write(body[start:])
+                    return
+                how, n = server.cut
+                self.wfile.write(body[start : start + n])
+                if how == "reset":
+                    time.sleep(0.3)  # let the client read what was sent, then RST (linger 0)
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/w.bin"
@@ -121,7 +137,7 @@ def test_complete_part_is_checked_without_downloading_again(tmp_path, server):
 @pytest.mark.parametrize("bad", ["sha", "size"])
 def test_mismatch_deletes_the_part_and_says_so(tmp_path, server, bad):
     dest = tmp_path / "w.bin"
-    kwargs = {"sha256": "0" * 64} if bad == "sha" else {"size": len(PAYLOAD) + 5}
+    kwargs = {"sha256": "0" * 64} if bad == "sha" else {"size": len(PAYLOAD) - 5}  # the server has more
     with pytest.raises(HashMismatchError, match="deleted"):
         download_url(server.url, dest, progress=False, **kwargs)
     assert not dest.exists() and not dest.with_name("w.bin.part").exists()
@@ -187,8 +203,9 @@ def test_hub_fetch_uses_hf_hub_download_and_checks_hash(tmp_path, monkeypatch):
     folder = tmp_path / "models" / "restore"
     (path,) = fetch_entry(entry, folder, progress=False)
     assert path == folder / "daclip" / "daclip_ViT-B-32.pt" and path.read_bytes() == PAYLOAD
-    assert calls == [("weblzw/daclip-uir-ViT-B-32-irsde", "daclip_ViT-B-32.pt", "main", str(folder / "daclip" / ".hf-staging"))]
-    assert not (folder / "daclip" / ".hf-staging").exists()
+    staging = folder / "daclip" / ".hf-staging-daclip_ViT-B-32.pt"
+    assert calls == [("weblzw/daclip-uir-ViT-B-32-irsde", "daclip_ViT-B-32.pt", "main", str(staging))]
+    assert not staging.exists()
 
 
 def test_hub_fetch_hash_mismatch_removes_the_download(tmp_path, monkeypatch):
@@ -203,3 +220,84 @@ def test_hub_fetch_hash_mismatch_removes_the_download(tmp_path, monkeypatch):
     assert not (folder / "w.pt").exists()
     assert not [p for p in folder.rglob("*") if p.is_file() and p.name.startswith("w.pt")]
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # the test set-up really kept the Hub offline
+
+
+def test_server_closing_early_keeps_the_part_and_the_next_run_resumes(tmp_path, server):
+    server.cut = ("close", 100)  # Content-Length 102400, then 100 bytes and close
+    dest, part = tmp_path / "w.bin", tmp_path / "w.bin.part"
+    with pytest.raises(WeightsError, match=r"incomplete download \(100 of 102400 bytes\).*run the same command again to resume") as info:
+        download_url(server.url, dest, sha256=PAYLOAD_SHA, size=len(PAYLOAD), progress=False)
+    assert not isinstance(info.value, HashMismatchError)
+    assert part.read_bytes() == PAYLOAD[:100] and not dest.exists()
+    # without a size in the manifest, the announced Content-Length tells the download is short
+    server.cut = ("close", 50)
+    with pytest.raises(WeightsError, match=r"incomplete download \(150 of 102400 bytes\)"):
+        download_url(server.url, dest, sha256=PAYLOAD_SHA, progress=False)
+    assert part.read_bytes() == PAYLOAD[:150]
+    server.cut = None
+    assert download_url(server.url, dest, sha256=PAYLOAD_SHA, size=len(PAYLOAD), progress=False) == PAYLOAD_SHA
+    assert server.requests[-1]["range"] == "bytes=150-" and dest.read_bytes() == PAYLOAD and not part.exists()
+
+
+def test_connection_reset_is_a_clear_error_and_keeps_the_part(tmp_path, server, monkeypatch):
+    monkeypatch.setattr("comfyui_gendeg.core.weights.fetch.CHUNK", 1000)
+    server.cut = ("reset", 5000)
+    dest, part = tmp_path / "w.bin", tmp_path / "w.bin.part"
+    with pytest.raises(WeightsError, match=r"incomplete download \(5000 of 102400 bytes\).*ConnectionResetError.*resume"):
+        download_url(server.url, dest, size=len(PAYLOAD), progress=False)
+    assert part.read_bytes() == PAYLOAD[:5000]
+    server.cut = None
+    download_url(server.url, dest, sha256=PAYLOAD_SHA, size=len(PAYLOAD), progress=False)
+    assert server.requests[-1]["range"] == "bytes=5000-" and dest.read_bytes() == PAYLOAD
+
+
+def test_reset_tries_the_next_mirror_which_resumes(tmp_path, server, monkeypatch):
+    monkeypatch.setattr("comfyui_gendeg.core.weights.fetch.CHUNK", 1000)
+    other = _Server()  # a second, healthy mirror
+    try:
+        server.cut = ("reset", 3000)
+        entry = _manifest(tmp_path, monkeypatch, [{"path": "w.bin", "urls": [server.url, other.url], "sha256": PAYLOAD_SHA, "size": len(PAYLOAD)}])
+        (path,) = fetch_entry(entry, tmp_path / "f", progress=False)
+        assert path.read_bytes() == PAYLOAD
+        assert len(server.requests) == 1 and other.requests == [{"path": "/w.bin", "range": "bytes=3000-"}]
+    finally:
+        other.close()
+
+
+def test_cli_reports_a_reset_in_one_line_and_a_rerun_resumes(tmp_path, server, monkeypatch, capsys):
+    monkeypatch.setattr("comfyui_gendeg.core.weights.fetch.CHUNK", 1000)
+    _manifest(tmp_path, monkeypatch, [{"path": "w.bin", "urls": [server.url], "sha256": PAYLOAD_SHA, "size": len(PAYLOAD)}])
+    models = tmp_path / "models"
+    server.cut = ("reset", 2000)
+    assert cli_main(["weights", "fetch", "tiny-net", "--models-dir", str(models), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "run the same command again to resume" in err
+    server.cut = None
+    assert cli_main(["weights", "fetch", "tiny-net", "--models-dir", str(models), "--quiet"]) == 0
+    assert server.requests[-1]["range"] == "bytes=2000-" and (models / "restore" / "w.bin").read_bytes() == PAYLOAD
+
+
+def test_hub_fetches_into_one_folder_keep_each_others_staging(tmp_path, monkeypatch):
+    """A second fetch finishing while the first is still downloading must not delete the first's files."""
+    import huggingface_hub
+
+    calls = []
+    folder = tmp_path / "models"
+    entries = {}
+
+    def hf_hub_download(repo_id, filename, revision=None, local_dir=None, **kw):
+        calls.append((filename, str(local_dir)))
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(PAYLOAD)
+        if filename == "a.pt":  # while a.pt is staged, another fetch of b.pt into the same folder runs
+            fetch_entry(entries["b"], folder, progress=False)
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    for name in ("a", "b"):
+        entries[name] = _manifest(tmp_path, monkeypatch, [{"path": f"{name}.pt", "hf": {"repo": "x/y", "filename": f"{name}.pt"}, "sha256": PAYLOAD_SHA}], entry_id=f"net-{name}")
+    (path,) = fetch_entry(entries["a"], folder, progress=False)
+    assert path.read_bytes() == PAYLOAD and (folder / "b.pt").read_bytes() == PAYLOAD
+    assert [c[0] for c in calls] == ["a.pt", "b.pt"] and calls[0][1] != calls[1][1]
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".hf-staging")]

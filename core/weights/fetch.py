@@ -4,15 +4,18 @@
   ``huggingface_hub.hf_hub_download`` into a staging folder beside the destination (its
   own resume applies), are checked, then renamed into place.
 * Plain URLs are fetched over HTTPS into ``<dest>.part``; an interrupted download resumes
-  from the part with an HTTP ``Range`` request. The finished part is checked (size, then
-  sha256 when the manifest knows them) and renamed atomically; a mismatch deletes the part
-  and says so. Several URLs are mirrors tried in order.
+  from the part with an HTTP ``Range`` request. A download cut short (the server closed
+  early, the connection was reset) keeps the part and says to run the command again to
+  resume. The finished part is checked (size, then sha256 when the manifest knows them)
+  and renamed atomically; a part larger than the manifest's size, or with the wrong hash,
+  is deleted and said so. Several URLs are mirrors tried in order.
 
 Nothing here runs at import time or without an explicit call.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import urllib.error
@@ -42,9 +45,23 @@ def _progress_bar(total: int | None, initial: int, desc: str, enabled: bool):
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=disable)
 
 
-def _check_part(part: Path, sha256: str | None, size: int | None, origin: str) -> str:
-    """Size and sha256 of a finished download; a mismatch deletes ``part``. Returns the digest."""
+def _incomplete(part: Path, actual: int, size: int | None, origin: str, why: str = "") -> WeightsError:
+    of = f"{actual} of {size} bytes" if size is not None else f"{actual} bytes"
+    return WeightsError(
+        f"{part.name}: incomplete download ({of}) from {origin}{why}; the partial file {part} is kept: "
+        "run the same command again to resume"
+    )
+
+
+def _check_part(part: Path, sha256: str | None, size: int | None, origin: str, *, resumable: bool = False) -> str:
+    """Size and sha256 of a finished download; returns the digest.
+
+    A part shorter than ``size`` is kept when ``resumable`` (:class:`WeightsError`: run again
+    to resume); a longer one, or a hash mismatch, deletes ``part`` (:class:`HashMismatchError`).
+    """
     actual = part.stat().st_size
+    if resumable and size is not None and actual < size:
+        raise _incomplete(part, actual, size, origin)
     if size is not None and actual != size:
         part.unlink(missing_ok=True)
         raise HashMismatchError(
@@ -74,9 +91,11 @@ def download_url(
 ) -> str:
     """Fetch ``url`` to ``dest`` with resume (``dest.part`` + HTTP Range); returns the sha256.
 
-    Only ``https://`` (and ``http://`` for local mirrors) URLs are accepted. On a size or
-    hash mismatch the part file is deleted and :class:`HashMismatchError` raised; ``dest``
-    only ever appears complete and checked (atomic rename).
+    Only ``https://`` (and ``http://`` for local mirrors) URLs are accepted. A download cut
+    short (fewer bytes than ``size`` or the server's Content-Length, a reset connection)
+    keeps ``dest.part`` and raises :class:`WeightsError` (run again to resume). A part
+    larger than ``size`` or with the wrong hash is deleted and :class:`HashMismatchError`
+    raised; ``dest`` only ever appears complete and checked (atomic rename).
     """
     dest = Path(dest)
     if not url.startswith(("https://", "http://")):
@@ -97,9 +116,15 @@ def download_url(
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:  # nothing left to send: the part is (claimed) complete
                 response = None
+                if size is not None and have < size:  # the server's file is shorter than the manifest's
+                    part.unlink(missing_ok=True)
+                    raise HashMismatchError(
+                        f"{dest.name}: {url} has at most {have} bytes, the manifest says {size}; the partial "
+                        "file was deleted. Run the fetch command again (or report a changed file)."
+                    ) from exc
             else:
                 raise WeightsError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
             raise WeightsError(f"{url}: cannot connect ({getattr(exc, 'reason', exc)}); check the network and try again") from exc
         if response is not None:
             with response:
@@ -114,13 +139,22 @@ def download_url(
                     mode, have = "wb", 0  # no resume support: start over
                 length = response.headers.get("Content-Length")
                 total = have + int(length) if length and length.isdigit() else size
-                with open(part, mode) as fh, _progress_bar(total, have, dest.name, progress) as bar:
-                    while block := response.read(CHUNK):
-                        fh.write(block)
-                        bar.update(len(block))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-    digest = _check_part(part, sha256, size, url)
+                got = have
+                try:
+                    with open(part, mode) as fh, _progress_bar(total, have, dest.name, progress) as bar:
+                        while block := response.read(CHUNK):
+                            fh.write(block)
+                            got += len(block)
+                            bar.update(len(block))
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                except (OSError, http.client.HTTPException) as exc:
+                    # a reset or timed-out connection: what arrived stays in the part, to resume from
+                    raise _incomplete(part, got, size if size is not None else total, url, f": {type(exc).__name__}: {exc}") from exc
+                if length and length.isdigit() and got < total:
+                    # the server closed before sending what it announced (urllib does not notice)
+                    raise _incomplete(part, got, size if size is not None else total, url, ": the server closed the connection early")
+    digest = _check_part(part, sha256, size, url, resumable=True)
     os.replace(part, dest)
     remember_sha256(dest, digest)
     return digest
@@ -133,13 +167,14 @@ def download_hf(
     progress: bool = True,
     report: Reporter = _quiet,
 ) -> str:
-    """Fetch a Hugging Face Hub file with ``hf_hub_download`` into a staging folder, check it, move it to ``dest``."""
+    """Fetch a Hugging Face Hub file with ``hf_hub_download`` into ``.hf-staging-<name>`` beside ``dest``, check it, move it to ``dest``."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise WeightsError("huggingface_hub is needed to fetch Hub files: pip install huggingface_hub") from exc
     dest = Path(dest)
-    staging = dest.parent / ".hf-staging"
+    # one staging folder per file: fetches of other files into the same folder keep theirs
+    staging = dest.parent / f".hf-staging-{dest.name}"
     staging.mkdir(parents=True, exist_ok=True)
     origin = f"https://huggingface.co/{wfile.hf_repo} ({wfile.hf_filename})"
     if not progress or os.environ.get("GENDEG_NO_PROGRESS") == "1":
