@@ -144,7 +144,8 @@ def test_no_cache_between_runs_unless_asked():
 
 
 def _bad_prompt():
-    return {
+    """Problems in nodes that all feed an output (ComfyUI checks only those), one TestShow each."""
+    prompt = {
         "1": {"class_type": "TestBatch", "inputs": {"n": 99}},  # above max 16
         "2": {"class_type": "TestNoize", "inputs": {}},  # unknown class
         "3": {"class_type": "TestNoise", "inputs": {"image": ["1", 0], "seed": -1}},  # missing amount, seed < min
@@ -159,6 +160,38 @@ def _bad_prompt():
         "12": {"class_type": "TestInvert", "inputs": {"image": ["11", 0]}},
         "13": {"class_type": "TestInvert", "inputs": {"image": "not a link"}},
         "14": {"class_type": "TestShow", "inputs": {"value": ["6", 1]}},  # "*" accepts anything
+    }
+    for nid in ("1", "3", "4", "5", "7", "8", "9", "10", "11", "13"):  # 6, 12 are upstream of others
+        prompt[f"2{nid}"] = {"class_type": "TestShow", "inputs": {"value": [nid, 0]}}
+    return prompt
+
+
+def test_nodes_no_output_needs_are_only_checked_for_their_class(tmp_path, capsys):
+    """ComfyUI's rule: a stray node (missing image, bad value, a cycle) that feeds no output does not block the run."""
+    prompt = {
+        "1": {"class_type": "TestBatch", "inputs": {"n": 2}},
+        "2": {"class_type": "TestShow", "inputs": {"value": ["1", 0]}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "nowhere.png"}},  # unconnected, file missing
+        "4": {"class_type": "TestNoise", "inputs": {"image": ["3", 0], "seed": -1}},  # feeds nothing
+        "5": {"class_type": "TestInvert", "inputs": {"image": ["6", 0]}},  # a cycle no output needs
+        "6": {"class_type": "TestInvert", "inputs": {"image": ["5", 0]}},
+    }
+    assert Executor(REGISTRY).validate(copy.deepcopy(prompt)) == []
+    path = tmp_path / "stray.json"
+    path.write_text(json.dumps(prompt))
+    assert cli.main(["run", str(path), "--validate-only"]) == 0
+    assert "valid (6 nodes, 2 would run)" in capsys.readouterr().out
+    uis = Executor(REGISTRY).execute(copy.deepcopy(prompt))  # LoadImage would raise if it ran
+    assert list(uis) == ["2"] and uis["2"]["value"][0].startswith("tensor(")
+    # once an output needs the stray nodes, their problems are reported; an unknown class anywhere still is
+    prompt["7"] = {"class_type": "TestShow", "inputs": {"value": ["4", 0]}}
+    prompt["8"] = {"class_type": "TestNoize", "inputs": {}}
+    got = {(e.node_id, e.kind) for e in Executor(REGISTRY).validate(copy.deepcopy(prompt))}
+    assert got == {
+        ("3", "custom_validation_failed"),
+        ("4", "required_input_missing"),
+        ("4", "value_smaller_than_min"),
+        ("8", "missing_node_type"),
     }
 
 

@@ -1,7 +1,10 @@
 """Validate a whole API prompt before anything runs, with ComfyUI-like per-node errors.
 
-Checked, for every node (not only the first failure): unknown ``class_type`` (with close
-names suggested), missing required inputs, links to missing nodes or output slots,
+As in ComfyUI's ``validate_prompt``, every node must name a known class; the other checks
+cover only the nodes the output nodes depend on (what would run), so a stray unconnected
+node (a loader whose file is missing) does not block the run. Every problem is reported
+(not only the first): unknown or non-text ``class_type`` (with close names suggested),
+``inputs`` that is not an object, missing required inputs, links to missing nodes or output slots,
 malformed links, a link whose output type the input does not accept (``*`` and
 comma-separated type lists are understood, as in ComfyUI), values of the wrong type, INT
 and FLOAT values outside ``min``/``max``, combo values not in their list (file lists get a
@@ -154,6 +157,26 @@ def find_cycles(prompt: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
     return cycles
 
 
+def needed_nodes(prompt: Mapping[str, Mapping[str, Any]], outputs: list[str], known: Mapping[str, Any]) -> set[str]:
+    """Ids of ``outputs`` and every node (of ``known``) they depend on through links.
+
+    The same closure the executor runs (``Executor.execution_order``): links are followed
+    from any input, whatever its name; links to missing nodes are left to the per-node checks.
+    """
+    needed: set[str] = set()
+    pending = [nid for nid in outputs if nid in known]
+    while pending:
+        nid = pending.pop()
+        if nid in needed:
+            continue
+        needed.add(nid)
+        inputs = prompt[nid].get("inputs") or {}
+        for v in inputs.values() if isinstance(inputs, Mapping) else ():
+            if is_link(v) and str(v[0]) in known and str(v[0]) not in needed:
+                pending.append(str(v[0]))
+    return needed
+
+
 def validate_prompt(
     prompt: dict[str, dict[str, Any]],
     registry: Mapping[str, type],
@@ -167,6 +190,7 @@ def validate_prompt(
     nodes' own ``VALIDATE_INPUTS`` (which look at files), are not checked, so a workflow can
     be checked on a machine without its models or images. ``file_hint(class_type, input,
     value)`` adds where a missing file belongs to the message. Values are normalised in place.
+    As in ComfyUI, a node no output node depends on is only checked for a known class.
     """
     errors: list[NodeError] = []
     if not isinstance(prompt, Mapping) or not prompt:
@@ -177,6 +201,11 @@ def validate_prompt(
             errors.append(NodeError(nid, None, None, "invalid_prompt", "the node has no class_type"))
             continue
         ct = node["class_type"]
+        if not isinstance(ct, str):
+            errors.append(
+                NodeError(nid, None, None, "invalid_prompt", f"class_type must be a node class name (text), not {ct!r}"[:200])
+            )
+            continue
         cls = registry.get(ct)
         if cls is None:
             close = difflib.get_close_matches(str(ct), list(registry), n=3, cutoff=0.6)
@@ -184,7 +213,8 @@ def validate_prompt(
             errors.append(NodeError(nid, ct, None, "missing_node_type", f"unknown node class {ct!r}{hint}"))
             continue
         if not isinstance(node.get("inputs", {}), Mapping):
-            errors.append(NodeError(nid, ct, None, "invalid_prompt", "'inputs' must be an object"))
+            got = type(node["inputs"]).__name__
+            errors.append(NodeError(nid, ct, None, "invalid_prompt", f"'inputs' must be an object {{name: value}}, not {got}"))
             continue
         node.setdefault("inputs", {})
         known[nid] = cls
@@ -195,10 +225,13 @@ def validate_prompt(
             NodeError(None, None, None, "prompt_no_outputs", "the workflow has no output node (SaveImage, PreviewImage, ...)")
         )
 
+    # Like ComfyUI, inputs and cycles are checked only where the outputs' results come from.
+    needed = needed_nodes(prompt, outputs, known)
     for nid, cls in known.items():
-        errors.extend(_validate_node(nid, prompt, registry, cls, check_files, file_hint))
+        if nid in needed:
+            errors.extend(_validate_node(nid, prompt, registry, cls, check_files, file_hint))
 
-    for cycle in find_cycles({k: v for k, v in prompt.items() if k in known}):
+    for cycle in find_cycles({k: v for k, v in prompt.items() if k in needed}):
         path = " → ".join(cycle)
         for nid in dict.fromkeys(cycle):
             errors.append(NodeError(nid, prompt[nid]["class_type"], None, "dependency_cycle", f"part of a cycle: {path}"))
@@ -245,7 +278,8 @@ def _validate_node(
             if src is None:
                 err(name, "bad_linked_input", f"linked to node {src_id}, which is not in the workflow")
                 continue
-            src_cls = registry.get(src.get("class_type"))
+            src_ct = src.get("class_type") if isinstance(src, Mapping) else None
+            src_cls = registry.get(src_ct) if isinstance(src_ct, str) else None
             if src_cls is None:
                 continue  # reported on that node
             returns = list(getattr(src_cls, "RETURN_TYPES", ()))
