@@ -123,6 +123,7 @@ def test_invalid_graph_is_refused_with_node_errors(dirs):
         "1": {"class_type": "LoadImage", "inputs": {"image": "not_there.png"}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["9", 0]}},
         "3": {"class_type": "GenDegNoSuchNode", "inputs": {}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},  # ComfyUI checks only what outputs need
     }
     try:
         status, data, _ = _studio_run(studio, {"prompt": prompt})
