@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,76 @@ def test_workflow_commands_convert_both_ways(tmp_path, info, monkeypatch, capsys
     (tmp_path / "bad.json").write_text("{not json")
     assert cli.main(["workflow", "to-ui", str(tmp_path / "bad.json"), str(tmp_path / "x.json")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def _ui_link_id_not_a_number(wf):
+    wf["links"][0][0] = "x"
+    wf["nodes"][1]["inputs"][0]["link"] = "x"
+
+
+def _ui_object_link_without_slot(wf):
+    wf["links"] = [{"id": ln[0], "origin_id": ln[1], "origin_slot": ln[2], "target_id": ln[3], "target_slot": ln[4]} for ln in wf["links"]]
+    wf["links"][1]["origin_slot"] = None
+
+
+def _ui_inputs_not_a_list(wf):
+    wf["nodes"][3]["inputs"] = "oops"
+
+
+def _ui_type_not_text(wf):
+    wf["nodes"][4]["type"] = ["TestInvert"]
+
+
+def _ui_link_of_odd_shape(wf):
+    wf["nodes"][4]["inputs"][0]["link"] = [4]
+
+
+def _ui_widgets_not_a_list(wf):
+    wf["nodes"][3]["widgets_values"] = 7
+
+
+def _api(**node3):
+    return {
+        "1": {"class_type": "TestBatch", "inputs": {"n": 2}},
+        "2": {"class_type": "TestShow", "inputs": {"value": ["1", 0]}},
+        "3": node3,
+    }
+
+
+MALFORMED = {
+    "ui-link-id": (_ui_link_id_not_a_number, r"link \['x', 1, 0, 2, 0, '\*'\]: its id and slots must be whole numbers"),
+    "ui-object-link": (_ui_object_link_without_slot, r"link \{'id': 2, .*whole numbers \(id 2, slots None, 0\)"),
+    "ui-inputs": (_ui_inputs_not_a_list, r"node 4 \(TestNoise\): 'inputs' must be a list of input slots .*got 'oops'"),
+    "ui-type": (_ui_type_not_text, r"node 5: 'id' must be a number and 'type' a node class name, got type \['TestInvert'\]"),
+    "ui-link-shape": (_ui_link_of_odd_shape, r"node 5 \(TestInvert\): input 'image' has link \[4\]; a link is a link id"),
+    "ui-widgets": (_ui_widgets_not_a_list, r"node 4 \(TestNoise\) is malformed \(.*\); fix it"),
+    "api-class-type": (_api(class_type=["TestShow"], inputs={}), r"node 3: class_type must be a node class name \(text\), not \['TestShow'\]"),
+    "api-inputs": (_api(class_type="TestShow", inputs="oops"), r"node 3 \(TestShow\): 'inputs' must be an object \{name: value\}, not str"),
+    "api-link-to-bad-node": (
+        {**_api(class_type={"a": 1}, inputs={}), "4": {"class_type": "TestShow", "inputs": {"value": ["3", 0]}}},
+        r"node 3: class_type must be a node class name \(text\), not \{'a': 1\}",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_workflows_are_one_clear_line_not_a_traceback(case, tmp_path, capsys, monkeypatch):
+    from comfyui_gendeg import nodes as pack_nodes
+
+    for k, v in NODES.TEST_NODES.items():
+        monkeypatch.setitem(pack_nodes.NODE_CLASS_MAPPINGS, k, v)
+    make, message = MALFORMED[case]
+    doc = make if isinstance(make, dict) else _fixture()
+    if callable(make):
+        make(doc)
+    path = tmp_path / f"{case}.json"
+    path.write_text(json.dumps(doc))
+    assert cli.main(["run", str(path), "--validate-only", "--structure-only"]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert sum(bool(re.search(message, line)) for line in lines) == 1, captured.err
+    if case.startswith("ui-"):  # a conversion error: one line, naming the node or link
+        assert len(lines) == 1 and lines[0].startswith("gendeg: error: ") and "save it again" in lines[0]
+    else:  # per-node validation errors, as ComfyUI reports them
+        assert "nothing was run" in lines[0] and len(lines) == 2

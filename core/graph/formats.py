@@ -56,6 +56,23 @@ class WorkflowFormatError(GenDegError, ValueError):
     """A workflow file is neither a valid UI workflow nor a valid API prompt."""
 
 
+#: What a malformed entry of a UI workflow raises while it is converted (a string where a
+#: number or object belongs, a missing key): turned into :class:`WorkflowFormatError`.
+_MALFORMED = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+_RESAVE = "fix it, or open the workflow in the ComfyUI editor and save it again"
+
+
+def _order(node: Mapping[str, Any]) -> int:
+    """The editor's execution ``order`` of a UI node, for a stable emit order (0 when absent or odd)."""
+    order = node.get("order", 0)
+    return order if isinstance(order, int) else 0
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # --- input specs -----------------------------------------------------------------------
 
 
@@ -157,8 +174,13 @@ def _links_table(workflow: Mapping[str, Any]) -> dict[int, tuple[Any, int, Any, 
             lid, a, a_slot = link.get("id"), link.get("origin_id"), link.get("origin_slot")
             b, b_slot, typ = link.get("target_id"), link.get("target_slot"), link.get("type", "*")
         else:
-            raise WorkflowFormatError(f"link {link!r} is neither [id, from, slot, to, slot, type] nor an object")
-        table[int(lid)] = (a, int(a_slot), b, int(b_slot), typ)
+            raise WorkflowFormatError(f"link {_short(link)} is neither [id, from, slot, to, slot, type] nor an object")
+        try:
+            table[int(lid)] = (a, int(a_slot), b, int(b_slot), typ)
+        except (ValueError, TypeError) as exc:
+            raise WorkflowFormatError(
+                f"link {_short(link)}: its id and slots must be whole numbers (id {lid!r}, slots {a_slot!r}, {b_slot!r}); {_RESAVE}"
+            ) from exc
     return table
 
 
@@ -258,6 +280,12 @@ class _Scope:
         for node in nodes:
             if not isinstance(node, Mapping) or "id" not in node or "type" not in node:
                 raise WorkflowFormatError(f"a node entry lacks 'id' or 'type': {str(node)[:120]}")
+            if not isinstance(node["id"], int | str) or not isinstance(node["type"], str):
+                raise WorkflowFormatError(
+                    f"node {_short(node['id'])}: 'id' must be a number and 'type' a node class name, "
+                    f"got type {_short(node['type'])}; {_RESAVE}"
+                )
+            _check_slots(node, prefix)
             if str(node["type"]).startswith(("workflow>", "workflow/")):
                 raise WorkflowFormatError(
                     f"node {node['id']} is a group node ({node['type']}); convert it to nodes in the editor "
@@ -276,6 +304,23 @@ class _Scope:
             props = self.nodes[node_id].get("properties") or {}
             return str(props.get(API_ID_PROPERTY, node_id))
         return f"{self.prefix}{node_id}"
+
+
+def _check_slots(node: Mapping[str, Any], prefix: str) -> None:
+    """A UI node's ``inputs``: a list of ``{name, type, link}`` slots, each link an id or null."""
+    slots = node.get("inputs") or []
+    where = f"node {prefix}{node['id']} ({node['type']})"
+    if not isinstance(slots, list) or not all(isinstance(x, Mapping) for x in slots):
+        raise WorkflowFormatError(
+            f"{where}: 'inputs' must be a list of input slots ({{name, type, link}}), got {_short(slots, 40)}; {_RESAVE}"
+        )
+    for slot in slots:
+        link = slot.get("link")
+        if link is not None and (not isinstance(link, int) or isinstance(link, bool)):
+            raise WorkflowFormatError(
+                f"{where}: input {slot.get('name')!r} has link {_short(link, 40)}; a link is a link id "
+                f"(a whole number) or null; {_RESAVE}"
+            )
 
 
 def _subgraph_definitions(workflow: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -394,41 +439,53 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str
     prompt: dict[str, dict[str, Any]] = {}
 
     def emit(scope: _Scope) -> None:
-        for node in sorted(scope.nodes.values(), key=lambda n: (n.get("order", 0), str(n["id"]))):
-            ntype = node["type"]
-            if ntype in NOTE_TYPES or ntype in REROUTE_TYPES or ntype in PRIMITIVE_TYPES:
+        for node in sorted(scope.nodes.values(), key=lambda n: (_order(n), str(n["id"]))):
+            try:
+                emit_node(scope, node)
+            except WorkflowFormatError:
+                raise
+            except _MALFORMED as exc:
+                raise WorkflowFormatError(
+                    f"node {scope.prefix}{node['id']} ({node['type']}) is malformed "
+                    f"({type(exc).__name__}: {exc}); {_RESAVE}"
+                ) from exc
+
+    def emit_node(scope: _Scope, node: Mapping[str, Any]) -> None:
+        ntype = node["type"]
+        if ntype in NOTE_TYPES or ntype in REROUTE_TYPES or ntype in PRIMITIVE_TYPES:
+            return
+        if node.get("mode", MODE_NORMAL) in (MODE_NEVER, MODE_BYPASS):
+            return
+        if str(ntype) in defs:
+            emit(child(scope, node))
+            return
+        slots = node.get("inputs") or []
+        info = object_info.get(ntype)
+        inputs: dict[str, Any] = {}
+        declared: dict[str, InputSpec] = {}
+        if info is not None:
+            specs = widget_specs(info)
+            declared = {s.name: s for s in input_specs(info)}
+            for name, value in _align_widget_values(node, specs).items():
+                inputs[name] = _wrap_value(value)
+        for slot in slots:
+            name = slot.get("name")
+            if slot.get("link") is None or name is None:
                 continue
-            if node.get("mode", MODE_NORMAL) in (MODE_NEVER, MODE_BYPASS):
+            want = declared[name].type if name in declared else slot.get("type", "*")
+            got = resolve(scope, slot["link"], slot.get("type", want))
+            if got is None:
+                if not (name in declared and declared[name].is_widget):
+                    inputs.pop(name, None)
                 continue
-            if str(ntype) in defs:
-                emit(child(scope, node))
-                continue
-            info = object_info.get(ntype)
-            inputs: dict[str, Any] = {}
-            declared: dict[str, InputSpec] = {}
-            if info is not None:
-                specs = widget_specs(info)
-                declared = {s.name: s for s in input_specs(info)}
-                for name, value in _align_widget_values(node, specs).items():
-                    inputs[name] = _wrap_value(value)
-            for slot in node.get("inputs") or []:
-                name = slot.get("name")
-                if slot.get("link") is None or name is None:
-                    continue
-                want = declared[name].type if name in declared else slot.get("type", "*")
-                got = resolve(scope, slot["link"], slot.get("type", want))
-                if got is None:
-                    if not (name in declared and declared[name].is_widget):
-                        inputs.pop(name, None)
-                    continue
-                kind, value = got
-                inputs[name] = value if kind == "link" else _wrap_value(value)
-            meta: dict[str, Any] = {"title": _node_title(node, info)}
-            props = node.get("properties") or {}
-            for key in META_PROPERTIES:  # the editor copies the node's registry id and version
-                if isinstance(props.get(key), str) and props[key]:
-                    meta[key] = props[key]
-            prompt[scope.api_id(node["id"])] = {"inputs": inputs, "class_type": ntype, "_meta": meta}
+            kind, value = got
+            inputs[name] = value if kind == "link" else _wrap_value(value)
+        meta: dict[str, Any] = {"title": _node_title(node, info)}
+        props = node.get("properties") or {}
+        for key in META_PROPERTIES:  # the editor copies the node's registry id and version
+            if isinstance(props.get(key), str) and props[key]:
+                meta[key] = props[key]
+        prompt[scope.api_id(node["id"])] = {"inputs": inputs, "class_type": ntype, "_meta": meta}
 
     emit(root)
     return prompt
@@ -607,6 +664,8 @@ def load_any(doc: Any, object_info: Mapping[str, Mapping[str, Any]]) -> tuple[di
 
     Also accepted: a PNG's ``{"prompt": ..., "workflow": ...}`` (see :func:`read_json`) and the
     body the editor POSTs to ``/prompt`` (``{"prompt": ..., "extra_data": {"extra_pnginfo": {"workflow": ...}}}``).
+    A malformed UI workflow raises :class:`WorkflowFormatError` naming the node or link; an API
+    prompt's odd entries (``class_type`` not text, ``inputs`` not an object) are left to the validator.
     """
     if isinstance(doc, Mapping) and "prompt" in doc and is_api_prompt(doc.get("prompt")):
         # A PNG's chunks, or the body the editor POSTs to /prompt (workflow in extra_data).
@@ -614,7 +673,15 @@ def load_any(doc: Any, object_info: Mapping[str, Mapping[str, Any]]) -> tuple[di
         prompt = {str(k): copy.deepcopy(dict(v)) for k, v in doc["prompt"].items()}
         return prompt, copy.deepcopy(workflow) if is_ui_workflow(workflow) else None
     if is_ui_workflow(doc):
-        return ui_to_api(doc, object_info), copy.deepcopy(dict(doc))
+        try:
+            prompt = ui_to_api(doc, object_info)
+        except WorkflowFormatError:
+            raise
+        except _MALFORMED as exc:  # an entry of an odd shape the converter did not expect
+            raise WorkflowFormatError(
+                f"this UI workflow is malformed ({type(exc).__name__}: {exc}); {_RESAVE}"
+            ) from exc
+        return prompt, copy.deepcopy(dict(doc))
     if is_api_prompt(doc):
         return {str(k): copy.deepcopy(dict(v)) for k, v in doc.items()}, None
     raise WorkflowFormatError(

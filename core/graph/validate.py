@@ -41,7 +41,9 @@ class NodeError:
     message: str
 
     def __str__(self) -> str:
-        where = "prompt" if self.node_id is None else f"node {self.node_id} ({self.class_type})"
+        where = "prompt" if self.node_id is None else f"node {self.node_id}"
+        if self.node_id is not None and self.class_type is not None:
+            where += f" ({self.class_type})"
         if self.input_name:
             where += f" input '{self.input_name}'"
         return f"{where}: {self.message}"
@@ -220,7 +222,7 @@ def validate_prompt(
         known[nid] = cls
 
     outputs = [nid for nid, cls in known.items() if getattr(cls, "OUTPUT_NODE", False) is True]
-    if not outputs and not any(e.kind == "missing_node_type" for e in errors):
+    if not outputs and not errors:  # (a broken node may be the output node)
         errors.append(
             NodeError(None, None, None, "prompt_no_outputs", "the workflow has no output node (SaveImage, PreviewImage, ...)")
         )
