@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port, get_json
 
 pytestmark = pytest.mark.browser
 
@@ -53,17 +53,6 @@ pytest.importorskip("aiohttp", reason="aiohttp (studio extra) is not installed")
 pytest.importorskip("comfyui_frontend_package", reason="comfyui-frontend-package (studio extra) is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get_json(url: str, timeout: float = 5.0):
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback only
-        return json.loads(r.read())
-
-
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     """`gendeg studio` in a subprocess on a free loopback port, with the samples as inputs."""
@@ -74,7 +63,7 @@ def studio(tmp_path_factory):
     for p in (ROOT / "samples").glob("*"):
         if p.is_file():
             shutil.copy(p, dirs["input"] / p.name)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GENDEG_NO_PROGRESS": "1", "GENDEG_MODELS_DIR": str(dirs["models"])}
     cmd = [sys.executable, "-m", "comfyui_gendeg", "studio", "--port", str(port), "--device", "cpu"]
     for k in ("input", "output", "temp", "user"):
@@ -86,7 +75,7 @@ def studio(tmp_path_factory):
         deadline = time.monotonic() + 60
         while True:
             try:
-                _get_json(url + "/api/system_stats", 2)
+                get_json(url + "/api/system_stats", 2)
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -158,7 +147,7 @@ APP = "window.comfyAPI.app.app"
 def test_editor_loads_the_pack_js_without_errors(page, studio):
     exts = page.evaluate(f"() => {APP}.extensions.map(e => e.name)")
     assert "GenDeg.Editor" in exts
-    listed = _get_json(studio["url"] + "/api/extensions")
+    listed = get_json(studio["url"] + "/api/extensions")
     ours = [u for u in listed if u.startswith("/extensions/ComfyUI-GenDeg/")]
     assert "/extensions/ComfyUI-GenDeg/gendeg.js" in ours
     assert _pack_problems(page.gendeg_logs) == []
@@ -166,7 +155,7 @@ def test_editor_loads_the_pack_js_without_errors(page, studio):
 
 
 def test_pack_nodes_are_in_the_node_library(page, studio):
-    info = _get_json(studio["url"] + "/api/object_info")
+    info = get_json(studio["url"] + "/api/object_info")
     ours = sorted(k for k in info if k.startswith("GenDeg"))
     assert ours, "no GenDeg nodes in /object_info"
     registered = page.evaluate("() => Object.keys(window.LiteGraph.registered_node_types)")
@@ -207,7 +196,7 @@ def test_shipped_workflow_loads_in_the_editor(page, studio, workflow):
     )
     assert sorted({t for t, _ in got["types"]}) == wanted
     assert all(known for _, known in got["types"]), f"unknown node types: {[t for t, k in got['types'] if not k]}"
-    expected, _ = load_any(doc, _get_json(studio["url"] + "/api/object_info"))
+    expected, _ = load_any(doc, get_json(studio["url"] + "/api/object_info"))
     editor = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in got["prompt"].items()}
     runner = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in expected.items()}
     assert json.loads(json.dumps(editor)) == json.loads(json.dumps(runner))
@@ -217,7 +206,7 @@ def test_shipped_workflow_loads_in_the_editor(page, studio, workflow):
 def _wait_history(url: str, prompt_id: str | None, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        hist = _get_json(url + "/api/history")
+        hist = get_json(url + "/api/history")
         done = {k: v for k, v in hist.items() if prompt_id in (None, k) and v["status"]}
         if done:
             return done
@@ -229,12 +218,12 @@ def _wait_history(url: str, prompt_id: str | None, timeout: float) -> dict:
 def test_queue_the_synth_sweep_and_see_outputs(page, studio):
     doc = json.loads(SWEEP.read_text())
     page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", doc)
-    before = set(_get_json(studio["url"] + "/api/history"))
+    before = set(get_json(studio["url"] + "/api/history"))
     page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1); }}")
     deadline = time.monotonic() + 150
     entry = None
     while time.monotonic() < deadline and entry is None:
-        hist = _get_json(studio["url"] + "/api/history")
+        hist = get_json(studio["url"] + "/api/history")
         new = [v for k, v in hist.items() if k not in before and v["status"]]
         entry = new[0] if new else None
         time.sleep(0.5)

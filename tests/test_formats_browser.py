@@ -13,15 +13,14 @@ import copy
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from comfyui_gendeg.core.graph.formats import api_to_ui, ui_to_api
+from helpers import free_port, get_json
 
 pytestmark = pytest.mark.browser
 
@@ -35,17 +34,6 @@ if not Path(CHROMIUM).is_file():
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 pytest.importorskip("aiohttp", reason="aiohttp (studio extra) is not installed")
 pytest.importorskip("comfyui_frontend_package", reason="comfyui-frontend-package (studio extra) is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get_json(url: str, timeout: float = 5.0):
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback only
-        return json.loads(r.read())
 
 
 API_PROMPT = {
@@ -75,7 +63,7 @@ def editor(tmp_path_factory):
     base = tmp_path_factory.mktemp("fmt-studio")
     for k in ("input", "output", "temp", "user", "models"):
         (base / k).mkdir()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GENDEG_NO_PROGRESS": "1"}
     log = open(base / "studio.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -87,7 +75,7 @@ def editor(tmp_path_factory):
         deadline = time.monotonic() + 90
         while True:
             try:
-                info = _get_json(url + "/api/object_info", 5)
+                info = get_json(url + "/api/object_info", 5)
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
