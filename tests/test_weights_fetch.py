@@ -182,7 +182,9 @@ def test_entry_without_links_explains_manual_download(tmp_path, monkeypatch):
 
 
 def _fake_hub(calls, payload=PAYLOAD):
-    def hf_hub_download(repo_id, filename, revision=None, local_dir=None, **kw):
+    """A stand-in for huggingface_hub's download function: writes the payload, no network."""
+
+    def fake_download(repo_id, filename, revision=None, local_dir=None, **kw):
         calls.append((repo_id, filename, revision, str(local_dir)))
         target = Path(local_dir) / filename
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +192,7 @@ def _fake_hub(calls, payload=PAYLOAD):
         (Path(local_dir) / ".cache").mkdir(exist_ok=True)
         return str(target)
 
-    return hf_hub_download
+    return fake_download
 
 
 def test_hub_fetch_uses_hf_hub_download_and_checks_hash(tmp_path, monkeypatch):
@@ -285,7 +287,7 @@ def test_hub_fetches_into_one_folder_keep_each_others_staging(tmp_path, monkeypa
     folder = tmp_path / "models"
     entries = {}
 
-    def hf_hub_download(repo_id, filename, revision=None, local_dir=None, **kw):
+    def fake_download(repo_id, filename, revision=None, local_dir=None, **kw):
         calls.append((filename, str(local_dir)))
         target = Path(local_dir) / filename
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +296,7 @@ def test_hub_fetches_into_one_folder_keep_each_others_staging(tmp_path, monkeypa
             fetch_entry(entries["b"], folder, progress=False)
         return str(target)
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     for name in ("a", "b"):
         entries[name] = _manifest(tmp_path, monkeypatch, [{"path": f"{name}.pt", "hf": {"repo": "x/y", "filename": f"{name}.pt"}, "sha256": PAYLOAD_SHA}], entry_id=f"net-{name}")
     (path,) = fetch_entry(entries["a"], folder, progress=False)
