@@ -504,3 +504,14 @@ def test_subgraph_workflow_runs_with_path_ids(tmp_path):
     saved = Image.open(tmp_path / "out" / "runner" / "noisy_00001_.png")
     assert json.loads(saved.text["prompt"])["10:4"]["inputs"]["seed"] == 5
     assert [c[1] for c in T.CALLS if c[0] == "TestNoise"] == [(0.2, 5)]
+
+
+def test_set_on_a_malformed_node_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    wf = tmp_path / "bad.json"
+    wf.write_text(json.dumps({
+        "1": {"class_type": "GenDegSampleImage", "inputs": "zz"},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}},
+    }))
+    rc = cli.main(["run", str(wf), "--set", "1.sample=coffee.png", "--validate-only"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "node 1 is malformed" in err and "Traceback" not in err

@@ -37,9 +37,14 @@ def apply_overrides(prompt: dict[str, dict[str, Any]], items: Iterable[str], reg
         node_id, name, value = parse_override(item)
         node = prompt.get(node_id)
         if node is None:
-            listing = ", ".join(f"{k} ({v.get('class_type')})" for k, v in sorted(prompt.items(), key=lambda kv: _key(kv[0])))
+            listing = ", ".join(
+                f"{k} ({v.get('class_type') if isinstance(v, dict) else '?'})"
+                for k, v in sorted(prompt.items(), key=lambda kv: _key(kv[0]))
+            )
             raise InputError(f"--set {item!r}: there is no node {node_id!r} in this workflow; nodes: {listing}")
-        cls = registry.get(node.get("class_type"))
+        if not isinstance(node, dict) or not isinstance(node.get("inputs", {}), dict):
+            raise InputError(f"--set {item!r}: node {node_id} is malformed in this file (its inputs are not a mapping)")
+        cls = registry.get(node.get("class_type")) if isinstance(node.get("class_type"), str) else None
         if cls is not None:
             names = [n for n, s in declared_inputs(cls).items() if s.category != "hidden"]
         else:
