@@ -160,6 +160,19 @@ def uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.de
     return torch.rand(shape, generator=generator, device=device) * (hi - lo) + lo
 
 
+def fall_direction(
+    batch: int, generator: torch.Generator, device: torch.device, angle: float | None, angle_range: float
+) -> torch.Tensor:
+    """Per-image direction of falling rain/snow as a kernel angle in radians, ``[B]`` (π/2 = straight down).
+
+    ``angle`` (degrees from vertical) fixes it; else each image draws one in ±``angle_range``.
+    The draw always happens, so the generator stream is the same either way.
+    """
+    a_rand = (torch.rand((batch,), generator=generator, device=device) * 2 - 1) * angle_range
+    deg = torch.full_like(a_rand, float(angle)) if angle is not None else a_rand
+    return (90.0 - deg) * math.pi / 180.0
+
+
 def luminance(x: torch.Tensor) -> torch.Tensor:
     """Rec. 709 luma weights on ``[B,3,H,W]`` -> ``[B,1,H,W]``."""
     w = torch.tensor([0.2126, 0.7152, 0.0722], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)

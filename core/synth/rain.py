@@ -20,11 +20,19 @@ The usual photometric recipe of synthetic rain sets (Rain100/Rain1400 style):
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .base import Degradation, Param, bview, fft_conv, odd, scale_of, segment_kernels, stationary_conv
+from .base import (
+    Degradation,
+    Param,
+    bview,
+    fall_direction,
+    fft_conv,
+    odd,
+    scale_of,
+    segment_kernels,
+    stationary_conv,
+)
 
 PARAMS = {
     "density": Param(0.005, 0.0, 0.2, "fraction of pixels that seed a near streak at strength 1 (far layer: twice that)"),
@@ -87,9 +95,7 @@ def rain(
     """Rainy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1."""
     b, _, h, w = x.shape
     dev = x.device
-    a_rand = (torch.rand((b,), generator=generator, device=dev) * 2 - 1) * angle_range
-    deg = torch.full_like(a_rand, float(angle)) if angle is not None else a_rand
-    theta = (90.0 - deg) * math.pi / 180.0  # kernel angle: π/2 = straight down
+    theta = fall_direction(b, generator, dev, angle, angle_range)
     sc = scale_of(x)
     length_px = length * min(h, w)
     # both layers' seeds first (same draw order as one layer at a time), then one FFT pass

@@ -14,11 +14,9 @@ of fixed uniform fields, so more strength only adds flakes.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .base import Degradation, Param, bview, odd, scale_of, segment_kernels, stationary_conv
+from .base import Degradation, Param, bview, fall_direction, odd, scale_of, segment_kernels, stationary_conv
 
 PARAMS = {
     "density": Param(0.004, 0.0, 0.05, "seeding probability per pixel of the middle layer at strength 1"),
@@ -51,9 +49,7 @@ def snow(
     """Snowy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1."""
     b, _, h, w = x.shape
     dev = x.device
-    a_rand = (torch.rand((b,), generator=generator, device=dev) * 2 - 1) * angle_range
-    deg = torch.full_like(a_rand, float(angle)) if angle is not None else a_rand
-    theta = (90.0 - deg) * math.pi / 180.0
+    theta = fall_direction(b, generator, dev, angle, angle_range)
     sc = scale_of(x)
     s = bview(strength)
     seeds, tones, kernels = [], [], []
