@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..core.errors import InputError
+from ._args import finite_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip", default="clip-vit-base-patch32", help="CLIP folder for clip_iqa/perceiver (name under clip/ or a path)")
     p.add_argument("--perceiver", default="perceiver-prompts", help="perceiver prompt file: manifest id or file")
     p.add_argument("--models-dir", help="models folder (default $GENDEG_MODELS_DIR or ./models)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, mps (default: the best available)")
     p.set_defaults(func=run_score)
 
     q = sub.add_parser("quality", help="quality tools (fit a NIQE model)", description="Quality tools.")
@@ -42,18 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("out", metavar="OUT.safetensors", help="where to write the model")
     f.add_argument("--from-mat", metavar="MAT", help="convert mu_prisparam/cov_prisparam from the authors' .mat instead (needs scipy)")
     f.add_argument("--block", type=int, default=96, help="block size (default 96, as the authors)")
-    f.add_argument("--sharpness", type=float, default=0.75, help="keep blocks sharper than this fraction of the sharpest (0.75)")
+    f.add_argument("--sharpness", type=finite_float, default=0.75, help="keep blocks sharper than this fraction of the sharpest (0.75)")
     f.add_argument("--recursive", action="store_true", help="also read sub-folders")
     f.set_defaults(func=run_fit_niqe)
     q.set_defaults(func=lambda a: (q.print_help(), 2)[1])
 
 
-def _device(name: str | None):
-    import torch
+def _device(name: str | None):  # noqa: ANN202 - torch.device, imported lazily
+    from ..core.device import parse_device
 
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return parse_device(name)
 
 
 def _models_for(metrics: list[str], args: argparse.Namespace, device) -> list:
@@ -84,6 +83,7 @@ def _models_for(metrics: list[str], args: argparse.Namespace, device) -> list:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from ..core.errors import explain_out_of_memory
     from ..core.io import load_image
     from ..core.quality import api
 
@@ -95,11 +95,15 @@ def run_score(args: argparse.Namespace) -> int:
     images = args.paths[1:] if needs_ref else args.paths
     device = _device(args.device)
     models = _models_for(metrics, args, device)
-    ref = load_image(ref_path).to(device) if ref_path else None
+    ref = load_image(ref_path) if ref_path else None
+    if ref is not None:
+        with explain_out_of_memory("score", ref.shape[-1], ref.shape[-2], device=device):
+            ref = ref.to(device)
     records = []
     for path in images:
-        img = load_image(path).to(device)
-        s = api.score(img, metrics, ref, models=models, y_channel=args.y_channel, crop=args.crop_border)
+        img = load_image(path)
+        with explain_out_of_memory("score", img.shape[-1], img.shape[-2], device=device):
+            s = api.score(img.to(device), metrics, ref, models=models, y_channel=args.y_channel, crop=args.crop_border)
         records.append({"file": path, **{k: float(v[0]) for k, v in s.items()}})
     keys = [k for k in records[0] if k != "file"]
     mean = {k: sum(r[k] for r in records) / len(records) for k in keys}

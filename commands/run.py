@@ -130,15 +130,9 @@ def apply_host_settings(args: argparse.Namespace) -> None:
         if value is not None:
             setattr(settings, attr, Path(value).expanduser().resolve())
     if getattr(args, "device", None):
-        import torch
+        from ..core.device import parse_device
 
-        try:
-            dev = torch.device(args.device)
-        except (RuntimeError, ValueError) as exc:
-            raise InputError(f"--device {args.device!r}: not a torch device (use cpu, cuda, cuda:1 or mps)") from exc
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
-        settings.device = str(dev)
+        settings.device = str(parse_device(args.device))
     if getattr(args, "shard", None):
         settings.shard = parse_shard(args.shard)
     settings.interrupt.clear()

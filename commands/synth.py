@@ -7,6 +7,10 @@ import json
 from typing import Any
 
 from ..core.errors import InputError
+from ._args import finite_float
+
+#: What ``gendeg synth`` can write (``core.io.encode_image``).
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -33,14 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", metavar="OUT", help="where to write the degraded image (png, jpg, webp)")
     p.add_argument("--type", "-t", required=True, choices=TYPES, help="degradation type")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--mu", type=float, help="target GenDeg mu (mean |clean - degraded| at 256x256, 0..1)")
-    g.add_argument("--strength", type=float, help="strength 0..1 (no calibration)")
+    g.add_argument("--mu", type=finite_float, help="target GenDeg mu (mean |clean - degraded| at 256x256, 0..1)")
+    g.add_argument("--strength", type=finite_float, help="strength 0..1 (no calibration)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--param", "-p", type=_param, action="append", default=[], metavar="NAME=VALUE",
                    help="expert parameter of the type, e.g. -p beta_max=2.5 (repeatable)")
     p.add_argument("--depth", help="haze: depth map image (near = bright unless -p depth_near_is_bright=false)")
-    p.add_argument("--tol", type=float, default=0.005, help="calibration tolerance on mu (default 0.005)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--tol", type=finite_float, default=0.005, help="calibration tolerance on mu (default 0.005)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps or auto (default cpu)")
     p.set_defaults(func=run_synth)
 
     m = sub.add_parser(
@@ -54,28 +58,35 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    import torch
-
+    from ..core.device import parse_device
+    from ..core.errors import explain_out_of_memory
     from ..core.image import restore_channels, to_rgb
-    from ..core.io import load_image, save_image
+    from ..core.io import check_output_file, load_image, save_image
     from ..core.synth import get
     from ..core.synth.calibrate import degrade_at_strength, degrade_to_mu, grey_finish
 
-    device = torch.device(args.device)
-    x = load_image(args.input).to(device)
-    rgb, layout = to_rgb(x)
-    params = dict(args.param)
-    depth = None
-    if args.depth:
-        if not get(args.type).uses_depth:
-            raise InputError("--depth only applies to --type haze, rain+haze or snow+haze")
-        depth = load_image(args.depth, keep_alpha=False).to(device)
-    finish = grey_finish if layout.channels in (1, 2) else None  # measure what is written
-    if args.mu is not None:
-        result = degrade_to_mu(rgb, args.type, args.mu, args.seed, depth=depth, params=params, tol=args.tol, finish=finish)
-    else:
-        result = degrade_at_strength(rgb, args.type, args.strength, args.seed, depth=depth, params=params, finish=finish)
-    save_image(args.output, restore_channels(result.image, layout).cpu())
+    # everything a person can get wrong is checked before the (possibly long) work starts
+    device = parse_device(args.device)
+    check_output_file(args.output, OUTPUT_SUFFIXES)
+    if args.depth and not get(args.type).uses_depth:
+        raise InputError("--depth only applies to --type haze, rain+haze or snow+haze")
+    x = load_image(args.input)
+    h, w = x.shape[-2:]
+    with explain_out_of_memory("degrade", w, h, device=device):
+        x = x.to(device)
+        rgb, layout = to_rgb(x)
+        params = dict(args.param)
+        depth = load_image(args.depth, keep_alpha=False).to(device) if args.depth else None
+        finish = grey_finish if layout.channels in (1, 2) else None  # measure what is written
+        if args.mu is not None:
+            result = degrade_to_mu(rgb, args.type, args.mu, args.seed, depth=depth, params=params, tol=args.tol,
+                                   finish=finish)
+        else:
+            result = degrade_at_strength(rgb, args.type, args.strength, args.seed, depth=depth, params=params,
+                                         finish=finish)
+        out = restore_channels(result.image, layout).cpu()
+    with explain_out_of_memory("write", w, h):
+        save_image(args.output, out)
     report = {
         "type": args.type,
         "strength": round(float(result.strength[0]), 6),
@@ -92,9 +103,12 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_measure(args: argparse.Namespace) -> int:
+    from ..core.errors import explain_out_of_memory
     from ..core.intensity import measure_intensity
     from ..core.io import load_image
 
-    mu, sigma = measure_intensity(load_image(args.clean), load_image(args.degraded))
+    clean, degraded = load_image(args.clean), load_image(args.degraded)
+    with explain_out_of_memory("measure", clean.shape[-1], clean.shape[-2]):
+        mu, sigma = measure_intensity(clean, degraded)
     print(json.dumps({"mu": round(float(mu[0]), 6), "sigma": round(float(sigma[0]), 6)}))
     return 0

@@ -15,6 +15,7 @@ import pkgutil
 from pathlib import Path
 
 from ..core.errors import InputError
+from ._args import finite_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output .safetensors")
     p.add_argument("--n-ctx", type=int, default=8, help="context tokens per tier (default 8)")
     p.add_argument("--epochs", type=int, default=200, help="passes over the triplets (default 200)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--lr", type=finite_float, default=2e-3, help="Adam learning rate (default 2e-3)")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and batch order")
     p.add_argument("--models-dir", help="models folder (default $GENDEG_MODELS_DIR or ./models)")
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train_perceiver(args: argparse.Namespace) -> int:
     import torch
 
+    from ..core.device import parse_device
     from ..core.quality.clip import load_clip
     from ..core.quality.perceiver import QualityPerceiver, embed_triplet_folder, train_prompts
     from ..nodes import host
@@ -59,7 +61,7 @@ def run_train_perceiver(args: argparse.Namespace) -> int:
         raise InputError("--n-ctx and --epochs must be at least 1")
     if args.models_dir:
         host.SETTINGS.models_dir = Path(args.models_dir)
-    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = parse_device(args.device)
     clip = load_clip(_clip_folder(args.clip), device)
     feats, labels = embed_triplet_folder(clip, args.triplets, host.progress(1, "embed triplets"))
     gen = torch.Generator().manual_seed(args.seed)

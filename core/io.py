@@ -7,6 +7,7 @@ dataset nodes and previews all call these.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin
 
-from .errors import InputError
+from .errors import InputError, WriteError, image_memory_error
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -45,6 +46,8 @@ def pil_to_tensor(img: Image.Image, keep_alpha: bool = True) -> torch.Tensor:
 def load_image(path: str | Path, keep_alpha: bool = True) -> torch.Tensor:
     """Read an image file -> ``[1,C,H,W]`` float32 in 0..1. Unreadable files raise :class:`InputError`."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image file")
     try:
         with Image.open(path) as img:
             w, h = img.size
@@ -53,8 +56,13 @@ def load_image(path: str | Path, keep_alpha: bool = True) -> torch.Tensor:
                     f"{path}: {w}x{h} pixels is more than the {Image.MAX_IMAGE_PIXELS} pixel limit "
                     "(a decompression bomb, or an image to downscale before loading)"
                 )
-            img.load()
-            return pil_to_tensor(img, keep_alpha=keep_alpha)
+            bands = len(img.getbands())
+            try:
+                img.load()
+                return pil_to_tensor(img, keep_alpha=keep_alpha)
+            except MemoryError:
+                pass  # raised below, once the partial buffers are released
+        raise image_memory_error("load", w, h, bands)
     except FileNotFoundError as exc:
         raise InputError(f"{path}: no such image file") from exc
     except (OSError, Image.DecompressionBombError, ValueError) as exc:
@@ -86,21 +94,77 @@ def part_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}~{_HOST}~{os.getpid()}.part")
 
 
+#: errno values that mean "this place cannot take the file" (not a bug): reported in one line.
+_WRITE_REASONS = {
+    errno.ENOSPC: ("the disk is full", "free some space or write to another disk"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space or write to another disk"),
+    errno.EFBIG: ("the file is too large for this file system", "write to another disk"),
+    errno.EACCES: ("permission denied", "choose a folder you can write to, or change its permissions"),
+    errno.EPERM: ("permission denied", "choose a folder you can write to, or change its permissions"),
+    errno.EROFS: ("the file system is read-only", "choose a folder on a writable disk"),
+    errno.EISDIR: ("a folder of that name is in the way", "give a file name, not a folder"),
+    errno.ENOTDIR: ("a part of the folder path is a file", "choose another folder"),
+    errno.EEXIST: ("a part of the folder path is a file", "choose another folder"),
+    errno.ENAMETOOLONG: ("the name is too long", "choose a shorter name"),
+}
+
+
+def write_error(path: str | Path, exc: OSError, existed: bool | None = None) -> WriteError | None:
+    """The one-line :class:`WriteError` for an ``OSError`` that stopped writing ``path``; ``None``
+    when the error is not about the place written to (then it should propagate unchanged)."""
+    reason = _WRITE_REASONS.get(exc.errno) if exc.errno is not None else None
+    if reason is None:
+        return None
+    what, todo = reason
+    kept = "; the existing file is unchanged" if existed else ""
+    err = WriteError(f"cannot write {path}: {what}; {todo} (nothing was written{kept})")
+    err.errno = exc.errno
+    return err
+
+
+def check_output_file(path: str | Path, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Refuse, before any work is done, an output path that is a folder or has a suffix not in ``suffixes``."""
+    path = Path(path)
+    if path.is_dir():
+        example = path / ("name" + (suffixes[0] if suffixes else ""))
+        raise InputError(f"{path} is a folder; give a file name inside it, e.g. {example}")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise InputError(f"{path}: unknown file type {path.suffix or '(no suffix)'!r}; use one of {', '.join(suffixes)}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; on success it is fsynced and
-    renamed into place, on any error it is removed. Readers never see a partial file."""
+    renamed into place, on any error it is removed. Readers never see a partial file, and an
+    existing file of that name is only replaced by a complete new one.
+
+    A full disk, a read-only or forbidden folder, or a folder named ``path`` raise
+    :class:`WriteError` (one line, after the clean-up; a failing clean-up never hides it).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(path)
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        err = write_error(path, exc, existed)
+        if err is None:
+            raise
+        raise err from exc
     tmp = part_path(path)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # the first error is the one to report
+            tmp.unlink(missing_ok=True)
+        err = write_error(path, exc, existed) if isinstance(exc, OSError) else None
+        if err is None:
+            raise
+        raise err from exc
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..presets import GENDEG_PRESETS, LEVELS
 
 MU_RANGE = (0.0, 0.7)
 SIGMA_RANGE = (0.0, 0.4)
@@ -64,18 +65,10 @@ _ALIASES = {
 
 DEFAULT_CAPTION = "a photo of a scene"
 
-#: type -> preset -> (μ, σ): 20th / 50th / 80th percentiles of the official histograms.
-PRESETS: dict[str, dict[str, tuple[float, float]]] = {
-    "haze": {"light": (0.066, 0.041), "medium": (0.109, 0.069), "heavy": (0.168, 0.104)},
-    "rain": {"light": (0.029, 0.032), "medium": (0.049, 0.050), "heavy": (0.091, 0.081)},
-    "snow": {"light": (0.017, 0.044), "medium": (0.049, 0.066), "heavy": (0.095, 0.091)},
-    "motion_blur": {"light": (0.016, 0.025), "medium": (0.029, 0.045), "heavy": (0.045, 0.063)},
-    "low_light": {"light": (0.121, 0.107), "medium": (0.197, 0.145), "heavy": (0.246, 0.183)},
-    "raindrop": {"light": (0.023, 0.067), "medium": (0.031, 0.086), "heavy": (0.064, 0.101)},
-    "rain+haze": {"light": (0.133, 0.090), "medium": (0.177, 0.109), "heavy": (0.233, 0.131)},
-    "snow+haze": {"light": (0.118, 0.090), "medium": (0.159, 0.107), "heavy": (0.206, 0.127)},
-}
-PRESET_NAMES = ("light", "medium", "heavy")
+#: type -> preset -> (μ, σ): 20th / 50th / 80th percentiles of the official histograms
+#: (the table both engines share lives in :mod:`..presets`).
+PRESETS: dict[str, dict[str, tuple[float, float]]] = GENDEG_PRESETS
+PRESET_NAMES = LEVELS
 
 
 def normalize_type(name: str) -> str:

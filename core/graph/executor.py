@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, MutableSequence
 from typing import Any
 
 from ..errors import GenDegError, Interrupted
-from .validate import NodeError, declared_inputs, format_errors, is_link, validate_prompt
+from .validate import NodeError, declared_inputs, format_errors, is_link, link_sources, validate_prompt
 
 log = logging.getLogger("gendeg")
 
@@ -90,18 +90,20 @@ class Executor:
         outputs = [nid for nid, n in prompt.items() if getattr(self.registry[n["class_type"]], "OUTPUT_NODE", False) is True]
         order: list[str] = []
         done: set[str] = set()
-
-        def visit(nid: str) -> None:
-            if nid in done:
-                return
-            done.add(nid)
-            for v in prompt[nid].get("inputs", {}).values():
-                if is_link(v):
-                    visit(str(v[0]))
-            order.append(nid)
-
-        for nid in sorted(outputs, key=_id_key):
-            visit(nid)
+        for out in sorted(outputs, key=_id_key):
+            if out in done:
+                continue
+            done.add(out)
+            pending = [(out, iter(link_sources(prompt, out)))]  # an explicit stack: chains of any length
+            while pending:
+                nid, sources = pending[-1]
+                src = next(sources, None)
+                if src is None:
+                    pending.pop()
+                    order.append(nid)
+                elif src not in done:
+                    done.add(src)
+                    pending.append((src, iter(link_sources(prompt, src))))
         return order
 
     def execute(

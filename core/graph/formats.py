@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..errors import GenDegError
@@ -50,6 +52,9 @@ MODE_NORMAL, MODE_NEVER, MODE_BYPASS = 0, 2, 4
 META_PROPERTIES = ("cnr_id", "aux_id", "ver")
 #: Property that keeps a non-integer API node id through a UI round trip.
 API_ID_PROPERTY = "gendeg_api_id"
+#: The API value ``{BROKEN_LINK: why}`` marks an input whose UI link is broken (missing from
+#: ``links``, or from a node that is not there); the validator reports it for that node.
+BROKEN_LINK = "__broken_link__"
 
 
 class WorkflowFormatError(GenDegError, ValueError):
@@ -391,11 +396,14 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str
         return None
 
     def resolve(scope: _Scope, link_id: int | None, want_type: Any) -> tuple[str, Any] | None:
-        """Follow a link back to a real node output: ('link', [id, slot]) / ('value', v) / None."""
+        """Follow a link back to a real node output: ('link', [id, slot]) / ('value', v) / None
+        (not connected: a muted source, an open subgraph input) / ('broken', why)."""
         seen = set()
         while link_id is not None:
-            if (id(scope), link_id) in seen or link_id not in scope.links:
-                return None
+            if link_id not in scope.links:
+                return ("broken", f"its link {link_id} is missing from the workflow's links")
+            if (id(scope), link_id) in seen:
+                return ("broken", f"its link {link_id} runs in a loop through reroutes or bypassed nodes")
             seen.add((id(scope), link_id))
             origin_id, origin_slot = scope.links[link_id][0], scope.links[link_id][1]
             if origin_id == SUBGRAPH_INPUT_ID and scope.parent is not None:
@@ -410,7 +418,7 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str
                 return ("value", values[origin_slot]) if origin_slot in values else None
             origin = scope.nodes.get(origin_id)
             if origin is None:
-                return None
+                return ("broken", f"its link {link_id} comes from node {scope.prefix}{origin_id}, which is not in the workflow")
             otype, mode = origin["type"], origin.get("mode", MODE_NORMAL)
             if otype in PRIMITIVE_TYPES:
                 vals = origin.get("widgets_values") or []
@@ -479,7 +487,10 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str
                     inputs.pop(name, None)
                 continue
             kind, value = got
-            inputs[name] = value if kind == "link" else _wrap_value(value)
+            if kind == "broken":  # reported by the validator, never run with the widget's value instead
+                inputs[name] = {BROKEN_LINK: f"{value}; reconnect this input in the editor and save again"}
+            else:
+                inputs[name] = value if kind == "link" else _wrap_value(value)
         meta: dict[str, Any] = {"title": _node_title(node, info)}
         props = node.get("properties") or {}
         for key in META_PROPERTIES:  # the editor copies the node's registry id and version
@@ -514,26 +525,34 @@ def _is_link(v: Any) -> bool:
 
 
 def _depths(prompt: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
-    """Longest distance from a source node (cycles are cut)."""
+    """Longest distance from a source node (cycles are cut); an explicit stack, so any chain length works."""
     depth: dict[str, int] = {}
     visiting: set[str] = set()
 
-    def visit(nid: str) -> int:
-        if nid in depth:
-            return depth[nid]
-        if nid in visiting or nid not in prompt:
-            return -1
-        visiting.add(nid)
-        d = 0
-        for v in (prompt[nid].get("inputs") or {}).values():
-            if _is_link(v):
-                d = max(d, visit(str(v[0])) + 1)
-        visiting.discard(nid)
-        depth[nid] = d
-        return d
+    def sources(nid: str) -> Any:
+        return iter([str(v[0]) for v in (prompt[nid].get("inputs") or {}).values() if _is_link(v)])
 
-    for nid in prompt:
-        visit(nid)
+    for start in prompt:
+        if start in depth:
+            continue
+        visiting.add(start)
+        frames: list[list[Any]] = [[start, sources(start), 0]]  # node, its sources, depth so far
+        while frames:
+            frame = frames[-1]
+            src = next(frame[1], None)
+            if src is None:
+                frames.pop()
+                visiting.discard(frame[0])
+                depth[frame[0]] = frame[2]
+                if frames:
+                    frames[-1][2] = max(frames[-1][2], frame[2] + 1)
+            elif src in depth:
+                frame[2] = max(frame[2], depth[src] + 1)
+            elif src in visiting or src not in prompt:
+                frame[2] = max(frame[2], 0)  # a cycle or a dangling link is cut here
+            else:
+                visiting.add(src)
+                frames.append([src, sources(src), 0])
     return depth
 
 
@@ -667,6 +686,7 @@ def load_any(doc: Any, object_info: Mapping[str, Mapping[str, Any]]) -> tuple[di
     A malformed UI workflow raises :class:`WorkflowFormatError` naming the node or link; an API
     prompt's odd entries (``class_type`` not text, ``inputs`` not an object) are left to the validator.
     """
+    check_nesting(doc)
     if isinstance(doc, Mapping) and "prompt" in doc and is_api_prompt(doc.get("prompt")):
         # A PNG's chunks, or the body the editor POSTs to /prompt (workflow in extra_data).
         workflow = doc.get("workflow") or ((doc.get("extra_data") or {}).get("extra_pnginfo") or {}).get("workflow")
@@ -696,15 +716,48 @@ def read_json(path: str) -> Any:
     From an image, ``{"prompt": ..., "workflow": ...}`` is returned (the prompt that made
     it, and the editor's workflow), which :func:`load_any` understands.
     """
+    if os.path.isdir(path):
+        found = sorted(p.name for p in Path(path).glob("*.json"))[:3]
+        hint = f" such as {path}/{found[0]}" if found else ""
+        raise WorkflowFormatError(f"{path} is a folder, not a workflow; give a workflow file (.json, or a PNG made by ComfyUI){hint}")
     if str(path).lower().endswith((".png", ".webp")):
-        return _read_image_workflow(path)
+        return check_nesting(_read_image_workflow(path), str(path))
+    too_deep = False
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            doc = json.load(fh)
     except FileNotFoundError as exc:
         raise WorkflowFormatError(f"{path}: no such workflow file") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WorkflowFormatError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        too_deep = True  # raised below, once the parser's deep stack is released
+    if too_deep:
+        raise WorkflowFormatError(f"{path}: {_TOO_DEEP}")
+    return check_nesting(doc, str(path))
+
+
+#: JSON nesting a workflow may have: real ones (subgraphs inside subgraphs included) stay far
+#: below it, and it leaves the converters and validators room on Python's stack.
+MAX_NESTING = 200
+_TOO_DEEP = (
+    f"nested more than {MAX_NESTING} levels deep; a workflow is a flat list of nodes, so this file is "
+    "not one (or is damaged)"
+)
+
+
+def check_nesting(doc: Any, where: str = "the workflow") -> Any:
+    """Return ``doc``, or raise :class:`WorkflowFormatError` if it nests deeper than :data:`MAX_NESTING` (iterative walk)."""
+    pending = [(doc, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise WorkflowFormatError(f"{where}: {_TOO_DEEP}")
+        if isinstance(value, Mapping):
+            pending.extend((v, depth + 1) for v in value.values() if isinstance(v, Mapping | list))
+        elif isinstance(value, list):
+            pending.extend((v, depth + 1) for v in value if isinstance(v, Mapping | list))
+    return doc
 
 
 def _read_image_workflow(path: str) -> dict[str, Any]:

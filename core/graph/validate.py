@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .formats import InputSpec
+from ..checks import finite_float
+from .formats import BROKEN_LINK, InputSpec
 
 #: Suffixes that mark a combo value as a file on disk (model or image).
 FILE_SUFFIXES = (
@@ -103,10 +104,8 @@ def _convert(value: Any, typ: str) -> Any:
     if typ == "FLOAT":
         if isinstance(value, bool):
             raise ValueError("a boolean is not a number")
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            return float(value.strip())
+        if isinstance(value, int | float | str):
+            return finite_float(value)  # NaN would pass the min/max checks and run silently
         raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
     if typ == "STRING":
         if isinstance(value, str):
@@ -134,28 +133,39 @@ def _custom_validator(cls: type) -> tuple[Callable[..., Any] | None, list[str], 
     return fn, args, spec.varkw is not None
 
 
+def link_sources(prompt: Mapping[str, Mapping[str, Any]], nid: str) -> list[str]:
+    """Ids of the nodes of ``prompt`` that node ``nid``'s inputs are linked to, in input order."""
+    inputs = prompt[nid].get("inputs") or {}
+    if not isinstance(inputs, Mapping):
+        return []
+    return [str(v[0]) for v in inputs.values() if is_link(v) and str(v[0]) in prompt]
+
+
 def find_cycles(prompt: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
-    """Cycles among linked nodes, each as a list of node ids (first id repeated at the end)."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
+    """Cycles among linked nodes, each as a list of node ids (first id repeated at the end).
+
+    Depth-first with an explicit stack, so a chain of any length cannot exhaust Python's.
+    """
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
     cycles: list[list[str]] = []
-
-    def visit(nid: str) -> None:
-        state[nid] = 1
-        stack.append(nid)
-        for v in (prompt[nid].get("inputs") or {}).values():
-            if is_link(v) and str(v[0]) in prompt:
-                src = str(v[0])
-                if state.get(src) == 1:
-                    cycles.append([*stack[stack.index(src) :], src])
-                elif src not in state:
-                    visit(src)
-        stack.pop()
-        state[nid] = 2
-
-    for nid in prompt:
-        if nid not in state:
-            visit(nid)
+    for root in prompt:
+        if root in state:
+            continue
+        state[root] = 1
+        path.append(root)
+        pending = [iter(link_sources(prompt, root))]
+        while pending:
+            src = next(pending[-1], None)
+            if src is None:
+                pending.pop()
+                state[path.pop()] = 2
+            elif state.get(src) == 1:
+                cycles.append([*path[path.index(src) :], src])
+            elif src not in state:
+                state[src] = 1
+                path.append(src)
+                pending.append(iter(link_sources(prompt, src)))
     return cycles
 
 
@@ -271,6 +281,9 @@ def _validate_node(
                 err(name, "required_input_missing", "required input is missing (connect it or give it a value)")
             continue
         value = inputs[name]
+        if isinstance(value, Mapping) and BROKEN_LINK in value:
+            err(name, "bad_linked_input", str(value[BROKEN_LINK]))
+            continue
         if isinstance(value, list) and not is_link(value):
             err(name, "bad_linked_input", f"a link must be [node_id, output_index], got {value!r}")
             continue

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..checks import finite_float
 from ..errors import InputError
 from ..intensity import measure_intensity
 from . import get, synthesize
@@ -98,6 +99,7 @@ def degrade_to_mu(
         raise InputError(f"mu: expected one value or {b} (one per image), got {target.numel()}")
     if not torch.isfinite(target).all() or float(target.min()) < 0.0 or float(target.max()) > 1.0:
         raise InputError(f"mu must be in 0..1 (GenDeg's μ: mean |clean − degraded|), got {target.tolist()}")
+    tol = finite_float(tol, "tol")  # a NaN tolerance would end the search at once, untouched
     if tol <= 0:
         raise InputError(f"tol must be positive, got {tol}")
     target = target.clone()

@@ -3,7 +3,7 @@
 Intensity presets ``light``, ``medium`` and ``heavy`` are GenDeg μ values per type: the 20th,
 50th and 80th percentiles of the μ histograms GenDeg publishes for its training sets
 (``data/<type>/Mu_*.json`` of the official repository, pooled per type as GenDeg's loader
-does), shared with GenDeg Condition's presets (:data:`..gendeg.conditioning.PRESETS`) so both
+does), shared with GenDeg Condition's presets (:data:`..presets.GENDEG_PRESETS`) so both
 engines mean the same amount by the same word. JPEG and sensor noise are not GenDeg types:
 their presets are ours (visible, clear and strong artefacts).
 
@@ -22,18 +22,17 @@ import random
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..gendeg.conditioning import PRESETS as GENDEG_PRESETS
+from ..presets import GENDEG_PRESETS, LEVELS
 from . import TYPES, get
 
 #: type -> level -> GenDeg μ. One source for both engines: the GenDeg types use the μ of
-#: :data:`..gendeg.conditioning.PRESETS` (so "medium snow" asks both engines for the same
+#: :data:`..presets.GENDEG_PRESETS` (so "medium snow" asks both engines for the same
 #: amount); JPEG and sensor noise are not GenDeg types and their presets are ours.
 PRESETS: dict[str, dict[str, float]] = {
     **{kind: {level: mu for level, (mu, _sigma) in levels.items()} for kind, levels in GENDEG_PRESETS.items()},
     "jpeg": {"light": 0.006, "medium": 0.01, "heavy": 0.018},
     "noise": {"light": 0.02, "medium": 0.05, "heavy": 0.09},
 }
-LEVELS = ("light", "medium", "heavy")
 MODES = ("grid", "random", "balanced")
 
 
