@@ -97,7 +97,6 @@ def part_path(path: str | Path) -> Path:
 #: errno values that mean "this place cannot take the file" (not a bug): reported in one line.
 _WRITE_REASONS = {
     errno.ENOSPC: ("the disk is full", "free some space or write to another disk"),
-    errno.EDQUOT: ("the disk quota is exceeded", "free some space or write to another disk"),
     errno.EFBIG: ("the file is too large for this file system", "write to another disk"),
     errno.EACCES: ("permission denied", "choose a folder you can write to, or change its permissions"),
     errno.EPERM: ("permission denied", "choose a folder you can write to, or change its permissions"),
@@ -107,6 +106,8 @@ _WRITE_REASONS = {
     errno.EEXIST: ("a part of the folder path is a file", "choose another folder"),
     errno.ENAMETOOLONG: ("the name is too long", "choose a shorter name"),
 }
+if hasattr(errno, "EDQUOT"):  # not on every platform
+    _WRITE_REASONS[errno.EDQUOT] = ("the disk quota is exceeded", "free some space or write to another disk")
 
 
 def write_error(path: str | Path, exc: OSError, existed: bool | None = None) -> WriteError | None:
@@ -139,8 +140,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     renamed into place, on any error it is removed. Readers never see a partial file, and an
     existing file of that name is only replaced by a complete new one.
 
-    A full disk, a read-only or forbidden folder, or a folder named ``path`` raise
-    :class:`WriteError` (one line, after the clean-up; a failing clean-up never hides it).
+    A folder named ``path`` raises :class:`InputError` before anything is written; a full
+    disk or a read-only or forbidden folder raise :class:`WriteError` (one line, after the
+    clean-up, which never hides the first error by failing itself).
     """
     path = Path(path)
     check_output_file(path)
