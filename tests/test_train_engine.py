@@ -189,6 +189,17 @@ def _train(tmp_path: Path, *args: str, **sections) -> subprocess.CompletedProces
     return gendeg("train", "restorer", str(cfg), "--device", "cpu", *args, cwd=tmp_path)
 
 
+def _train_here(tmp_path: Path, capsys, *args: str, **sections) -> tuple[int, str, str]:
+    """The same command in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    from comfyui_gendeg.cli import main
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_config(tmp_path, **sections))
+    capsys.readouterr()
+    code = main(["train", "restorer", str(cfg), "--device", "cpu", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.mark.parametrize(
     ("arch", "options"),
     [
@@ -273,10 +284,10 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     assert [r.split(",")[0] for r in rows] == ["3", "6", "9", "12"]  # no duplicate rows after the resume
 
 
-def test_resume_refuses_a_changed_config(tmp_path):
-    assert _train(tmp_path, "--max-steps", "4").returncode == 0
-    proc = _train(tmp_path, "--resume", "--set", "optim.lr=0.5")
-    assert proc.returncode == 2 and "config changed since the checkpoint" in proc.stderr
+def test_resume_refuses_a_changed_config(tmp_path, capsys):
+    assert _train_here(tmp_path, capsys, "--max-steps", "4")[0] == 0
+    code, _, err = _train_here(tmp_path, capsys, "--resume", "--set", "optim.lr=0.5")
+    assert code == 2 and "config changed since the checkpoint" in err
 
 
 @pytest.mark.slow
@@ -297,19 +308,29 @@ def test_two_process_run_through_accelerate_trains_and_writes_one_checkpoint(tmp
     assert state["optimizer"]["state"], "AdamW took steps"
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    bad_arch = _train(tmp_path, model={"arch": "unet9000"})
-    assert bad_arch.returncode == 2 and "not a trainable architecture; choose one of nafnet, swinir" in bad_arch.stderr
-    bad_opt = _train(tmp_path, model={"arch": "nafnet", "options": {"widht": 8}})
-    assert bad_opt.returncode == 2 and "valid options: img_channel, width" in bad_opt.stderr
-    no_data = _train(tmp_path, data={**tiny_config(tmp_path)["data"], "otf": {"clean": str(tmp_path / "nowhere")}})
-    assert no_data.returncode == 2 and "data.otf.clean" in no_data.stderr
-    for proc in (bad_arch, bad_opt, no_data):
-        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+@pytest.mark.parametrize(
+    ("sections", "needle"),
+    [
+        ({"model": {"arch": "unet9000"}}, "not a trainable architecture; choose one of nafnet, swinir"),
+        ({"model": {"arch": "nafnet", "options": {"widht": 8}}}, "valid options: img_channel, width"),
+        ({"data": {"source": "otf", "otf": {"clean": "nowhere"}}}, "data.otf.clean"),
+        ({"loss": {"l1": {"weight": -1}}}, "loss.l1.weight must be a number >= 0"),
+        ({"loss": {"l7": {"weight": 1}}}, "l7"),
+        ({"train": {"mixed_precision": "fp16"}}, "fp16 needs a CUDA GPU"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, sections, needle):
+    code, _, err = _train_here(tmp_path, capsys, **sections)
+    assert code == 2 and needle in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not list((tmp_path / "run").glob("checkpoints/*"))
 
 
-def test_schema_and_listing_flags(tmp_path):
-    proc = gendeg("train", "restorer", "--schema", cwd=tmp_path)
-    assert proc.returncode == 0 and "max_steps: 10000" in proc.stdout
-    archs = gendeg("train", "restorer", "--archs", cwd=tmp_path)
-    assert archs.returncode == 0 and "nafnet (MIT)" in archs.stdout and "swinir (Apache-2.0)" in archs.stdout
+def test_schema_and_listing_flags(tmp_path, capsys):
+    from comfyui_gendeg.cli import main
+
+    assert main(["train", "restorer", "--schema"]) == 0
+    assert "max_steps: 10000" in capsys.readouterr().out
+    assert main(["train", "restorer", "--archs"]) == 0
+    out = capsys.readouterr().out
+    assert "nafnet (MIT)" in out and "swinir (Apache-2.0)" in out

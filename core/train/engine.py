@@ -69,18 +69,21 @@ class TrainResult:
 
 
 def make_accelerator(device: str | None, mixed_precision: str):
-    """An ``accelerate.Accelerator`` on ``device`` (``cpu``, ``cuda``, ``mps`` or None = best available)."""
+    """An ``accelerate.Accelerator`` on ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``; None = best available).
+
+    Under ``accelerate launch`` / ``torchrun`` each process gets its own GPU from the launcher.
+    """
     try:
         from accelerate import Accelerator
     except ImportError as exc:  # pragma: no cover - accelerate is a dependency of training
         raise InputError("training needs Hugging Face accelerate: pip install 'comfyui-gendeg[train]'") from exc
-    dev = (device or "").strip().lower()
-    if dev not in ("", "auto", "cpu", "cuda", "mps"):
-        raise InputError(f"--device {device!r}: use cpu, cuda or mps (pick a GPU with CUDA_VISIBLE_DEVICES=N)")
-    if dev == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is available here; use --device cpu")
-    cpu = dev == "cpu" or (dev in ("", "auto") and not torch.cuda.is_available() and not torch.backends.mps.is_available())
-    if mixed_precision == "fp16" and (cpu or dev == "mps"):
+    from ..device import parse_device
+
+    dev = parse_device(device)
+    if dev.type == "cuda" and dev.index is not None and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        torch.cuda.set_device(dev.index)
+    cpu = dev.type == "cpu"
+    if mixed_precision == "fp16" and dev.type != "cuda":
         raise InputError("train.mixed_precision fp16 needs a CUDA GPU; use bf16 or no on this device")
     from accelerate.state import AcceleratorState
 
@@ -235,6 +238,95 @@ def _main_thread() -> bool:
 
 
 # ---------------------------------------------------------------------------------------
+# what is trained: a task
+
+
+@dataclass
+class StepContext:
+    """What a task's ``loss_terms`` gets besides the batch."""
+
+    step: int  # optimizer step (0-based)
+    micro: int  # micro-batch within the step (0..grad_accum-1)
+    generator: torch.Generator  # on the device, seeded from (seed, step, rank, micro): draw all randomness from it
+    autocast: Callable[[], contextlib.AbstractContextManager]  # the accelerator's mixed-precision context
+
+
+class TrainTask:
+    """What a training command trains: the network, its objective, how it restores for validation, the export.
+
+    The loop (:func:`run_training`) owns devices, precision, accumulation, the optimizer, EMA,
+    checkpoints, resume and logging; a task only says what one micro-batch costs.
+    """
+
+    name = "task"
+    #: validation images are padded to a multiple of this before restoring
+    multiple = 1
+
+    def build_network(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def setup(self, device: torch.device) -> None:
+        """Load frozen helpers (loss networks) on the training device."""
+
+    def loss_terms(self, model: torch.nn.Module, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Named, weighted scalar terms for one micro-batch (their sum is minimised)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def restore(self, net: torch.nn.Module, lq: torch.Tensor) -> torch.Tensor:
+        """``[1,3,H,W]`` 0..1 -> restored ``[1,3,H,W]`` 0..1, for validation (default: one forward pass)."""
+        from ..image import crop_to, pad_to_multiple
+
+        x, size = pad_to_multiple(lq, self.multiple)
+        return crop_to(net(x), size).clamp(0, 1)
+
+    def export(self, path: Path, weights: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
+        """Write the trained weights (the EMA) where the pack's loaders read them."""
+        return export_model(path, weights, metadata)
+
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+
+class RestorerTask(TrainTask):
+    """A feed-forward restorer ``out = net(lq)`` under the configured losses."""
+
+    name = "restorer"
+
+    def __init__(self, config: RestorerConfig, models_dir: Path) -> None:
+        self.config, self.models_dir = config, models_dir
+        self.multiple = get_arch(config.model.arch).multiple
+        self.options: dict[str, Any] = {}
+        self.losses: dict[str, tuple[float, torch.nn.Module]] = {}
+
+    def build_network(self) -> torch.nn.Module:
+        model, self.options = build_model(self.config.model.arch, self.config.model.options,
+                                          derive_seed(self.config.seed, STREAM_INIT))
+        if self.config.model.pretrained:
+            load_pretrained(model, self.config.model.pretrained)
+        return model
+
+    def setup(self, device: torch.device) -> None:
+        ctx = LossContext(device=device, models_dir=self.models_dir, mixed_precision=self.config.train.mixed_precision)
+        self.losses = build_losses(self.config.loss, ctx)
+
+    def loss_terms(self, model: torch.nn.Module, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        lq, gt = batch["lq"], batch["gt"]  # [B,3,h,w] 0..1
+        with ctx.autocast():
+            restored = model(lq)  # [B,3,h,w], ≈0..1 (not clamped)
+        lb = LossBatch(out=restored.float(), gt=gt, lq=lq, step=ctx.step, generator=ctx.generator)
+        terms: dict[str, torch.Tensor] = {}  # each loss runs its frozen networks at its own precision
+        for weight, loss_fn in self.losses.values():
+            for term, value in loss_fn(lb).items():
+                terms[term] = weight * value.float()
+        return terms
+
+    def metadata(self) -> dict[str, Any]:
+        return {"gendeg.arch": self.config.model.arch,
+                "gendeg.training": {"arch": self.config.model.arch, "options": self.options}}
+
+
+# ---------------------------------------------------------------------------------------
 # the loop
 
 
@@ -248,6 +340,23 @@ def train_restorer(
     data: TrainData | None = None,
 ) -> TrainResult:
     """Train the restorer described by ``config``; returns where the model went and the last figures."""
+    task = RestorerTask(config, Path(models_dir or os.environ.get("GENDEG_MODELS_DIR", "models")))
+    return run_training(config, task, data or build_data(config.data, config.seed), device=device, resume=resume,
+                        progress=progress, models_dir=task.models_dir)
+
+
+def run_training(
+    config: Any,
+    task: TrainTask,
+    data: TrainData,
+    *,
+    device: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    models_dir: Path | None = None,
+) -> TrainResult:
+    """Train ``task`` on ``data`` with the loop settings of ``config`` (its ``name``, ``seed``, ``out``,
+    ``optim``, ``schedule``, ``train`` sections and ``fingerprint()``)."""
     out = config.out_dir()
     accelerator = make_accelerator(device, config.train.mixed_precision)
     main = accelerator.is_main_process
@@ -256,20 +365,16 @@ def train_restorer(
         prepare_out_dir(out, resume)
     accelerator.wait_for_everyone()
 
-    # -- data, network, losses, optimizer ---------------------------------------------
-    data = data or build_data(config.data, config.seed)
-    model, options = build_model(config.model.arch, config.model.options, derive_seed(config.seed, STREAM_INIT))
-    if config.model.pretrained:
-        load_pretrained(model, config.model.pretrained)
-    ctx = LossContext(device=accelerator.device, models_dir=Path(models_dir or os.environ.get("GENDEG_MODELS_DIR", "models")),
-                      mixed_precision=config.train.mixed_precision)
-    losses = build_losses(config.loss, ctx)
+    # -- network, frozen helpers, optimizer, EMA --------------------------------------
+    model = task.build_network()
+    task.setup(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
                                   weight_decay=config.optim.weight_decay, eps=config.optim.eps)
     ema = EMA(model, config.train.ema_decay, config.train.ema_warmup)
 
     # -- resume -----------------------------------------------------------------------
     start_step = 0
+    state: dict[str, Any] = {}
     fingerprint = config.fingerprint()
     if resume:
         found = latest_checkpoint(out / "checkpoints")
@@ -288,20 +393,23 @@ def train_restorer(
     if main:
         atomic_write_bytes(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode("utf-8"))
 
+    if config.train.compile:
+        model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if resume and start_step and accelerator.scaler is not None and "scaler" in state:
+    if accelerator.scaler is not None and "scaler" in state:
         accelerator.scaler.load_state_dict(state["scaler"])
     net = accelerator.unwrap_model(model)
+    net = getattr(net, "_orig_mod", net)  # the module torch.compile wrapped
 
     max_steps = config.train.max_steps
     metrics = CsvLog(out / "metrics.csv", start_step if resume else None) if main else None
     val_log = CsvLog(out / "val.csv", start_step if resume else None) if main else None
     tb = tensorboard_writer(out) if main else None
-    validator = Validator(data.val, out / "val", multiple=get_arch(config.model.arch).multiple, models_dir=ctx.models_dir) if main else None
+    validator = Validator(data.val, out / "val", task.restore, models_dir=models_dir) if main else None
     model_path = out / f"{config.name}.safetensors"
-    metadata = {"gendeg.training": {"arch": config.model.arch, "options": options, "config": config.to_dict(),
-                                    "data": data.summary, "fingerprint": fingerprint},
-                "gendeg.arch": config.model.arch}
+    metadata = task.metadata()
+    metadata["gendeg.training"] = {**metadata.get("gendeg.training", {}), "task": task.name, "config": config.to_dict(),
+                                   "data": data.summary, "fingerprint": fingerprint}
 
     def save(step: int) -> None:
         """Checkpoint after ``step`` optimizer steps, and export the EMA network."""
@@ -311,7 +419,7 @@ def train_restorer(
             if accelerator.scaler is not None:
                 state["scaler"] = accelerator.scaler.state_dict()
             save_checkpoint(out / "checkpoints", step, state, config.train.keep_checkpoints)
-            export_model(model_path, ema.weights(net.state_dict()), {**metadata, "gendeg.steps": step})
+            task.export(model_path, ema.weights(net.state_dict()), {**metadata, "gendeg.steps": step})
         accelerator.wait_for_everyone()
 
     def validate(step: int) -> dict[str, float]:
@@ -345,19 +453,13 @@ def train_restorer(
 
             for micro in range(accum):
                 batch = next(batches)
-                lq = batch["lq"].to(accelerator.device, non_blocking=True)  # [B,3,h,w] 0..1
-                gt = batch["gt"].to(accelerator.device, non_blocking=True)  # [B,3,h,w] 0..1
+                batch = {k: v.to(accelerator.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                ctx = StepContext(step, micro, generator(config.seed, STREAM_LOSS, step, rank, micro, device=accelerator.device),
+                                  accelerator.autocast)
                 sync = micro == accum - 1
                 no_sync = accelerator.no_sync(model) if (world > 1 and not sync) else contextlib.nullcontext()
                 with no_sync:
-                    with accelerator.autocast():
-                        restored = model(lq)  # [B,3,h,w], ≈0..1
-                    lb = LossBatch(out=restored.float(), gt=gt, lq=lq, step=step,
-                                   generator=generator(config.seed, STREAM_LOSS, step, rank, micro, device=accelerator.device))
-                    terms: dict[str, torch.Tensor] = {}  # each loss runs its frozen networks at its own precision
-                    for weight, loss_fn in losses.values():
-                        for term, value in loss_fn(lb).items():
-                            terms[term] = weight * value.float()
+                    terms = task.loss_terms(model, batch, ctx)
                     loss = sum(terms.values())
                     if not torch.isfinite(loss):
                         raise GenDegError(f"the loss became {float(loss)} at step {step} ({ {k: float(v) for k, v in terms.items()} }); "

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import GenDegError
-from ..image import crop_to, pad_to_multiple
 from ..io import save_image
 from ..quality.fullref import psnr, ssim
 
@@ -27,9 +26,10 @@ GRID_ROWS = 4
 
 
 class Validator:
-    def __init__(self, samples: Sequence[Mapping[str, Any]], folder: Path, multiple: int = 1,
-                 models_dir: Path | None = None) -> None:
-        self.samples, self.folder, self.multiple, self.models_dir = list(samples), folder, max(1, multiple), models_dir
+    def __init__(self, samples: Sequence[Mapping[str, Any]], folder: Path,
+                 restore: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor], models_dir: Path | None = None) -> None:
+        """``restore(net, lq [1,3,H,W] 0..1) -> [1,3,H,W] 0..1``: how the task restores one image."""
+        self.samples, self.folder, self.restore, self.models_dir = list(samples), folder, restore, models_dir
         self._lpips: Any = None
         self._lpips_tried = False
         self._baseline: dict[str, float] | None = None
@@ -49,12 +49,6 @@ class Validator:
                              "(gendeg weights fetch tv-alexnet; gendeg weights fetch lpips-alex)", self.models_dir / "quality")
         return self._lpips
 
-    @torch.no_grad()
-    def restore(self, net: torch.nn.Module, lq: torch.Tensor) -> torch.Tensor:
-        """``[1,3,H,W]`` 0..1 -> restored ``[1,3,H,W]`` clamped to 0..1 (padded to the network's multiple)."""
-        x, size = pad_to_multiple(lq, self.multiple)
-        return crop_to(net(x), size).clamp(0, 1)
-
     def _scores(self, out: torch.Tensor, gt: torch.Tensor, device: torch.device) -> dict[str, float]:
         row = {"psnr": float(psnr(gt, out)[0]), "ssim": float(ssim(gt, out)[0]) if min(gt.shape[-2:]) >= 11 else float("nan")}
         lp = self._lpips_model(device)
@@ -73,7 +67,8 @@ class Validator:
         for i, s in enumerate(self.samples):
             lq = s["lq"][None].to(device)
             gt = s["gt"][None].to(device)
-            out = self.restore(model, lq).float()
+            with torch.no_grad():
+                out = self.restore(model, lq).float().clamp(0, 1)
             rows.append(self._scores(out, gt, device))
             if self._baseline is None:
                 base_rows.append(self._scores(lq, gt, device))
