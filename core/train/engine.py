@@ -47,7 +47,6 @@ from .config import RestorerConfig
 from .data import StepSampler, TrainData, build_data
 from .data.seeding import STREAM_INIT, STREAM_LOSS, derive_seed, generator
 from .ema import EMA
-from .losses import LossBatch, LossContext, build_loss
 from .schedule import lr_at
 from .validate import Validator
 
@@ -113,8 +112,10 @@ def load_pretrained(model: torch.nn.Module, path: str) -> None:
         )
 
 
-def build_losses(spec: Mapping[str, Any], ctx: LossContext) -> dict[str, tuple[float, torch.nn.Module]]:
-    """``{name: (weight, loss module)}`` for every loss with a non-zero weight."""
+def build_losses(spec: Mapping[str, Any], ctx: Any) -> dict[str, tuple[float, torch.nn.Module]]:
+    """``{name: (weight, loss module)}`` for every loss with a non-zero weight (``ctx``: a ``LossContext``)."""
+    from .losses import build_loss
+
     out = {}
     for name, options in spec.items():
         opts = dict(options or {})
@@ -307,10 +308,14 @@ class RestorerTask(TrainTask):
         return model
 
     def setup(self, device: torch.device) -> None:
+        from .losses import LossContext
+
         ctx = LossContext(device=device, models_dir=self.models_dir, mixed_precision=self.config.train.mixed_precision)
         self.losses = build_losses(self.config.loss, ctx)
 
     def loss_terms(self, model: torch.nn.Module, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        from .losses import LossBatch
+
         lq, gt = batch["lq"], batch["gt"]  # [B,3,h,w] 0..1
         with ctx.autocast():
             restored = model(lq)  # [B,3,h,w], ≈0..1 (not clamped)
