@@ -116,3 +116,36 @@ def test_tiny_nafnet_trained_on_the_fly_beats_doing_nothing_on_held_out_crops(tm
     losses = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     first, last = (float(losses[i].split(",")[2]) for i in (1, -1))
     assert last < first
+
+
+def test_the_documented_loop_dataset_train_restore_score(tmp_path, monkeypatch, capsys):
+    """docs/training.md's loop, command by command: dataset workflow → train → restore workflow → score."""
+    import shutil
+
+    from comfyui_gendeg.cli import main
+    from train_helpers import SAMPLES
+
+    repo = SAMPLES.parent
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "input" / "clean").mkdir(parents=True)
+    for p in SAMPLES.glob("*.png"):
+        shutil.copy(p, tmp_path / "input" / "clean" / p.name)
+    shutil.copy(SAMPLES / "rocket.png", tmp_path / "input" / "degraded.png")
+    assert main(["run", str(repo / "workflows" / "gendeg_synth_dataset.json"), "--output-dir", "output", "--quiet"]) == 0
+    assert main(["train", "restorer", str(repo / "configs" / "train" / "nafnet_pairs.yaml"), "--out", "runs/nafnet_pairs",
+                 "--device", "cpu", "--max-steps", "2", "--set", "data.val_count=1", "--set", "data.workers=0",
+                 "--set", "train.batch_size=2", "--set", "data.crop=32",
+                 "--set", "model.options={width: 8, middle_blk_num: 1, enc_blk_nums: [1], dec_blk_nums: [1]}"]) == 0
+    (tmp_path / "models" / "restore").mkdir(parents=True)
+    shutil.copy("runs/nafnet_pairs/nafnet_pairs.safetensors", "models/restore/")
+    monkeypatch.setenv("GENDEG_MODELS_DIR", str(tmp_path / "models"))
+    from comfyui_gendeg.nodes import host
+
+    monkeypatch.setattr(host.SETTINGS, "models_dir", None)
+    assert main(["run", str(repo / "workflows" / "gendeg_restore_feedforward.json"), "--set",
+                 "2.model_name=nafnet_pairs.safetensors", "--output-dir", "output", "--input-dir", "input", "--quiet"]) == 0
+    restored = tmp_path / "output" / "gendeg_restore_feedforward_00001_.png"
+    assert restored.is_file()
+    capsys.readouterr()
+    assert main(["score", "input/clean/rocket.png", str(restored), "--metrics", "psnr,ssim"]) == 0
+    assert '"psnr"' in capsys.readouterr().out

@@ -74,8 +74,11 @@ class FoldersData:
 class DataConfig:
     #: Where training pairs come from: ``otf`` (clean photos degraded on the fly), ``pairs`` (a pack dataset) or ``folders`` (gt/ + lq/).
     source: Literal["otf", "pairs", "folders"] = "otf"
+    #: Settings of the ``otf`` source.
     otf: OnTheFlyData = field(default_factory=OnTheFlyData)
+    #: Settings of the ``pairs`` source.
     pairs: PairsData | None = None
+    #: Settings of the ``folders`` source.
     folders: FoldersData | None = None
     #: Square training crop in pixels (paired crops at the same place).
     crop: int = 128

@@ -225,9 +225,12 @@ def describe(cls: type, prefix: str = "", indent: int = 0) -> list[str]:
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         doc = docs.get(f.name, "")
-        if dataclasses.is_dataclass(tp):
-            out.append(f"{pad}{f.name}:" + (f"  # {doc}" if doc else ""))
-            out.extend(describe(tp, f"{prefix}{f.name}.", indent + 1))
+        section = next((a for a in (tp, *get_args(tp)) if dataclasses.is_dataclass(a)), None)
+        if section is not None:
+            optional = section is not tp
+            note = "optional section" + (f". {doc}" if doc else "") if optional else doc
+            out.append(f"{pad}{f.name}:" + (f"  # {note}" if note else ""))
+            out.extend(describe(section, f"{prefix}{f.name}.", indent + 1))
             continue
         if f.default is not dataclasses.MISSING:
             default = f.default
