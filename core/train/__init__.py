@@ -1,0 +1,1 @@
+"""Training engine: data sources, architectures, losses, priors and the loop (see DESIGN.md, "Train")."""
