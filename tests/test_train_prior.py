@@ -289,3 +289,18 @@ def test_resolve_prefers_the_converted_file(tmp_path):
     path = resolve_prior(PRIOR_ID, tmp_path / "models")
     assert path.name == "256x256_diffusion_uncond.safetensors"
     assert load_prior(path).config == TINY
+
+
+def test_manifest_entry_describes_the_same_network():
+    from comfyui_gendeg.core.weights import get_entry
+
+    entry = get_entry(PRIOR_ID)
+    cfg = GUIDED_DIFFUSION_256_UNCOND
+    c = entry.config
+    assert entry.kind == "restore" and entry.files[0].path == "diffloss/256x256_diffusion_uncond.pt"
+    assert entry.files[0].urls == ("https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt",)
+    assert c["parameters"] == parameter_count(cfg)
+    assert tuple(c["channel_mult"]) == cfg.channel_mult and c["num_channels"] == cfg.model_channels
+    assert tuple(sorted(c["image_size"] // r for r in c["attention_resolutions"])) == cfg.attention_ds
+    assert c["num_head_channels"] == cfg.num_head_channels and c["num_res_blocks"] == cfg.num_res_blocks
+    assert c["learn_sigma"] and cfg.out_channels == 6 and not c["class_cond"]
