@@ -104,6 +104,24 @@ def test_values_equal_an_independent_computation(opts, side, pad_to):
     assert terms["diffloss_sem"].item() == pytest.approx(sem, rel=1e-4)
 
 
+def test_resize_fit_equals_running_on_the_resized_crop():
+    prior = tiny_prior()
+    gt, lq = images(b=2, side=48, seed=4)
+    out = 0.7 * lq + 0.3 * gt
+
+    def terms(o, g, fit):
+        loss = DiffLoss(prior, DiffLossOptions(fit=fit, checkpointing=False))
+        return loss(LossBatch(out=o, gt=g, lq=g, step=0, generator=torch.Generator().manual_seed(3)))
+
+    def small(x):
+        return F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+
+    a = terms(out, gt, "resize")  # TINY's image_size is 32
+    b = terms(small(out), small(gt), "pad")  # mapping to [-1, 1] commutes with the (linear) resize
+    for k in a:
+        assert a[k].item() == pytest.approx(b[k].item(), rel=1e-4)
+
+
 def test_same_generator_same_value_and_every_k_steps():
     prior = tiny_prior()
     gt, lq = images(seed=2)

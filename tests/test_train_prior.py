@@ -304,3 +304,15 @@ def test_manifest_entry_describes_the_same_network():
     assert tuple(sorted(c["image_size"] // r for r in c["attention_resolutions"])) == cfg.attention_ds
     assert c["num_head_channels"] == cfg.num_head_channels and c["num_res_blocks"] == cfg.num_res_blocks
     assert c["learn_sigma"] and cfg.out_channels == 6 and not c["class_cond"]
+
+
+def test_resolve_by_file_name_or_absolute_path(tmp_path):
+    models = tmp_path / "models"
+    (models / "restore").mkdir(parents=True)
+    pt = models / "restore" / "my_prior.pt"
+    torch.save(tiny_prior().state_dict(), pt)
+    assert resolve_prior("my_prior.pt", models) == pt
+    assert resolve_prior(str(pt), models) == pt
+    load_prior(pt, TINY)  # converts once
+    assert resolve_prior("my_prior.pt", models).name == "my_prior.safetensors"
+    assert resolve_prior(str(pt), models).name == "my_prior.safetensors"

@@ -45,7 +45,8 @@ def resolve_prior(name: str, models_dir: str | Path) -> Path:
     """
     folders = prior_folders(models_dir)
     rel = get_entry(name).files[0].path if name in load_manifest() else name
-    converted = find_file(str(Path(rel).with_suffix(".safetensors")), folders)
+    sibling = Path(rel).with_suffix(".safetensors")
+    converted = (sibling if sibling.exists() else None) if sibling.is_absolute() else find_file(str(sibling), folders)
     if converted is not None and converted.is_file():
         return converted
     try:
