@@ -163,6 +163,8 @@ def test_dpl_bad_proxy_weights_and_missing_vgg(tmp_path):
     out, gt, lq = images(b=1, side=32)
     with pytest.raises(InputError, match="proxy_weights has 1 values but the batch has 2 proxies"):
         DPLoss(tiny_vgg(), [1.0])(LossBatch(out=out, gt=gt, lq=lq, step=0, generator=torch.Generator(), proxies=[gt, lq]))
+    with pytest.raises(InputError, match=r"dpl: proxy 0 has shape \(1, 3, 16, 16\)"):
+        DPLoss(tiny_vgg())(LossBatch(out=out, gt=gt, lq=lq, step=0, generator=torch.Generator(), proxies=[gt[..., :16, :16]]))
     with pytest.raises(InputError, match="proxy_weights must be >= 0"):
         DPLoss(tiny_vgg(), [-1.0])
     with pytest.raises(InputError, match="option proxy_weights must be list"):
