@@ -47,9 +47,9 @@ def images(b=3, side=40, seed=0):
 # --- L_clip -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def clip_models(tmp_path):
-    models = tmp_path / "models"
+@pytest.fixture(scope="module")
+def clip_models(tmp_path_factory):
+    models = tmp_path_factory.mktemp("clip_loss") / "models"
     make_clip(models / "clip" / "tiny-clip")
     clip = load_clip(models / "clip" / "tiny-clip")
     p = QualityPerceiver(clip, n_ctx=4, generator=torch.Generator().manual_seed(0))
