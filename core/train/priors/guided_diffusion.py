@@ -201,7 +201,8 @@ class AttentionBlock(nn.Module):
         qkv = self.qkv(self.norm(x))  # [B, 3C, T]; legacy order: heads first, then (q, k, v) per head
         n = self.num_heads
         ch = c // n
-        q, k, v = qkv.reshape(b, n, 3 * ch, -1).transpose(-1, -2).split(ch, dim=-1)  # each [B, n, T, ch]
+        # [B, n, T, 3ch], contiguous so that q, k, v have unit stride in the last dim (fused SDPA kernels)
+        q, k, v = qkv.reshape(b, n, 3 * ch, -1).transpose(-1, -2).contiguous().split(ch, dim=-1)
         a = F.scaled_dot_product_attention(q, k, v)  # softmax(q·kᵀ/√ch)·v
         h = self.proj_out(a.transpose(-1, -2).reshape(b, c, -1))
         return (x + h).reshape(b, c, *spatial)
