@@ -97,9 +97,13 @@ class DISTS(nn.Module):
     def forward(self, reference: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """``[B]`` DISTS of ``[B,C,H,W]`` images in 0..1 (alpha ignored, grey expanded)."""
         ref, img = check_pair(reference, image)
+        return self.distance(as_rgb3(ref), as_rgb3(img)).float()
+
+    def distance(self, reference: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """``[B]`` DISTS of two RGB ``[B,3,H,W]`` batches, without validation (differentiable; training losses)."""
         p = self.alpha
-        x = torch.cat([as_rgb3(ref), as_rgb3(img)], dim=0).to(p.device, p.dtype)
-        n = ref.shape[0]
+        x = torch.cat([reference, image], dim=0).to(p.device, p.dtype)
+        n = reference.shape[0]
         w_sum = self.alpha.sum() + self.beta.sum()
         alphas = torch.split(self.alpha / w_sum, self.chns, dim=1)
         betas = torch.split(self.beta / w_sum, self.chns, dim=1)
@@ -115,7 +119,7 @@ class DISTS(nn.Module):
             s2 = (2 * cov + C2) / (vx + vy + C2)
             dist1 = dist1 + (a * s1).sum(dim=(1, 2, 3))
             dist2 = dist2 + (b * s2).sum(dim=(1, 2, 3))
-        return (1 - (dist1 + dist2)).float()
+        return 1 - (dist1 + dist2)
 
 
 def resize_like_official(x: torch.Tensor, short_side: int = 256) -> torch.Tensor:

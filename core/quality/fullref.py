@@ -96,8 +96,13 @@ def ssim(reference: torch.Tensor, image: torch.Tensor, *, y_channel: bool = Fals
     """Structural similarity, ``[B]`` in [-1, 1] (1 for identical images); see the module doc."""
     ref, img = _prepare(reference, image, y_channel, crop)
     _check_ssim_size(ref, SSIM_WINDOW, "SSIM")
-    g = gaussian_window(dtype=ref.dtype, device=ref.device)
-    s, _ = _ssim_maps(ref, img, g)
+    return ssim_values(ref, img)
+
+
+def ssim_values(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM ``[B]`` of two float ``[B,C,H,W]`` batches, without validation (differentiable; training losses)."""
+    g = gaussian_window(dtype=x.dtype, device=x.device)
+    s, _ = _ssim_maps(x, y, g)
     return s.double().mean(dim=(2, 3)).mean(dim=1).float()
 
 
@@ -106,10 +111,20 @@ def ms_ssim(reference: torch.Tensor, image: torch.Tensor, *, y_channel: bool = F
     """Multi-scale SSIM, ``[B]`` in 0..1 (1 for identical images); see the module doc."""
     ref, img = _prepare(reference, image, y_channel, crop)
     levels = len(weights)
-    _check_ssim_size(ref, (SSIM_WINDOW - 1) * 2 ** (levels - 1) + 1, f"MS-SSIM ({levels} scales)")
-    g = gaussian_window(dtype=ref.dtype, device=ref.device)
+    _check_ssim_size(ref, ms_ssim_min_side(levels), f"MS-SSIM ({levels} scales)")
+    return ms_ssim_values(ref, img, weights)
+
+
+def ms_ssim_min_side(levels: int = len(MS_SSIM_WEIGHTS)) -> int:
+    """Smallest image side MS-SSIM with ``levels`` scales accepts: (11 − 1)·2^(levels−1) + 1."""
+    return (SSIM_WINDOW - 1) * 2 ** (levels - 1) + 1
+
+
+def ms_ssim_values(x: torch.Tensor, y: torch.Tensor, weights: tuple[float, ...] = MS_SSIM_WEIGHTS) -> torch.Tensor:
+    """MS-SSIM ``[B]`` of two float ``[B,C,H,W]`` batches, without validation (differentiable; training losses)."""
+    levels = len(weights)
+    g = gaussian_window(dtype=x.dtype, device=x.device)
     terms = []
-    x, y = ref, img
     for level in range(levels):
         if level > 0:
             pad = max(x.shape[2] % 2, x.shape[3] % 2)

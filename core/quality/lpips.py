@@ -82,12 +82,16 @@ class LPIPS(nn.Module):
     def forward(self, reference: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """``[B]`` LPIPS distance of ``[B,C,H,W]`` images in 0..1 (alpha ignored, grey expanded)."""
         ref, img = check_pair(reference, image)
+        return self.distance(as_rgb3(ref), as_rgb3(img)).float()
+
+    def distance(self, reference: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """``[B]`` LPIPS of two RGB ``[B,3,H,W]`` batches, without validation (differentiable; training losses)."""
         p = next(self.parameters())
-        x = torch.cat([as_rgb3(ref), as_rgb3(img)], dim=0).to(p.device, p.dtype)
+        x = torch.cat([reference, image], dim=0).to(p.device, p.dtype)
         x = (x * 2 - 1 - self.shift.to(x)) / self.scale.to(x)
-        n = ref.shape[0]
+        n = reference.shape[0]
         total = torch.zeros(n, device=x.device, dtype=x.dtype)
         for f, lin in zip(self.layers(x), self.lins, strict=True):
             d = (f[:n] - f[n:]).pow(2)
             total = total + lin(d).mean(dim=(1, 2, 3))
-        return total.float()
+        return total
