@@ -127,8 +127,33 @@ def _finite(obj):
     return obj
 
 
+def _niqe_source(path: Path):
+    """An image for NIQE fitting with as little memory as possible: 8-bit files as uint8 arrays
+    (a quarter of a float tensor), anything else (16-bit, float) through ``load_image``."""
+    import numpy as np
+    from PIL import Image
+
+    from ..core.io import load_image
+
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("L", "LA", "RGB", "RGBA", "P"):
+                w, h = img.size
+                if w * h > Image.MAX_IMAGE_PIXELS:
+                    raise InputError(f"{path}: {w}x{h} pixels is more than the {Image.MAX_IMAGE_PIXELS} pixel limit")
+                img.load()
+                if img.mode == "P":
+                    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+                return np.asarray(img)
+    except InputError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError):
+        pass  # load_image gives the clear error
+    return load_image(path)
+
+
 def run_fit_niqe(args: argparse.Namespace) -> int:
-    from ..core.io import list_images, load_image
+    from ..core.io import list_images
     from ..core.quality.niqe import fit_pristine, load_model, save_model
 
     if args.from_mat:
@@ -138,11 +163,13 @@ def run_fit_niqe(args: argparse.Namespace) -> int:
         return 0
     if not args.folder:
         raise InputError("give a FOLDER of clean images (or --from-mat MAT)")
+    if not 0 <= args.sharpness <= 1:
+        raise InputError(f"--sharpness must be a fraction in 0..1 (the authors use 0.75), got {args.sharpness}")
     folder = Path(args.folder)
     files = list_images(folder, recursive=args.recursive)
     if not files:
         raise InputError(f"{folder}: no images found")
-    mu, cov = fit_pristine((load_image(f) for f in files), block=args.block, sharpness=args.sharpness)
+    mu, cov = fit_pristine((_niqe_source(f) for f in files), block=args.block, sharpness=args.sharpness)
     save_model(args.out, mu, cov, source=f"fitted on {len(files)} images of {folder.name}", block=args.block)
     print(json.dumps({"out": args.out, "images": len(files), "block": args.block}))
     return 0
