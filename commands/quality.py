@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score images against a reference (or without one) and print JSON",
         description="Score IMG files against REF with the chosen metrics and print JSON (one record per image and the "
         "means; an infinite PSNR is written as the string \"inf\"). With only no-reference metrics (piqe, niqe, clip_iqa, perceiver) every path is an image to score. "
+        "A clip_iqa from a ViT CLIP gets a \"notes\" entry: it is not comparable with published CLIP-IQA numbers. "
         "Model files come from the models folder (--models-dir, GENDEG_MODELS_DIR): quality/ and clip/.",
     )
     p.add_argument("paths", nargs="+", metavar="REF IMG", help="reference then image(s); only images for no-reference metrics")
@@ -25,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop-border", type=int, default=0, metavar="N", help="pixels cropped from each border first")
     p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default alex)")
     p.add_argument("--niqe-model", default="niqe-pristine", help="NIQE model: manifest id or file (default niqe-pristine)")
-    p.add_argument("--clip", default="clip-vit-base-patch32", help="CLIP folder for clip_iqa/perceiver (name under clip/ or a path)")
+    p.add_argument("--clip", default="clip-vit-base-patch32",
+                   help="transformers CLIP folder for the perceiver (name under clip/ or a path); clip_iqa falls back to it "
+                   "(ViT variant, not comparable with published CLIP-IQA numbers) when the ResNet-50 CLIP is absent")
+    p.add_argument("--clip-iqa-model", default="", metavar="FILE",
+                   help="CLIP for clip_iqa: the ResNet-50 CLIP .safetensors (published configuration; default: the manifest's "
+                   "clip-rn50-openai when present) or a transformers CLIP folder (ViT variant)")
     p.add_argument("--perceiver", default="perceiver-prompts", help="perceiver prompt file: manifest id or file")
     p.add_argument("--models-dir", help="models folder (default $GENDEG_MODELS_DIR or ./models)")
     p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, mps (default: the best available)")
@@ -72,13 +78,12 @@ def _models_for(metrics: list[str], args: argparse.Namespace, device) -> list:
     if "niqe" in metrics:
         models.append(api.load_niqe(resolve(args.niqe_model, qdirs)))
     if "clip_iqa" in metrics or "perceiver" in metrics:
-        from ..nodes.quality import _clip_folder
+        from ..nodes.quality import _clip_folder, _clip_iqa_source
 
-        folder = _clip_folder(args.clip)
         if "clip_iqa" in metrics:
-            models.append(api.load_clip_iqa(folder, device))
+            models.append(api.load_clip_iqa(_clip_iqa_source(args.clip_iqa_model, args.clip), device))
         if "perceiver" in metrics:
-            models.append(api.load_perceiver_model(folder, resolve(args.perceiver, qdirs), device))
+            models.append(api.load_perceiver_model(_clip_folder(args.clip), resolve(args.perceiver, qdirs), device))
     return models
 
 
@@ -109,6 +114,8 @@ def run_score(args: argparse.Namespace) -> int:
     mean = {k: sum(r[k] for r in records) / len(records) for k in keys}
     out = {"reference": ref_path, "metrics": metrics, "y_channel": args.y_channel, "crop_border": args.crop_border,
            "images": records, "mean": mean}
+    if api.notes(models):
+        out["notes"] = api.notes(models)
     json.dump(_finite(out), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
     return 0
