@@ -119,8 +119,18 @@ def test_with_positional_embedding_at_the_native_size_equals_open_clip(rn_clip):
         want = F.normalize(ref.encode_image((x - MEAN) / STD), dim=-1)
     assert torch.allclose(clip.image_features(x), want, atol=1e-5)
     assert not is_official(clip)
-    with pytest.raises(InputError, match="positional embedding fits 64x64"):
-        clip.image_features(_images(96, 96))
+    # another size: CLIPIQAFixed(pos_embedding=True) resizes the [L, C] table bicubically along the tokens only
+    x = _images(96, 128)
+    pool = ref.visual.attnpool
+    saved = pool.positional_embedding
+    table = saved.detach()[None, None]
+    pool.positional_embedding = torch.nn.Parameter(F.interpolate(table, size=(3 * 4 + 1, saved.shape[1]), mode="bicubic")[0, 0])
+    try:
+        with torch.no_grad():
+            want = F.normalize(ref.encode_image((x - MEAN) / STD), dim=-1)
+    finally:
+        pool.positional_embedding = saved
+    assert torch.allclose(clip.image_features(x), want, atol=1e-5)
 
 
 def test_text_embeddings_equal_open_clip(rn_clip):

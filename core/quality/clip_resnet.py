@@ -10,7 +10,10 @@ Architecture (Radford et al. 2021, OpenAI ``clip/model.py``; the same in open_cl
   width·32/64) with the mean token as query gives the embedding (``attnpool.q/k/v/c_proj``).
   ``attnpool.positional_embedding`` [(S/32)²+1, C] is added only when asked: CLIP-IQA
   (Wang, Chan, Loy, AAAI 2023, ``CLIPIQAFixed``) runs the image at its full resolution and
-  leaves the positional embedding out, so any size ≥ 32 px works.
+  leaves the positional embedding out (``pos_embedding=False``, its default), so any size
+  ≥ 32 px works. With the option on and another size, the official code resizes the whole
+  [(S/32)²+1, C] table bicubically along the token axis only (a 1×1×L×C "image" to L' rows,
+  mean-token row included), which is what ``positional_embedding=True`` does here too.
 * text tower: ``token_embedding``, ``positional_embedding`` [context, width], pre-norm
   transformer blocks ``transformer.resblocks.N`` (causal self-attention ``attn.in_proj_*``,
   ``attn.out_proj``; MLP ``mlp.c_fc`` → QuickGELU x·σ(1.702x) → ``mlp.c_proj``; heads =
@@ -21,6 +24,8 @@ Weights: a ``.safetensors`` in this key layout — open_clip's conversion of Ope
 Hugging Face Hub (``timm/resnet50_clip.openai``, ``open_clip_model.safetensors``), with the
 tokenizer files (``vocab.json``, ``merges.txt``, …) of the same repository next to it. OpenAI's
 own ``RN50.pt`` is a TorchScript archive (a pickle with code): it is refused, never loaded.
+Precision: OpenAI's loader converts the weights to fp16 (the official CLIP-IQA runs that way on
+a GPU); this module computes in fp32 unless asked otherwise.
 """
 
 from __future__ import annotations
@@ -95,13 +100,10 @@ class AttentionPool2d(nn.Module):
         tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
         tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # [B, HW+1, C]
         if positional_embedding:
-            if self.positional_embedding.shape[0] != tokens.shape[1]:
-                side = int(round((self.positional_embedding.shape[0] - 1) ** 0.5)) * 32
-                raise InputError(
-                    f"the positional embedding fits {side}x{side} inputs only, got {w * 32}x{h * 32}; "
-                    "CLIP-IQA's configuration runs without it"
-                )
-            tokens = tokens + self.positional_embedding.to(tokens.dtype)
+            pe = self.positional_embedding
+            if pe.shape[0] != tokens.shape[1]:  # CLIP-IQA's pos_embedding=True: the [L, C] table resized as a 1x1 image
+                pe = F.interpolate(pe[None, None], size=(tokens.shape[1], c), mode="bicubic", align_corners=False)[0, 0]
+            tokens = tokens + pe.to(tokens.dtype)
         d = c // self.heads
         q = self.q_proj(tokens[:, :1]).view(b, 1, self.heads, d).transpose(1, 2)
         k = self.k_proj(tokens).view(b, -1, self.heads, d).transpose(1, 2)
