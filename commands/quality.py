@@ -140,23 +140,30 @@ def _niqe_source(path: Path):
     import numpy as np
     from PIL import Image
 
+    from ..core.errors import GenDegError, image_memory_error
     from ..core.io import load_image
 
     try:
         with Image.open(path) as img:
-            if img.mode in ("L", "LA", "RGB", "RGBA", "P"):
-                w, h = img.size
-                if w * h > Image.MAX_IMAGE_PIXELS:
-                    raise InputError(f"{path}: {w}x{h} pixels is more than the {Image.MAX_IMAGE_PIXELS} pixel limit")
+            if img.mode not in ("L", "LA", "RGB", "RGBA", "P"):
+                return load_image(path)
+            w, h = img.size
+            if w * h > Image.MAX_IMAGE_PIXELS:
+                raise InputError(f"{path}: {w}x{h} pixels is more than the {Image.MAX_IMAGE_PIXELS} pixel limit "
+                                 "(a decompression bomb, or an image to downscale before loading)")
+            bands = len(img.getbands())
+            try:
                 img.load()
                 if img.mode == "P":
                     img = img.convert("RGBA" if "transparency" in img.info else "RGB")
                 return np.asarray(img)
-    except InputError:
+            except MemoryError:
+                pass  # raised below, once the partial buffers are released
+        raise image_memory_error("load", w, h, bands)
+    except GenDegError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError):
-        pass  # load_image gives the clear error
-    return load_image(path)
+        return load_image(path)  # it words the error
 
 
 def run_fit_niqe(args: argparse.Namespace) -> int:

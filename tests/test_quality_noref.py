@@ -159,3 +159,23 @@ def test_authors_mat_model_converts_to_our_format(tmp_path, capsys):
     assert cli(["quality", "fit-niqe", "--from-mat", str(tmp_path / "modelparameters.mat"), str(out)]) == 0
     mu2, cov2, block = load_model(out)
     assert block == 96 and np.allclose(mu2.numpy(), mu.ravel()) and np.allclose(cov2.numpy(), cov)
+
+
+def test_fit_niqe_reads_8_bit_files_as_bytes_and_others_as_floats_with_the_same_features(tmp_path, capsys):
+    """8-bit files go in as uint8 arrays (a quarter of the memory), 16-bit ones through load_image; a broken file
+    is one clear line (exit 2)."""
+    from comfyui_gendeg.commands.quality import _niqe_source
+    from comfyui_gendeg.core.quality.niqe import image_features
+    from PIL import Image
+
+    a = data.camera()[:192, :288]
+    Image.fromarray(a).save(tmp_path / "grey8.png")
+    Image.fromarray(a.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    src8, src16 = _niqe_source(tmp_path / "grey8.png"), _niqe_source(tmp_path / "grey16.png")
+    assert isinstance(src8, np.ndarray) and src8.dtype == np.uint8 and isinstance(src16, torch.Tensor)
+    assert np.array_equal(image_features(src8)[0], image_features(src16[0])[0])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert cli(["quality", "fit-niqe", str(tmp_path / "bad"), str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.png" in err[0] and "Traceback" not in err[0]
