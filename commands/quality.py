@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score images against a reference (or without one) and print JSON",
         description="Score IMG files against REF with the chosen metrics and print JSON (one record per image and the "
         "means; an infinite PSNR is written as the string \"inf\"). With only no-reference metrics (piqe, niqe, clip_iqa, perceiver) every path is an image to score. "
+        "A clip_iqa from a ViT CLIP gets a \"notes\" entry: it is not comparable with published CLIP-IQA numbers. "
         "Model files come from the models folder (--models-dir, GENDEG_MODELS_DIR): quality/ and clip/.",
     )
     p.add_argument("paths", nargs="+", metavar="REF IMG", help="reference then image(s); only images for no-reference metrics")
@@ -25,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop-border", type=int, default=0, metavar="N", help="pixels cropped from each border first")
     p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default alex)")
     p.add_argument("--niqe-model", default="niqe-pristine", help="NIQE model: manifest id or file (default niqe-pristine)")
-    p.add_argument("--clip", default="clip-vit-base-patch32", help="CLIP folder for clip_iqa/perceiver (name under clip/ or a path)")
+    p.add_argument("--clip", default="clip-vit-base-patch32",
+                   help="transformers CLIP folder for the perceiver (name under clip/ or a path); clip_iqa falls back to it "
+                   "(ViT variant, not comparable with published CLIP-IQA numbers) when the ResNet-50 CLIP is absent")
+    p.add_argument("--clip-iqa-model", default="", metavar="FILE",
+                   help="CLIP for clip_iqa: the ResNet-50 CLIP .safetensors (published configuration; default: the manifest's "
+                   "clip-rn50-openai when present) or a transformers CLIP folder (ViT variant)")
     p.add_argument("--perceiver", default="perceiver-prompts", help="perceiver prompt file: manifest id or file")
     p.add_argument("--models-dir", help="models folder (default $GENDEG_MODELS_DIR or ./models)")
     p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, mps (default: the best available)")
@@ -72,13 +78,12 @@ def _models_for(metrics: list[str], args: argparse.Namespace, device) -> list:
     if "niqe" in metrics:
         models.append(api.load_niqe(resolve(args.niqe_model, qdirs)))
     if "clip_iqa" in metrics or "perceiver" in metrics:
-        from ..nodes.quality import _clip_folder
+        from ..nodes.quality import _clip_folder, _clip_iqa_source
 
-        folder = _clip_folder(args.clip)
         if "clip_iqa" in metrics:
-            models.append(api.load_clip_iqa(folder, device))
+            models.append(api.load_clip_iqa(_clip_iqa_source(args.clip_iqa_model, args.clip), device))
         if "perceiver" in metrics:
-            models.append(api.load_perceiver_model(folder, resolve(args.perceiver, qdirs), device))
+            models.append(api.load_perceiver_model(_clip_folder(args.clip), resolve(args.perceiver, qdirs), device))
     return models
 
 
@@ -109,6 +114,8 @@ def run_score(args: argparse.Namespace) -> int:
     mean = {k: sum(r[k] for r in records) / len(records) for k in keys}
     out = {"reference": ref_path, "metrics": metrics, "y_channel": args.y_channel, "crop_border": args.crop_border,
            "images": records, "mean": mean}
+    if api.notes(models):
+        out["notes"] = api.notes(models)
     json.dump(_finite(out), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
     return 0
@@ -127,8 +134,40 @@ def _finite(obj):
     return obj
 
 
+def _niqe_source(path: Path):
+    """An image for NIQE fitting with as little memory as possible: 8-bit files as uint8 arrays
+    (a quarter of a float tensor), anything else (16-bit, float) through ``load_image``."""
+    import numpy as np
+    from PIL import Image
+
+    from ..core.errors import GenDegError, image_memory_error
+    from ..core.io import load_image
+
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "LA", "RGB", "RGBA", "P"):
+                return load_image(path)
+            w, h = img.size
+            if w * h > Image.MAX_IMAGE_PIXELS:
+                raise InputError(f"{path}: {w}x{h} pixels is more than the {Image.MAX_IMAGE_PIXELS} pixel limit "
+                                 "(a decompression bomb, or an image to downscale before loading)")
+            bands = len(img.getbands())
+            try:
+                img.load()
+                if img.mode == "P":
+                    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+                return np.asarray(img)
+            except MemoryError:
+                pass  # raised below, once the partial buffers are released
+        raise image_memory_error("load", w, h, bands)
+    except GenDegError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return load_image(path)  # it words the error
+
+
 def run_fit_niqe(args: argparse.Namespace) -> int:
-    from ..core.io import list_images, load_image
+    from ..core.io import list_images
     from ..core.quality.niqe import fit_pristine, load_model, save_model
 
     if args.from_mat:
@@ -138,11 +177,13 @@ def run_fit_niqe(args: argparse.Namespace) -> int:
         return 0
     if not args.folder:
         raise InputError("give a FOLDER of clean images (or --from-mat MAT)")
+    if not 0 <= args.sharpness <= 1:
+        raise InputError(f"--sharpness must be a fraction in 0..1 (the authors use 0.75), got {args.sharpness}")
     folder = Path(args.folder)
     files = list_images(folder, recursive=args.recursive)
     if not files:
         raise InputError(f"{folder}: no images found")
-    mu, cov = fit_pristine((load_image(f) for f in files), block=args.block, sharpness=args.sharpness)
+    mu, cov = fit_pristine((_niqe_source(f) for f in files), block=args.block, sharpness=args.sharpness)
     save_model(args.out, mu, cov, source=f"fitted on {len(files)} images of {folder.name}", block=args.block)
     print(json.dumps({"out": args.out, "images": len(files), "block": args.block}))
     return 0

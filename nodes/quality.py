@@ -45,9 +45,12 @@ def _mean(scores: dict[str, torch.Tensor], key: str) -> float:
 
 
 #: Working memory per pixel (fp32 bytes) of the quality networks: VGG/AlexNet feature maps of
-#: image and reference (LPIPS, DISTS), CLIP's vision tower at its 224 px input (CLIP-IQA, perceiver).
+#: image and reference (LPIPS, DISTS), CLIP's vision tower at its 224 px input (CLIP-IQA ViT
+#: variant, perceiver). CLIP-IQA's ResNet-50 runs at full resolution, one image at a time, with
+#: about 512 bytes per input pixel (stem and layer1 activations, fp32).
 _PER_PIXEL = 2048 * 4
 _CLIP_PIXELS = 224 * 224
+_RESNET_CLIP_BYTES_PER_PIXEL = 512
 
 
 def _handle(model: api.IQAModel) -> host.ModelHandle | None:
@@ -70,7 +73,9 @@ def _placed(image: torch.Tensor, *models: Any) -> Iterator[tuple[torch.device, l
     b, h, w = image.shape[0], image.shape[1], image.shape[2]
     pixels = 0
     for m in chosen:
-        if m.kind in ("clip-iqa", "perceiver"):
+        if m.kind == "clip-iqa" and m.info.get("official"):
+            pixels = max(pixels, -(-h * w * _RESNET_CLIP_BYTES_PER_PIXEL // _PER_PIXEL))
+        elif m.kind in ("clip-iqa", "perceiver"):
             pixels = max(pixels, min(b, 32) * _CLIP_PIXELS)
         elif m.kind != "niqe":
             pixels = max(pixels, 2 * b * h * w)
@@ -79,8 +84,9 @@ def _placed(image: torch.Tensor, *models: Any) -> Iterator[tuple[torch.device, l
         yield dev, chosen
 
 
-def _outputs(scores: dict[str, torch.Tensor], names: list[str] | None, keys: tuple[str, ...]) -> dict[str, Any]:
-    table = api.format_table(scores, names)
+def _outputs(scores: dict[str, torch.Tensor], names: list[str] | None, keys: tuple[str, ...],
+             models: tuple[Any, ...] = ()) -> dict[str, Any]:
+    table = api.format_table(scores, names, api.notes(models))
     records = api.rows(scores, names)
     result = (*(_mean(scores, k) for k in keys), table, json.dumps(records, allow_nan=True))
     return {"ui": ui.stats_ui([{k: v for k, v in r.items() if k != "file" and math.isfinite(v)} for r in records]),
@@ -142,9 +148,11 @@ class GenDegScoreReference:
 
 class GenDegScoreNoReference:
     DESCRIPTION = (
-        "Score images without a reference: PIQE (no weights, 0..100, lower is better), NIQE (a pristine model from "
-        "GenDegIQALoader: the authors' or one fitted with `gendeg quality fit-niqe`), CLIP-IQA and the quality perceiver "
-        "(CLIP models from GenDegIQALoader). FLOAT outputs are batch means (NaN when not asked for)."
+        "Score images without a reference: PIQE (MATLAB piqe.m; no weights, 0..100, lower is better), NIQE (the authors' "
+        "MATLAB features; a pristine model from GenDegIQALoader: the authors' or one fitted with `gendeg quality fit-niqe`), "
+        "CLIP-IQA (the published ResNet-50 configuration, or a ViT variant marked * in the table as not comparable with "
+        "published numbers) and the quality perceiver (CLIP models from GenDegIQALoader). FLOAT outputs are batch means "
+        "(NaN when not asked for)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "FLOAT", "STRING", "STRING")
@@ -152,7 +160,8 @@ class GenDegScoreNoReference:
     OUTPUT_TOOLTIPS = (
         "Mean PIQE (0..100, lower is better).",
         "Mean NIQE (lower is better).",
-        "Mean CLIP-IQA (0..1, higher is better).",
+        "Mean CLIP-IQA (0..1, higher is better). Comparable with published CLIP-IQA numbers only with the ResNet-50 "
+        "CLIP (the table marks the ViT variant with *).",
         "Mean quality-perceiver score (0..1, higher is better).",
         "A readable table: one row per image, plus the mean.",
         _SCORES_TIP,
@@ -178,15 +187,18 @@ class GenDegScoreNoReference:
             img = from_comfy(image, dev, "image")
             names = _names(filenames, img.shape[0])
             scores = api.score(img, api.parse_metrics(metrics), models=models, progress=host.progress(1, "score"))
-        return _outputs(scores, names, ("piqe", "niqe", "clip_iqa", "perceiver"))
+        return _outputs(scores, names, ("piqe", "niqe", "clip_iqa", "perceiver"), tuple(models))
 
 
 class GenDegIQALoader:
     DESCRIPTION = (
         "Load a quality model from the models folder (models/gendeg/quality, CLIPs in models/gendeg/clip): LPIPS "
         "(AlexNet or VGG16 backbone + official heads), DISTS (VGG16 + alpha/beta), NIQE pristine model, CLIP-IQA or the "
-        "quality perceiver (CLIP + prompts from `gendeg train perceiver`). Files are the manifest's unless named; "
-        "nothing is downloaded (`gendeg weights fetch ID` does that)."
+        "quality perceiver (CLIP + prompts from `gendeg train perceiver`). CLIP-IQA uses the published configuration "
+        "(OpenAI's ResNet-50 CLIP, full resolution, no positional embedding) when clip/resnet50-clip-openai is present "
+        "(`gendeg weights fetch clip-rn50-openai`), else the ViT CLIP folder named in 'clip' — a variant whose numbers are "
+        "not comparable with published CLIP-IQA numbers. Files are the manifest's unless named; nothing is downloaded "
+        "(`gendeg weights fetch ID` does that)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IQA_MODEL",)
@@ -199,8 +211,8 @@ class GenDegIQALoader:
         return {
             "required": {
                 "kind": (IQA_KINDS, {"default": "lpips-alex", "tooltip": "Which quality model to load."}),
-                "clip": ("STRING", {"default": "clip-vit-base-patch32", "tooltip": "CLIP folder (under models/gendeg/clip, or absolute) for clip-iqa and perceiver."}),
-                "file": ("STRING", {"default": "", "tooltip": "Model file (relative to models/gendeg/quality, or absolute); empty = the manifest's default. For LPIPS/DISTS the heads/alpha-beta file."}),
+                "clip": ("STRING", {"default": "clip-vit-base-patch32", "tooltip": "CLIP folder (under models/gendeg/clip, or absolute) for the perceiver, and for clip-iqa when its ResNet-50 CLIP is absent (ViT variant: not comparable with published CLIP-IQA numbers)."}),
+                "file": ("STRING", {"default": "", "tooltip": "Model file (relative to models/gendeg/quality — models/gendeg/clip for clip-iqa — or absolute); empty = the manifest's default. For LPIPS/DISTS the heads/alpha-beta file; for clip-iqa the ResNet-50 CLIP .safetensors (or a transformers CLIP folder for the ViT variant)."}),
                 "backbone": ("STRING", {"default": "", "tooltip": "LPIPS/DISTS backbone checkpoint (torchvision layout); empty = the manifest's."}),
             }
         }
@@ -215,13 +227,39 @@ class GenDegIQALoader:
             model = api.load_lpips(kind[6:], bb, head, dev) if kind != "dists" else api.load_dists(bb, head, dev)
         elif kind == "niqe":
             model = api.load_niqe(resolve(file.strip() or defaults[0], dirs))
+        elif kind == "clip-iqa":
+            model = api.load_clip_iqa(_clip_iqa_source(file, clip), dev)
         else:
-            folder = _clip_folder(clip)
-            if kind == "clip-iqa":
-                model = api.load_clip_iqa(folder, dev)
-            else:
-                model = api.load_perceiver_model(folder, resolve(file.strip() or defaults[0], dirs), dev)
+            model = api.load_perceiver_model(_clip_folder(clip), resolve(file.strip() or defaults[0], dirs), dev)
         return (model,)
+
+
+#: The CLIP of CLIP-IQA's published configuration (manifest id).
+CLIP_IQA_OFFICIAL = "clip-rn50-openai"
+
+
+def _clip_iqa_source(file: str, clip: str) -> Path:
+    """What CLIP-IQA runs on: ``file`` when given (the ResNet CLIP .safetensors, its folder, or a transformers
+    CLIP folder), else the manifest's ResNet-50 CLIP when present, else the ViT folder ``clip`` (variant)."""
+    from ..core.errors import MissingWeightError
+
+    dirs = host.model_search_dirs("clip")
+    name = (file or "").strip()
+    if name:
+        if not Path(name).is_absolute():
+            for d in dirs:
+                cand = safe_join(d, name)
+                if cand.is_dir():
+                    return cand
+        return resolve(name, dirs)
+    try:
+        return resolve(CLIP_IQA_OFFICIAL, dirs)
+    except MissingWeightError as official_missing:
+        try:
+            return _clip_folder(clip)
+        except InputError:
+            raise InputError(f"CLIP-IQA: no CLIP found. {official_missing} (Or name a transformers CLIP folder in 'clip' "
+                             "for the ViT variant, whose numbers are not comparable with published CLIP-IQA numbers.)") from None
 
 
 def _clip_folder(name: str) -> Path:

@@ -1,4 +1,5 @@
-"""PIQE against a literal block-by-block re-implementation; NIQE estimators and fitting; CLI fit-niqe."""
+"""PIQE against MATLAB's piqe.m transcribed block by block; NIQE fitting, model files and the CLI
+(the NIQE algorithm itself: tests/test_niqe_matlab.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 from comfyui_gendeg.cli import main as cli
-from comfyui_gendeg.core.errors import InputError, WeightsError
 from comfyui_gendeg.core.io import save_image
 from comfyui_gendeg.core.quality import api
-from comfyui_gendeg.core.quality.niqe import fit_aggd, fit_ggd, fit_pristine, load_model, niqe, save_model
+from comfyui_gendeg.core.quality.niqe import fit_pristine, load_model, niqe, save_model
 from comfyui_gendeg.core.quality.piqe import piqe
-from scipy import ndimage, stats
+from scipy import ndimage
 from skimage import data
 
 
@@ -23,47 +23,84 @@ def _natural(name: str, size: int = 96) -> torch.Tensor:
     return t[None, None] if t.ndim == 2 else t[..., :3].permute(2, 0, 1)[None].contiguous()
 
 
-def _piqe_literal(img: np.ndarray) -> float:
-    """Block-by-block PIQE following the published algorithm (MATLAB piqe), independent of core."""
-    grey = np.round(255 * (img @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])))
-    h, w = grey.shape
-    grey = np.pad(grey, ((0, (-h) % 16), (0, (-w) % 16)), mode="edge")
-    c = np.arange(7) - 3
-    g = np.exp(-(c**2) / (2 * (7 / 6) ** 2))
-    k = np.outer(g, g) / np.outer(g, g).sum()
-    mu = ndimage.correlate(grey, k, mode="nearest")
-    sigma = np.sqrt(np.abs(ndimage.correlate(grey * grey, k, mode="nearest") - mu * mu))
-    norm = (grey - mu) / (sigma + 1)
-    total, active = 0.0, 0
+def _piqe_reference(img: np.ndarray, dropped: tuple[int, int] = (8, 9)) -> float:
+    """MATLAB's piqe.m transcribed block by block (R2018b+; independent of core).
+
+    ``img``: uint8 [H,W] or [H,W,3]. ``dropped``: the 1-based columns piqe.m deletes one after the
+    other from a block to get its surround (column 8, then column 9 of the shortened block).
+    """
+    h, w = img.shape[:2]
+    pad = ((0, (-h) % 16), (0, (-w) % 16)) + (((0, 0),) if img.ndim == 3 else ())
+    img = np.pad(img, pad, mode="edge")  # padarray(..., 'replicate', 'post')
+    if img.ndim == 3:  # rgb2gray on uint8: weighted sum rounded to uint8
+        img = np.floor(img.astype(np.float64) @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103]) + 0.5)
+    im = np.round(255 * (img.astype(np.float64) / 255))  # round(255*im2double(I))
+    x = np.arange(7) - 3
+    k = np.exp(-(x**2) / (2 * (7 / 6) ** 2))
+    k /= k.sum()  # imgaussfilt(..., 7/6, 'FilterSize', 7, 'Padding', 'replicate'): separable
+    filt = lambda a: ndimage.correlate1d(ndimage.correlate1d(a, k, axis=0, mode="nearest"), k, axis=1, mode="nearest")  # noqa: E731
+    mu = filt(im)
+    sigma = np.sqrt(np.abs(filt(im * im) - mu * mu))
+    norm = (im - mu) / (sigma + 1)
+    total, nhsa = 0.0, 0
     for i in range(0, norm.shape[0], 16):
         for j in range(0, norm.shape[1], 16):
-            b = norm[i : i + 16, j : j + 16]
-            v = b.var(ddof=1)
-            if v <= 0.1:
+            block = norm[i : i + 16, j : j + 16]
+            var = block.ravel().var(ddof=1)
+            if not var > 0.1:
                 continue
-            active += 1
-            impaired = False
-            for edge in (b[0, :], b[:, 15], b[15, :], b[:, 0]):
-                for s in range(11):
-                    if edge[s : s + 6].std(ddof=1) < 0.1:
-                        impaired = True
-            centre = np.concatenate([b[:, 7], b[:, 8]])
-            surround = np.delete(b, [7, 8], axis=1)
-            r = centre.std(ddof=1) / surround.std(ddof=1)
-            r = 0.0 if np.isnan(r) else r
-            sd = np.sqrt(v)
-            beta = abs(sd - r) / max(sd, r)
-            total += (1 - v) * impaired + v * (sd > 2 * beta)
-    return 100 * (total + 1) / (active + 1)
+            nhsa += 1
+            impaired = 0
+            edges = (block[0, :], block[:, 15], block[15, :], block[:, 0])
+            for seg in range(11):  # segmentEdge: blockEdge(i:windowSize), windowSize 6, 7, ..., 16
+                if any(e[seg : seg + 6].std(ddof=1) < 0.1 for e in edges):
+                    impaired = 1
+                    break
+            sig = np.sqrt(var)
+            centre = np.concatenate([block[:, 7], block[:, 8]])
+            surround = np.delete(np.delete(block, dropped[0] - 1, axis=1), dropped[1] - 1, axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = centre.std(ddof=1) / surround.ravel().std(ddof=1)
+                ratio = 0.0 if np.isnan(ratio) else ratio
+                beta = abs(sig - ratio) / max(sig, ratio)
+            noisy = 1 if sig > 2 * beta else 0
+            total += impaired * (1 - var) + noisy * var
+    return (total + 1) / (1 + nhsa) * 100
 
 
-def test_piqe_matches_a_literal_implementation():
+def _u8(x: torch.Tensor) -> np.ndarray:
+    a = (x[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    return a[..., 0] if a.shape[-1] == 1 else a
+
+
+def _piqe_images() -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    imgs = [_natural("astronaut", 80), (_natural("coffee", 72) + 0.1 * torch.randn(1, 3, 72, 72, generator=g)).clamp(0, 1),
-            torch.rand(1, 3, 50, 61, generator=g)]
-    for x in imgs:
-        want = _piqe_literal(x[0].permute(1, 2, 0).double().numpy())
+    noisy = (_natural("coffee", 72) + 0.1 * torch.randn(1, 3, 72, 72, generator=g)).clamp(0, 1)
+    # centre columns varying on a flat surround: ratio = inf, beta = NaN, never "noisy" (piqe.m)
+    stripes = torch.full((1, 1, 48, 48), 0.5)
+    stripes[..., 7::16] = torch.rand(1, 1, 48, 3, generator=g)
+    stripes[..., 8::16] = torch.rand(1, 1, 48, 3, generator=g)
+    # noise with a louder 0-based column 8 in every block: the surround piqe.m uses (with column 8) and the
+    # old one (with column 9 instead) classify its blocks differently
+    rng = np.random.default_rng(1)
+    col8 = rng.normal(128, 20, (64, 64))
+    col8[:, 8::16] += rng.normal(0, 60, (64, 4))
+    col8 = torch.from_numpy(np.clip(col8, 0, 255).round() / 255).float()[None, None]
+    imgs = [_natural("astronaut", 80), noisy, torch.rand(1, 3, 50, 61, generator=g), _natural("camera", 112), stripes, col8]
+    return [torch.from_numpy(_u8(x).astype(np.float32) / 255).reshape(x.shape[2], x.shape[3], -1).permute(2, 0, 1)[None]
+            for x in imgs]
+
+
+def test_piqe_matches_matlab_piqe_m_block_by_block():
+    for x in _piqe_images():
+        want = _piqe_reference(_u8(x))
         assert float(piqe(x)[0]) == pytest.approx(want, abs=1e-3)
+
+
+def test_piqe_surround_is_piqe_m_s_and_the_old_columns_would_fail():
+    """The old code left out 0-based columns 7 and 8; piqe.m leaves out 7 and 9 (the reference above)."""
+    moved = [abs(_piqe_reference(_u8(x), (8, 8)) - _piqe_reference(_u8(x))) for x in _piqe_images()]
+    assert max(moved) > 1.0, moved  # the tests above would catch the old choice
 
 
 def test_piqe_flat_image_is_100_and_noise_makes_it_worse():
@@ -72,26 +109,6 @@ def test_piqe_flat_image_is_100_and_noise_makes_it_worse():
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     scores = api.score(torch.cat([(x + s * noise).clamp(0, 1) for s in (0.0, 0.1, 0.25)]), ["piqe"])["piqe"]
     assert torch.all(scores[1:] > scores[:-1]), scores
-
-
-@pytest.mark.parametrize("shape", [0.6, 1.0, 2.0, 3.5])
-def test_ggd_fit_recovers_the_shape_of_generalised_gaussian_samples(shape):
-    x = stats.gennorm.rvs(shape, scale=1.7, size=200_000, random_state=np.random.default_rng(0))
-    a, var = fit_ggd(torch.from_numpy(x)[None])
-    assert float(a) == pytest.approx(shape, rel=0.05)
-    assert float(var) == pytest.approx(np.mean(x**2), rel=1e-6)
-
-
-def test_aggd_fit_recovers_shape_and_asymmetry():
-    rng = np.random.default_rng(1)
-    base = np.abs(stats.gennorm.rvs(1.5, size=200_000, random_state=rng))
-    sign = rng.random(200_000) < 0.5 / (0.5 + 2.0)  # AGGD: each side's mass is proportional to its scale
-    x = np.where(sign, -0.5 * base, 2.0 * base)  # left scale 0.5, right scale 2
-    alpha, mean, lvar, rvar = fit_aggd(torch.from_numpy(x)[None])
-    assert float(alpha) == pytest.approx(1.5, rel=0.05)
-    assert float(lvar) == pytest.approx(np.mean(x[x < 0] ** 2), rel=1e-6)
-    assert float(rvar) == pytest.approx(np.mean(x[x > 0] ** 2), rel=1e-6)
-    assert float(mean) > 0  # heavier right side
 
 
 def _clean_set():
@@ -118,21 +135,6 @@ def test_niqe_fitted_model_prefers_clean_images_and_round_trips(tmp_path):
     assert torch.allclose(model(x)["niqe"], scores[:1], atol=1e-5)
 
 
-def test_niqe_errors(tmp_path):
-    mu, cov = torch.zeros(36), torch.eye(36)
-    with pytest.raises(InputError, match="at least 96x96"):
-        niqe(torch.rand(1, 3, 64, 64), mu, cov)
-    with pytest.raises(WeightsError, match="mu"):
-        niqe(torch.rand(1, 3, 96, 96), torch.zeros(10), cov)
-    from safetensors.torch import save_file
-
-    save_file({"mean": torch.zeros(36)}, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(WeightsError, match="'mu' and 'cov'"):
-        load_model(tmp_path / "bad.safetensors")
-    with pytest.raises(InputError, match="sharp"):
-        fit_pristine([torch.rand(1, 3, 32, 32)], block=16)
-
-
 def test_fit_niqe_command_and_score_command(tmp_path, capsys):
     folder = tmp_path / "clean"
     for i, x in enumerate(_clean_set()):
@@ -157,3 +159,23 @@ def test_authors_mat_model_converts_to_our_format(tmp_path, capsys):
     assert cli(["quality", "fit-niqe", "--from-mat", str(tmp_path / "modelparameters.mat"), str(out)]) == 0
     mu2, cov2, block = load_model(out)
     assert block == 96 and np.allclose(mu2.numpy(), mu.ravel()) and np.allclose(cov2.numpy(), cov)
+
+
+def test_fit_niqe_reads_8_bit_files_as_bytes_and_others_as_floats_with_the_same_features(tmp_path, capsys):
+    """8-bit files go in as uint8 arrays (a quarter of the memory), 16-bit ones through load_image; a broken file
+    is one clear line (exit 2)."""
+    from comfyui_gendeg.commands.quality import _niqe_source
+    from comfyui_gendeg.core.quality.niqe import image_features
+    from PIL import Image
+
+    a = data.camera()[:192, :288]
+    Image.fromarray(a).save(tmp_path / "grey8.png")
+    Image.fromarray(a.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    src8, src16 = _niqe_source(tmp_path / "grey8.png"), _niqe_source(tmp_path / "grey16.png")
+    assert isinstance(src8, np.ndarray) and src8.dtype == np.uint8 and isinstance(src16, torch.Tensor)
+    assert np.array_equal(image_features(src8)[0], image_features(src16[0])[0])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert cli(["quality", "fit-niqe", str(tmp_path / "bad"), str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.png" in err[0] and "Traceback" not in err[0]

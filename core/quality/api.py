@@ -12,7 +12,8 @@ lpips       ref+net  ≥ 0             lower  (IQA_MODEL lpips-alex / lpips-vgg)
 dists       ref+net  ≈ 0..1          lower  (IQA_MODEL dists)
 piqe        —        0..100          lower
 niqe        model    ≥ 0             lower  (IQA_MODEL niqe, or a fitted file)
-clip_iqa    CLIP     0..1            higher (IQA_MODEL clip-iqa)
+clip_iqa    CLIP     0..1            higher (IQA_MODEL clip-iqa: ResNet-50 CLIP = published configuration;
+                                            a ViT CLIP folder = variant, not comparable with published numbers)
 perceiver   CLIP+p.  0..1            higher (IQA_MODEL perceiver; also p_excellent/p_mediocre/p_terrible)
 =========== ======== =============== ======================================
 """
@@ -118,12 +119,20 @@ def load_niqe(path: str | Path) -> IQAModel:
     return IQAModel("niqe", load_model(path), (str(path),))
 
 
-def load_clip_iqa(clip_folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+def load_clip_iqa(source: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                   prompts: tuple[str, str] = ("Good photo.", "Bad photo.")) -> IQAModel:
-    """CLIP-IQA on a local transformers CLIP folder."""
-    from .clip import load_clip
+    """CLIP-IQA: ``source`` is the ResNet-50 CLIP ``.safetensors`` (the published configuration) or a
+    transformers CLIP folder (the ViT variant, noted as not comparable with published numbers)."""
+    from . import clip_iqa
 
-    return IQAModel("clip-iqa", load_clip(clip_folder, device, dtype), (str(clip_folder),), {"prompts": prompts})
+    clip = clip_iqa.load(source, device, dtype)
+    info = {"prompts": prompts, "official": clip_iqa.is_official(clip), "note": clip_iqa.variant_note(clip)}
+    return IQAModel("clip-iqa", clip, (str(source),), info)
+
+
+def notes(models: Sequence[IQAModel | None]) -> dict[str, str]:
+    """``{metric: note}`` for scores that must not be read as the published metric (the ViT CLIP-IQA)."""
+    return {m.metric: m.info["note"] for m in models if m is not None and m.kind == "clip-iqa" and not m.info.get("official", True)}
 
 
 def load_perceiver_model(clip_folder: str | Path, prompts_file: str | Path, device: torch.device | str = "cpu",
@@ -226,17 +235,22 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
 
 
-def format_table(scores: Mapping[str, torch.Tensor], names: Sequence[str] | None = None) -> str:
-    """A readable fixed-width table: one row per image plus a mean row; arrows say which way is better."""
+def format_table(scores: Mapping[str, torch.Tensor], names: Sequence[str] | None = None,
+                 notes: Mapping[str, str] | None = None) -> str:
+    """A readable fixed-width table: one row per image plus a mean row; arrows say which way is better.
+
+    ``notes`` (metric -> text) mark a column with ``*`` and add the text under the table.
+    """
     if not scores:
         return "(no scores)"
+    notes = {k: v for k, v in (notes or {}).items() if k in scores}
     metrics = list(scores)
     n = len(scores[metrics[0]])
     labels = [str(names[i]) if names is not None and i < len(names) else f"#{i}" for i in range(n)]
-    heads = ["image"] + [f"{m}{'↑' if HIGHER_IS_BETTER.get(m, True) else '↓'}" for m in metrics]
+    heads = ["image"] + [f"{m}{'*' if m in notes else ''}{'↑' if HIGHER_IS_BETTER.get(m, True) else '↓'}" for m in metrics]
     body = [[labels[i]] + [_fmt(float(scores[m][i])) for m in metrics] for i in range(n)]
     if n > 1:
         body.append(["mean"] + [_fmt(float(scores[m].double().mean())) for m in metrics])
     widths = [max(len(r[j]) for r in [heads, *body]) for j in range(len(heads))]
     line = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True)))  # noqa: E731
-    return "\n".join([line(heads), *(line(r) for r in body)])
+    return "\n".join([line(heads), *(line(r) for r in body), *(f"* {m}: {t}" for m, t in notes.items())])

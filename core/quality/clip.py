@@ -1,5 +1,6 @@
-"""A frozen CLIP (transformers ``CLIPModel``) loaded from a local folder, for CLIP-IQA and
-the quality perceiver. Nothing is fetched: the folder must hold ``config.json``, the
+"""A frozen CLIP (transformers ``CLIPModel``) loaded from a local folder, for the quality
+perceiver and CLIP-IQA's ViT variant (not comparable with published CLIP-IQA numbers; the
+published configuration is the ResNet-50 of :mod:`.clip_resnet`). Nothing is fetched: the folder must hold ``config.json``, the
 weights (``model.safetensors``) and the tokenizer files, as ``save_pretrained`` writes them
 (e.g. a snapshot of ``openai/clip-vit-base-patch32``, see the manifest).
 
