@@ -253,34 +253,59 @@ def test_train_cli_writes_model_checkpoints_metrics_and_validation(tmp_path):
     assert again.returncode == 2 and "pass --resume" in again.stderr and "Traceback" not in again.stderr
 
 
-def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
-    """Kill the run (SIGKILL) after its first checkpoint, resume: bit-identical final weights."""
-    steps = {"max_steps": 12, "save_every": 3, "log_every": 3}
-    full = tmp_path / "full"
-    full.mkdir()
-    proc = _train(full, train={**tiny_config(full)["train"], **steps})
-    assert proc.returncode == 0, proc.stderr
-    want = load_file(full / "run" / "tiny.safetensors")
+def _tiny_prior_models(root: Path) -> Path:
+    """A models folder holding a tiny same-layout DiffLoss prior (random weights)."""
+    from comfyui_gendeg.core.train.priors import TINY, GuidedDiffusionUNet, save_prior
 
-    cut = tmp_path / "cut"
-    cut.mkdir()
-    cfg = write_config(cut / "c.yaml", tiny_config(cut, train={**tiny_config(cut)["train"], **steps}))
-    cmd = [sys.executable, "-m", "comfyui_gendeg", "train", "restorer", str(cfg), "--device", "cpu"]
-    p = subprocess.Popen(cmd, cwd=cut, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpts = cut / "run" / "checkpoints"
+    folder = root / "models" / "restore" / "diffloss"
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = GuidedDiffusionUNet(TINY)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.1)
+    save_prior(net.state_dict(), folder / "256x256_diffusion_uncond.safetensors", TINY)
+    return root / "models"
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    """Kill the run (SIGKILL) after a checkpoint, resume: bit-identical final weights.
+
+    The losses include DiffLoss on a tiny prior, so the per-step loss randomness (t, noise)
+    is covered as well as the data's.
+    """
+    steps = {"max_steps": 12, "save_every": 3, "log_every": 3}
+    loss = {"l1": {"weight": 1.0}, "diffloss": {"weight": 1.0, "gamma": 1.0, "checkpointing": False}}
+    runs = {}
+    for name in ("full", "cut"):
+        root = tmp_path / name
+        root.mkdir()
+        models = _tiny_prior_models(root)
+        cfg = write_config(root / "c.yaml", tiny_config(root, loss=loss, train={**tiny_config(root)["train"], **steps}))
+        runs[name] = (root, cfg, ["--device", "cpu", "--models-dir", str(models)])
+    root, cfg, opts = runs["full"]
+    proc = gendeg("train", "restorer", str(cfg), *opts, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert "diffloss_nat" in (root / "run" / "metrics.csv").read_text().splitlines()[0]
+    want = load_file(root / "run" / "tiny.safetensors")
+
+    root, cfg, opts = runs["cut"]
+    cmd = [sys.executable, "-m", "comfyui_gendeg", "train", "restorer", str(cfg), *opts]
+    p = subprocess.Popen(cmd, cwd=root, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpts = root / "run" / "checkpoints"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and p.poll() is None and not list(ckpts.glob("step_0000006.pt")):
         time.sleep(0.02)
     assert p.poll() is None, "the run ended before it could be killed; make it longer"
     p.send_signal(signal.SIGKILL)
     p.wait()
-    assert not (cut / "run" / "summary.json").exists()
-    resumed = gendeg("train", "restorer", str(cfg), "--device", "cpu", "--resume", cwd=cut)
+    assert not (root / "run" / "summary.json").exists()
+    resumed = gendeg("train", "restorer", str(cfg), *opts, "--resume", cwd=root)
     assert resumed.returncode == 0, resumed.stderr
-    got = load_file(cut / "run" / "tiny.safetensors")
+    got = load_file(root / "run" / "tiny.safetensors")
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want)
-    rows = (cut / "run" / "metrics.csv").read_text().splitlines()[1:]
+    rows = (root / "run" / "metrics.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["3", "6", "9", "12"]  # no duplicate rows after the resume
 
 
