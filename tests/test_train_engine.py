@@ -342,6 +342,9 @@ def test_two_process_run_through_accelerate_trains_and_writes_one_checkpoint(tmp
         ({"loss": {"l1": {"weight": -1}}}, "loss.l1.weight must be a number >= 0"),
         ({"loss": {"l7": {"weight": 1}}}, "l7"),
         ({"train": {"mixed_precision": "fp16"}}, "fp16 needs a CUDA GPU"),
+        ({"loss": {"l1": {}, "diffloss": {"weight": 1.0}}}, "gendeg weights fetch guided-diffusion-256-uncond"),
+        ({"loss": {"dpl": {}}}, "gendeg weights fetch tv-vgg16"),
+        ({"loss": {"diffloss": {"gama": 1.0}}}, "gama"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, capsys, sections, needle):
