@@ -59,9 +59,9 @@ def test_registry_names_and_documented_simple_options():
 def test_unknown_names_options_and_types_are_clear_errors(tmp_path):
     with pytest.raises(InputError, match="unknown loss 'l3'; choose from l1, mse, charbonnier"):
         build_loss("l3", {}, ctx_for(tmp_path))
-    with pytest.raises(InputError, match="loss.charbonnier: unknown option.*epsilon.*valid options: weight, eps"):
+    with pytest.raises(InputError, match="unknown key 'loss.charbonnier.epsilon' in loss.charbonnier; valid keys: weight, eps"):
         build_loss("charbonnier", {"epsilon": 1e-3}, ctx_for(tmp_path))
-    with pytest.raises(InputError, match="option eps must be float"):
+    with pytest.raises(InputError, match="loss.charbonnier.eps must be float"):
         build_loss("charbonnier", {"eps": "small"}, ctx_for(tmp_path))
     with pytest.raises(InputError, match="eps must be > 0"):
         build_loss("charbonnier", {"eps": 0}, ctx_for(tmp_path))

@@ -166,7 +166,7 @@ def test_missing_prior_and_bad_options_are_clear_errors(tmp_path):
         build_loss("diffloss", {}, ctx)
     for bad, msg in [({"every": 0}, "every must be >= 1"), ({"fraction": 0.0}, r"fraction must be in \(0, 1\]"),
                      ({"t_max": 1000}, "t_max <= 999"), ({"t_min": 600, "t_max": 500}, "t_min <= t_max"),
-                     ({"gama": 1e-3}, "unknown option.*gama.*valid options: weight, gamma, lambda_sem"),
-                     ({"every": "2"}, "every must be int"), ({"fit": "crop"}, "fit must be 'pad' | 'resize'")]:
+                     ({"gama": 1e-3}, "unknown key 'loss.diffloss.gama'.*valid keys: weight, gamma, lambda_sem"),
+                     ({"every": "2"}, "every must be int"), ({"fit": "crop"}, "fit must be one of 'pad', 'resize'")]:
         with pytest.raises(InputError, match=msg):
             build_loss("diffloss", bad, ctx)

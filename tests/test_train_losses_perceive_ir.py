@@ -167,7 +167,7 @@ def test_dpl_bad_proxy_weights_and_missing_vgg(tmp_path):
         DPLoss(tiny_vgg())(LossBatch(out=out, gt=gt, lq=lq, step=0, generator=torch.Generator(), proxies=[gt[..., :16, :16]]))
     with pytest.raises(InputError, match="proxy_weights must be >= 0"):
         DPLoss(tiny_vgg(), [-1.0])
-    with pytest.raises(InputError, match="option proxy_weights must be list"):
+    with pytest.raises(InputError, match="proxy_weights must be list of float or null"):
         build_loss("dpl", {"proxy_weights": "1,2"}, LossContext(torch.device("cpu"), tmp_path / "models"))
     with pytest.raises(MissingWeightError, match="gendeg weights fetch tv-vgg16"):
         build_loss("dpl", {}, LossContext(torch.device("cpu"), tmp_path / "models"))

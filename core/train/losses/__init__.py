@@ -22,7 +22,14 @@ from typing import Any
 from ...errors import InputError
 from .base import LossBatch, LossContext, LossSpec, TrainLoss, make_options, option_docs
 from .diffloss import DiffLoss, DiffLossOptions, build_diffloss
-from .perceive_ir import ClipQualityLoss, ClipQualityOptions, DPLoss, DPLOptions, build_clip_quality, build_dpl
+from .perceive_ir import (
+    ClipQualityLoss,
+    ClipQualityOptions,
+    DPLOptions,
+    DPLoss,
+    build_clip_quality,
+    build_dpl,
+)
 from .perceptual import DISTSOptions, LPIPSOptions, build_dists, build_lpips
 from .pixel import CharbonnierOptions, L1Options, MSEOptions, build_charbonnier, build_l1, build_mse
 from .structural import MSSSIMOptions, SSIMOptions, build_ms_ssim, build_ssim

@@ -19,19 +19,15 @@ X | None) and a ``#:`` comment above it that documents it (:func:`option_docs` r
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import inspect
 import pathlib
-import re
-import types
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from ...errors import InputError
+from ..schema import field_docs, from_dict
 
 
 @dataclass
@@ -92,88 +88,12 @@ class LossSpec:
 
 def option_docs(cls: type) -> dict[str, str]:
     """``{field: doc}`` from the ``#:`` comments above (or after) each field of an options dataclass."""
-    lines = inspect.getsource(cls).splitlines()
-    names = {f.name for f in dataclasses.fields(cls)}
-    docs: dict[str, str] = {}
-    pending: list[str] = []
-    for line in lines:
-        s = line.strip()
-        if s.startswith("#:"):
-            pending.append(s[2:].strip())
-            continue
-        m = re.match(r"^(\w+)\s*:", s)
-        if m and m.group(1) in names:
-            inline = s.split("#:", 1)[1].strip() if "#:" in s else ""
-            docs[m.group(1)] = " ".join([*pending, inline]).strip()
-        pending = []
-    return docs
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is not None:
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
-    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
-    """(matches, value converted) for the simple option types."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, v = _coerce(value, arg)
-            if ok:
-                return True, v
-        return False, value
-    if origin is Literal:
-        return value in typing.get_args(tp), value
-    if tp is type(None):
-        return value is None, value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if tp is str:
-        return isinstance(value, str), value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                return False, value
-            items = [_coerce(v, a) for v, a in zip(value, args, strict=True)]
-        else:
-            items = [_coerce(v, args[0]) for v in value] if args else [(True, v) for v in value]
-        if not all(ok for ok, _ in items):
-            return False, value
-        conv = [v for _, v in items]
-        return True, (tuple(conv) if origin is tuple else conv)
-    return isinstance(value, tp), value
+    return field_docs(cls)
 
 
 def make_options(cls: type, values: Mapping[str, Any] | None, what: str) -> Any:
-    """An options dataclass from a mapping: unknown keys and wrong types are :class:`InputError`s."""
-    values = dict(values or {})
-    hints = typing.get_type_hints(cls)
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise InputError(f"{what}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(fields)}")
-    kw = {}
-    for name, value in values.items():
-        ok, conv = _coerce(value, hints[name])
-        if not ok:
-            raise InputError(f"{what}: option {name} must be {_type_name(hints[name])}, got {value!r}")
-        kw[name] = conv
-    return cls(**kw)
+    """An options dataclass from a mapping: unknown keys and wrong types are one-line errors naming ``what``."""
+    return from_dict(cls, dict(values or {}), prefix=what)
 
 
 # --- helpers ---------------------------------------------------------------------------
