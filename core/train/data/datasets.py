@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -167,23 +167,34 @@ def quiet_calibration() -> Iterator[None]:
 # datasets
 
 
-class PairedDataset(torch.utils.data.Dataset):
+class CropDataset(torch.utils.data.Dataset):
+    """Sample ``k``: item ``epoch_item(seed, k, N)`` and the generator of ``(seed, k)``, then the same
+    random crop, flips and rotation of each of its images (uint8 ``[3,crop,crop]``)."""
+
+    def __init__(self, items: Sequence[Any], seed: int, crop: int, flip: bool, rot90: bool, cache: int) -> None:
+        self.items, self.seed, self.crop, self.flip, self.rot90 = list(items), seed, crop, flip, rot90
+        self.cache = ImageCache(cache)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sample(self, k: int, paths: Callable[[Any], Sequence[Path]]) -> tuple[Any, list[torch.Tensor], torch.Generator]:
+        item = self.items[epoch_item(self.seed, k, len(self.items))]
+        g = generator(self.seed, STREAM_DATA, k)
+        crops = random_crop([self.cache.get(p) for p in paths(item)], self.crop, g)
+        return item, augment(crops, g, self.flip, self.rot90), g
+
+
+class PairedDataset(CropDataset):
     """Paired crops of (gt, lq) files (pack datasets and gt/ + lq/ folders)."""
 
     def __init__(self, pairs: Sequence[PairFiles], seed: int, crop: int, flip: bool, rot90: bool, cache: int) -> None:
         if not pairs:
             raise InputError("no training pairs left (every pair went to validation?); add pairs or lower data.val_count")
-        self.pairs, self.seed, self.crop, self.flip, self.rot90 = list(pairs), seed, crop, flip, rot90
-        self.cache = ImageCache(cache)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
+        super().__init__(pairs, seed, crop, flip, rot90, cache)
 
     def __getitem__(self, k: int) -> dict[str, Any]:
-        pair = self.pairs[epoch_item(self.seed, k, len(self.pairs))]
-        g = generator(self.seed, STREAM_DATA, k)
-        gt, lq = random_crop([self.cache.get(pair.gt), self.cache.get(pair.lq)], self.crop, g)
-        gt, lq = augment([gt, lq], g, self.flip, self.rot90)
+        pair, (gt, lq), _ = self.sample(k, lambda p: (p.gt, p.lq))
         return {"gt": to_float(gt), "lq": to_float(lq), "type": pair.type, "mu": -1.0 if pair.mu is None else pair.mu}
 
 
@@ -218,7 +229,7 @@ def degrade(clean: torch.Tensor, kind: str, g: torch.Generator, opts: cfg.OnTheF
     return res.image[0].clamp_(0, 1), float(res.mu[0])
 
 
-class OnTheFlyDataset(torch.utils.data.Dataset):
+class OnTheFlyDataset(CropDataset):
     """Random crops of clean photos, each degraded by the synthesizer (type, μ and pattern drawn per sample)."""
 
     def __init__(self, files: Sequence[Path], opts: cfg.OnTheFlyData, seed: int, crop: int, flip: bool, rot90: bool,
@@ -233,17 +244,15 @@ class OnTheFlyDataset(torch.utils.data.Dataset):
         self.chain_types = [get(t).name for t in opts.chain_types]
         for kind in self.types:
             mu_range(kind, opts.mu)
-        self.files, self.opts, self.seed, self.crop, self.flip, self.rot90 = list(files), opts, seed, crop, flip, rot90
-        self.cache = ImageCache(cache)
+        self.opts = opts
+        super().__init__(files, seed, crop, flip, rot90, cache)
 
-    def __len__(self) -> int:
-        return len(self.files)
+    @property
+    def files(self) -> list[Path]:
+        return self.items
 
     def __getitem__(self, k: int) -> dict[str, Any]:
-        path = self.files[epoch_item(self.seed, k, len(self.files))]
-        g = generator(self.seed, STREAM_DATA, k)
-        (clean8,) = random_crop([self.cache.get(path)], self.crop, g)
-        (clean8,) = augment([clean8], g, self.flip, self.rot90)  # before degrading: rain still falls down
+        _, (clean8,), g = self.sample(k, lambda path: (path,))  # flipped before degrading: rain still falls down
         clean = to_float(clean8)
         kind = self.types[randint(g, len(self.types))]
         lq, mu = degrade(clean, kind, g, self.opts, self.opts.mu)
