@@ -70,3 +70,23 @@ def frontend_model_entry(name: str) -> dict[str, Any] | None:
         record["hash"] = wfile.sha256
         record["hash_type"] = "sha256"
     return record
+
+
+def node_models(widget_values: Any) -> list[dict[str, Any]]:
+    """``properties.models`` of a workflow node: a record per widget value naming a downloadable manifest file.
+
+    ``widget_values`` is a node's ``widgets_values`` (a list, or a mapping as newer frontends
+    save it). The frontend only considers records whose name is one of these values, so that is
+    all this returns (in widget order, each name once).
+    """
+    values = widget_values.values() if isinstance(widget_values, dict) else (widget_values or [])
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for value in values:
+        if not isinstance(value, str) or not value.strip() or value in seen:
+            continue
+        record = frontend_model_entry(value)
+        if record is not None:
+            seen.add(value)
+            out.append(record)
+    return out
