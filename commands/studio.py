@@ -65,6 +65,7 @@ def build_studio(
     )
     settings = host.SETTINGS
     settings.keep_models_loaded = True  # like ComfyUI: models stay on the device between queued graphs
+    settings.check_models_when_run = True  # like ComfyUI: a missing checkpoint is the loader's run-time error
     for folder in (settings.input_dir, settings.output_dir):
         Path(folder).mkdir(parents=True, exist_ok=True)
     temp = host.temp_dir()  # the default preview folder is made private there (one code path)

@@ -92,6 +92,10 @@ class Settings:
     shard: tuple[int, int] = (0, 1)
     """(index, count), 0-based index: folder-loading nodes keep every count-th item."""
     interrupt: threading.Event = field(default_factory=threading.Event)
+    check_models_when_run: bool = False
+    """Check that a loader's checkpoint exists when the loader runs, not when the prompt is
+    validated (:func:`validate_model`). ``gendeg studio`` sets it: the editor shows a run-time
+    error's message in full, but a validation error only as "rejected the value"."""
     keep_models_loaded: bool = field(default_factory=lambda: os.environ.get("GENDEG_KEEP_MODELS_LOADED") == "1")
     """Leave models on the compute device between runs (repeated runs in one process: the
     studio, a long ``gendeg run``) instead of moving them back to the CPU after each use.
@@ -387,12 +391,13 @@ def validate_model(kind: str, *names: str | None) -> bool | str:
     """``VALIDATE_INPUTS`` of a loader: True, or the missing-weight messages of the missing names.
 
     Inside ComfyUI always True: a validation error there makes ComfyUI drop that branch and run
-    the rest ("Output will be ignored"), so the check is left to the loader, whose error (file,
-    folder, fetch command) stops the run and reaches the user. Outside ComfyUI (``gendeg run``,
-    the studio reject the whole prompt) the files are checked now, before anything runs.
-    ``None`` and ``"none"`` names are skipped.
+    the rest ("Output will be ignored"), and the editor shows only that the value was rejected,
+    so the check is left to the loader, whose error (file, folder, fetch command) stops the run
+    and is shown in full. The same in ``gendeg studio`` (``SETTINGS.check_models_when_run``).
+    ``gendeg run`` checks the files now, before anything runs. ``None`` and ``"none"`` names
+    are skipped.
     """
-    if IN_COMFYUI:
+    if IN_COMFYUI or SETTINGS.check_models_when_run:
         return True
     from ..core.weights.store import resolve
 
