@@ -65,9 +65,12 @@ def build_studio(
     )
     settings = host.SETTINGS
     settings.keep_models_loaded = True  # like ComfyUI: models stay on the device between queued graphs
-    for folder in (settings.input_dir, settings.output_dir, settings.temp_dir):
+    settings.check_models_when_run = True  # like ComfyUI: a missing checkpoint is the loader's run-time error
+    for folder in (settings.input_dir, settings.output_dir):
         Path(folder).mkdir(parents=True, exist_ok=True)
-    prune_previews(settings.temp_dir)
+    temp = host.temp_dir()  # the default preview folder is made private there (one code path)
+    temp.mkdir(parents=True, exist_ok=True)  # a --temp-dir of the user's choosing
+    prune_previews(temp)
 
     try:
         web_root = Path(frontend_root) if frontend_root else default_frontend()
@@ -84,7 +87,7 @@ def build_studio(
         web_root=web_root,
         input_dir=Path(settings.input_dir),
         output_dir=Path(settings.output_dir),
-        temp_dir=Path(settings.temp_dir),
+        temp_dir=temp,
         user_dir=Path(user_dir) if user_dir is not None else Path("user"),
         extensions={PACK_WEB_NAME: PACK_ROOT / "js"},
         workflows={PACK_WEB_NAME: PACK_ROOT / "workflows"},

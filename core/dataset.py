@@ -14,7 +14,6 @@ Pair writer
         degraded/<source stem>__<pair id>.<ext>
         records/<pair id>.json        one metadata record per pair (written last)
         metadata.jsonl                every record, sorted by (source, pair id)
-        .metadata.lock                lets shards writing the same dataset rebuild it in turn
 
     The pair id is a hash of the source name, every parameter and the seed, so the same
     job always gives the same file names. Every file is written to a temporary name
@@ -29,12 +28,11 @@ Pair writer
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,6 +42,7 @@ import torch
 from .errors import InputError, UnsafePathError
 from .io import _HOST, IMAGE_SUFFIXES, encode_image, load_image
 from .io import atomic_write_bytes as write_atomic
+from .locks import locked_folder
 from .weights.store import safe_join
 
 TOOL_NAME = "comfyui-gendeg"
@@ -186,23 +185,6 @@ def sweep_stale_parts(root: Path, *, once: bool = False) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """An advisory inter-process lock on ``path`` (POSIX ``flock``; a no-op where unavailable)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 # --- pair writer ---------------------------------------------------------------------------
@@ -417,11 +399,12 @@ class PairWriter:
     def finalize(self) -> Path:
         """Rebuild ``metadata.jsonl`` atomically from the records (deterministic order).
 
-        Shards writing into the same dataset at once take turns (a file lock), so the last
-        one to finish writes a file with every record.
+        Shards writing into the same dataset at once take turns (a lock on the dataset folder
+        itself, :func:`..locks.locked_folder`, which leaves no file behind), so the last one to
+        finish writes a file with every record.
         """
         sweep_stale_parts(self.root)
-        with _exclusive_lock(self.root / ".metadata.lock"):
+        with locked_folder(self.root):
             lines = "".join(_dumps(r) + "\n" for r in self.records())
             write_atomic(self.metadata_path, lines.encode("utf-8"))
         return self.metadata_path

@@ -58,10 +58,55 @@ function markUnserialized(widget) {
   }
 }
 
-function resizeNode(node, minWidth, extraHeight) {
+/** Graph nodes, whichever name this frontend keeps them under. */
+function graphNodes(graph) {
+  return graph?._nodes ?? graph?.nodes ?? [];
+}
+
+function titleHeight() {
+  return globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+}
+
+/**
+ * A node grew (a display widget arrived after a run): move the nodes it now covers down, so
+ * nothing overlaps. Only nodes that were wholly below it (and overlap it horizontally) move,
+ * by just enough to keep a small gap; nodes they cover in turn move too.
+ */
+export function makeRoom(node, oldBottom, gap = 12) {
+  const nodes = graphNodes(node.graph);
+  const moved = new Set([node]);
+  const queue = [[node, oldBottom]];
+  while (queue.length) {
+    const [above, aboveOldBottom] = queue.shift();
+    const bottom = above.pos[1] + above.size[1];
+    for (const other of nodes) {
+      if (moved.has(other) || !other.pos || !other.size) continue;
+      const overlapsX = other.pos[0] < above.pos[0] + above.size[0] && above.pos[0] < other.pos[0] + other.size[0];
+      const top = other.pos[1] - titleHeight();
+      if (!overlapsX || top < aboveOldBottom - 1) continue; // beside it, or already overlapping before
+      const shift = bottom + gap - top;
+      if (shift <= 0) continue;
+      const otherOldBottom = other.pos[1] + other.size[1];
+      other.pos[1] += shift;
+      moved.add(other);
+      queue.push([other, otherOldBottom]);
+    }
+  }
+  return moved.size - 1;
+}
+
+/**
+ * Fit a node's height to its widgets after one of ours was added or changed. The width stays
+ * what it was before (``width``, measured before the change; at least ``minWidth``): a long title
+ * must not make the node wider and cover its right-hand neighbour. Nodes below are moved down.
+ */
+function resizeNode(node, minWidth, extraHeight, width) {
   try {
+    const oldBottom = (node.pos?.[1] ?? 0) + (node.size?.[1] ?? 0);
     const size = node.computeSize?.() ?? node.size;
-    node.setSize?.([Math.max(node.size?.[0] ?? 0, minWidth), Math.max(node.size?.[1] ?? 0, size[1] + (extraHeight ?? 0))]);
+    const w = Math.max(width ?? node.size?.[0] ?? 0, minWidth);
+    node.setSize?.([w, Math.max(node.size?.[1] ?? 0, size[1] + (extraHeight ?? 0))]);
+    if (node.graph && node.pos && node.size && node.pos[1] + node.size[1] > oldBottom) makeRoom(node, oldBottom);
     node.setDirtyCanvas?.(true, true);
   } catch (err) {
     console.debug("[GenDeg] could not resize node", err);
@@ -123,6 +168,7 @@ export function compareWidget(node) {
   });
   setSplit(0.5);
 
+  const width = node.size?.[0];
   const widget = node.addDOMWidget("gendeg_compare", "gendeg_compare", el, {
     ...noValue(),
     getMinHeight: () => 160,
@@ -135,16 +181,20 @@ export function compareWidget(node) {
     show();
   };
   widget.gendegSetSplit = setSplit;
-  resizeNode(node, 260, 0);
+  resizeNode(node, 260, 0, width);
   return widget;
 }
 
 /** Find or add the stats text widget of a node, showing ``rows`` (sized for them from the start). */
 export function statsWidget(node, rows) {
-  const text = formatStats(rows);
+  return infoWidget(node, formatStats(rows));
+}
+
+/** Find or add the text widget of a node (stats and messages), showing ``text``. */
+export function infoWidget(node, text) {
   const existing = node.widgets?.find((w) => w.name === "gendeg_stats");
   if (existing) {
-    existing.gendegSetRows?.(rows);
+    existing.gendegSetText?.(text);
     return existing;
   }
   if (typeof node.addDOMWidget !== "function") return null;
@@ -155,6 +205,7 @@ export function statsWidget(node, rows) {
   el.textContent = text;
   let lines = Math.max(1, text.split("\n").length);
   const height = () => 16 * lines + 22; // + the margins the editor takes off a DOM widget
+  const width = node.size?.[0];
   const widget = node.addDOMWidget("gendeg_stats", "gendeg_stats", el, {
     ...noValue(),
     getMinHeight: height,
@@ -163,29 +214,44 @@ export function statsWidget(node, rows) {
   });
   markUnserialized(widget);
   widget.computeSize = (width) => [width ?? node.size?.[0] ?? 200, height()];
-  widget.gendegSetRows = (newRows) => {
-    el.textContent = formatStats(newRows);
-    lines = Math.max(1, el.textContent.split("\n").length);
+  widget.gendegSetText = (newText) => {
+    el.textContent = newText;
+    el.title = newText; // long lines (a report path) scroll; the tooltip shows them whole
+    lines = Math.max(1, newText.split("\n").length);
     resizeNode(node, 200, 0);
   };
-  resizeNode(node, 200, 0);
+  widget.gendegSetRows = (newRows) => widget.gendegSetText(formatStats(newRows));
+  el.title = text;
+  resizeNode(node, 200, 0, width);
   return widget;
 }
 
 const SYMBOLS = { mu: "μ", sigma: "σ", mu_target: "μ*", sigma_target: "σ*" };
 
-/** "μ 0.1234  σ 0.0567" per image (at most 4 lines). */
+/** One number for display: intensities always with 4 decimals, whole numbers (counts) as they are. */
+export function formatNumber(key, value) {
+  if (typeof value !== "number") return String(value);
+  if (!(key in SYMBOLS) && Number.isInteger(value)) return String(value);
+  return Math.abs(value) >= 100 ? value.toFixed(1) : value.toFixed(4);
+}
+
+/** "μ 0.1234  σ 0.0567" per image (at most 4 lines); counts as whole numbers ("passed 2  dropped 1"). */
 export function formatStats(rows) {
   if (!Array.isArray(rows) || rows.length === 0) return "";
   const lines = rows.slice(0, 4).map((row, i) => {
-    const parts = Object.entries(row ?? {}).map(([k, v]) => {
-      const num = typeof v === "number" ? (Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4)) : String(v);
-      return `${SYMBOLS[k] ?? k} ${num}`;
-    });
+    const parts = Object.entries(row ?? {}).map(([k, v]) => `${SYMBOLS[k] ?? k} ${formatNumber(k, v)}`);
     return (rows.length > 1 ? `#${i} ` : "") + parts.join("  ");
   });
   if (rows.length > 4) lines.push(`… ${rows.length - 4} more`);
   return lines.join("\n");
+}
+
+/** The text a node shows for its ui output: its stats, then its messages (``ui.text``). */
+export function infoText(output) {
+  const parts = [];
+  if (Array.isArray(output?.gendeg_stats) && output.gendeg_stats.length) parts.push(formatStats(output.gendeg_stats));
+  if (Array.isArray(output?.text)) parts.push(...output.text.filter((t) => typeof t === "string" && t));
+  return parts.join("\n");
 }
 
 // --- type + intensity picker --------------------------------------------------------
@@ -366,6 +432,7 @@ export function addPicker(node) {
     };
     w.gendegWrapped = true;
   }
+  const width = node.size?.[0];
   const widget = node.addDOMWidget("gendeg_picker", "gendeg_picker", el, {
     ...noValue(),
     getMinHeight: () => 48,
@@ -374,6 +441,6 @@ export function addPicker(node) {
   markUnserialized(widget);
   widget.gendegRefresh = refresh;
   refresh();
-  resizeNode(node, 260, 0);
+  resizeNode(node, 260, 0, width);
   return widget;
 }

@@ -88,7 +88,8 @@ class GenDegModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        names = [n for n in host.list_models("gendeg") if not n.endswith(".raw.gendeg.safetensors")]
+        names = [n for n in host.model_choices("gendeg", lambda e: e.family == "gendeg")
+                 if not n.endswith(".raw.gendeg.safetensors")]
         return {
             "required": {
                 "ckpt_name": (names, {
@@ -113,6 +114,10 @@ class GenDegModelLoader:
                 }),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, ckpt_name: str | None = None):
+        return host.validate_model("gendeg", ckpt_name)
 
     def load(self, ckpt_name: str, unet_weights: str = "ema", dtype: str = "auto", compile: bool = False):
         from ..core.gendeg.model import load_gendeg
@@ -334,7 +339,7 @@ class GenDegStructureCorrect:
             "required": {
                 "clean": ("IMAGE", {"tooltip": "The clean images GenDeg started from (same order as degraded; one image is reused for all)."}),
                 "degraded": ("IMAGE", {"tooltip": "GenDeg's output for those images."}),
-                "ckpt_name": (host.list_models("gendeg"), {"tooltip": "The structure-correction NAFNet (official: nafnet_sd.ckpt)."}),
+                "ckpt_name": (host.model_choices("gendeg", lambda e: e.family == "gendeg-structure"), {"tooltip": "The structure-correction NAFNet (official: nafnet_sd.ckpt)."}),
             },
             "optional": {
                 "apply_to": (["all", "auto"], {
@@ -346,6 +351,10 @@ class GenDegStructureCorrect:
                 "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 16, "tooltip": "0: whole image; else overlapping tiles of this side, at least 64 (less memory)."}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, ckpt_name: str | None = None):
+        return host.validate_model("gendeg", ckpt_name)
 
     def correct(self, clean: torch.Tensor, degraded: torch.Tensor, ckpt_name: str, apply_to: str = "all",
                 metadata: str | None = None, tile_size: int = 0):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -25,7 +26,9 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import Interrupted, UnsafePathError
+from ..core.errors import GenDegError, Interrupted, UnsafePathError
+from ..core.weights.catalog import folder_key, known_files
+from ..core.weights.manifest import WeightEntry
 
 log = logging.getLogger("gendeg")
 
@@ -49,6 +52,33 @@ def _private_temp_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"comfyui-gendeg-{uid}"
 
 
+def ensure_private_dir(path: Path) -> Path:
+    """Make ``path`` (a folder only this user may use) or check an existing one; returns it.
+
+    Created with mode 0700. An existing folder must be a real folder (not a link) owned by
+    this user; group/other permission bits on it are removed (logged). Anything else raises
+    :class:`UnsafePathError` saying what to do. Where there are no uids (Windows) the folder
+    is only created.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    if not hasattr(os, "getuid"):  # pragma: no cover - Windows: per-user temp folders already
+        return path
+    st = os.lstat(path)
+    hint = "delete it, or pass --temp-dir with a folder of your own"
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(f"{path} is not a plain folder (a link or a file) and may not be ours; {hint}")
+    if st.st_uid != os.getuid():
+        raise UnsafePathError(f"{path} belongs to another user (uid {st.st_uid}); {hint}")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+        log.warning("GenDeg: %s was readable by others (mode %03o); made it private (700)", path, st.st_mode & 0o777)
+    return path
+
+
 @dataclass
 class Settings:
     """What the headless runner decides; ignored inside ComfyUI where ComfyUI decides."""
@@ -62,6 +92,10 @@ class Settings:
     shard: tuple[int, int] = (0, 1)
     """(index, count), 0-based index: folder-loading nodes keep every count-th item."""
     interrupt: threading.Event = field(default_factory=threading.Event)
+    check_models_when_run: bool = False
+    """Check that a loader's checkpoint exists when the loader runs, not when the prompt is
+    validated (:func:`validate_model`). ``gendeg studio`` sets it: the editor shows a run-time
+    error's message in full, but a validation error only as "rejected the value"."""
     keep_models_loaded: bool = field(default_factory=lambda: os.environ.get("GENDEG_KEEP_MODELS_LOADED") == "1")
     """Leave models on the compute device between runs (repeated runs in one process: the
     studio, a long ``gendeg run``) instead of moving them back to the CPU after each use.
@@ -75,12 +109,16 @@ SETTINGS = Settings()
 
 
 def check_interrupted() -> None:
-    """Raise :class:`Interrupted` if the user asked to stop."""
+    """Stop here if the user asked to stop.
+
+    Inside ComfyUI this is ``comfy.model_management.throw_exception_if_processing_interrupted``
+    itself: its ``InterruptProcessingException`` must reach ComfyUI's executor unchanged (that
+    is how ComfyUI records a cancel as ``execution_interrupted`` instead of an error), so it is
+    neither caught nor wrapped here. Outside ComfyUI: :class:`Interrupted` when the runner's
+    flag is set.
+    """
     if IN_COMFYUI:
-        try:
-            _mm.throw_exception_if_processing_interrupted()
-        except Exception as exc:  # ComfyUI's InterruptProcessingException
-            raise Interrupted("interrupted by the user") from exc
+        _mm.throw_exception_if_processing_interrupted()
     elif SETTINGS.interrupt.is_set():
         raise Interrupted("interrupted by the user")
 
@@ -320,7 +358,7 @@ def model_search_dirs(kind: str) -> list[Path]:
     """Every folder a checkpoint of ``kind`` (one of :data:`MODEL_KINDS`) may be in."""
     if IN_COMFYUI:
         try:
-            return [Path(p) for p in _folder_paths.get_folder_paths(f"gendeg_{kind}")]
+            return [Path(p) for p in _folder_paths.get_folder_paths(folder_key(kind))]
         except Exception:  # noqa: BLE001 - not registered (older ComfyUI): fall through
             pass
     return [models_dir() / kind]
@@ -339,6 +377,41 @@ def list_models(kind: str, extensions: tuple[str, ...] = (".safetensors", ".pth"
     return sorted(names)
 
 
+def model_choices(kind: str, accept: Callable[[WeightEntry], bool] | None = None) -> list[str]:
+    """A loader's combo list: the files on disk plus the manifest's files for ``kind`` (even absent).
+
+    Listing the known names keeps a workflow that names one valid in the editor and in
+    ComfyUI's validation; running the loader then says where the file goes and how to get it
+    (:func:`validate_model`). ``accept(entry)`` narrows the manifest entries.
+    """
+    return sorted(set(list_models(kind)) | set(known_files(kind, accept)))
+
+
+def validate_model(kind: str, *names: str | None) -> bool | str:
+    """``VALIDATE_INPUTS`` of a loader: True, or the missing-weight messages of the missing names.
+
+    Inside ComfyUI always True: a validation error there makes ComfyUI drop that branch and run
+    the rest ("Output will be ignored"), and the editor shows only that the value was rejected,
+    so the check is left to the loader, whose error (file, folder, fetch command) stops the run
+    and is shown in full. The same in ``gendeg studio`` (``SETTINGS.check_models_when_run``).
+    ``gendeg run`` checks the files now, before anything runs. ``None`` and ``"none"`` names
+    are skipped.
+    """
+    if IN_COMFYUI or SETTINGS.check_models_when_run:
+        return True
+    from ..core.weights.store import resolve
+
+    problems = []
+    for name in names:
+        if name is None or str(name).strip() in ("", "none"):
+            continue
+        try:
+            resolve(str(name), model_search_dirs(kind))
+        except GenDegError as exc:
+            problems.append(str(exc))
+    return " Also: ".join(problems) if problems else True
+
+
 def input_dir() -> Path:
     return Path(_folder_paths.get_input_directory()) if IN_COMFYUI else Path(SETTINGS.input_dir)
 
@@ -348,15 +421,16 @@ def output_dir() -> Path:
 
 
 def temp_dir() -> Path:
+    """Where previews go: ComfyUI's temp folder, ``--temp-dir``, or the private default.
+
+    The default (``<system temp>/comfyui-gendeg-<uid>``) goes through :func:`ensure_private_dir`
+    on every call, so ``gendeg run``, ``gendeg studio`` and the nodes share one code path for it.
+    """
     if IN_COMFYUI:
         return Path(_folder_paths.get_temp_directory())
     path = Path(SETTINGS.temp_dir)
-    if path == _private_temp_dir() and hasattr(os, "getuid"):
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.stat().st_uid != os.getuid():
-            raise UnsafePathError(
-                f"{path} belongs to another user; pass --temp-dir with a folder of your own"
-            )
+    if path == _private_temp_dir():
+        return ensure_private_dir(path)
     return path
 
 
@@ -366,12 +440,13 @@ def shard() -> tuple[int, int]:
 
 
 def _register_comfy_model_folders() -> None:
-    """Make ``models/gendeg/<kind>`` known to ComfyUI's ``folder_paths`` (and extra_model_paths)."""
+    """Make ``models/gendeg/<kind>`` known to ComfyUI's ``folder_paths`` (and extra_model_paths),
+    and create those folders, so users see where each kind of checkpoint goes."""
     if not IN_COMFYUI:
         return
     exts = {".safetensors", ".pth", ".pt", ".ckpt", ".bin"}
     for kind in MODEL_KINDS:
-        key = f"gendeg_{kind}"
+        key = folder_key(kind)
         path = os.path.join(_folder_paths.models_dir, "gendeg", kind)
         if key in _folder_paths.folder_names_and_paths:
             paths, old_exts = _folder_paths.folder_names_and_paths[key]
@@ -380,6 +455,10 @@ def _register_comfy_model_folders() -> None:
             _folder_paths.folder_names_and_paths[key] = (paths, set(old_exts) | exts)
         else:
             _folder_paths.folder_names_and_paths[key] = ([path], exts)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:  # a read-only install: the loaders' messages still name the folder
+            log.warning("GenDeg: could not create the model folder %s (%s)", path, exc)
 
 
 _register_comfy_model_folders()

@@ -39,8 +39,9 @@ class GenDegRestorerLoader:
         return {
             "required": {
                 "model_name": (
-                    host.list_models("restore"),
-                    {"tooltip": "Checkpoint file in models/gendeg/restore (.safetensors, .pth, .pt, .ckpt)."},
+                    host.model_choices("restore", lambda e: e.family == "feedforward"),
+                    {"tooltip": "Checkpoint file in models/gendeg/restore (.safetensors, .pth, .pt, .ckpt). The "
+                     "list also names the known checkpoints not downloaded yet; running says how to get one."},
                 ),
                 "dtype": (
                     list(DTYPES),
@@ -52,6 +53,10 @@ class GenDegRestorerLoader:
                 ),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name: str | None = None):
+        return host.validate_model("restore", model_name)
 
     def load(self, model_name: str, dtype: str = "auto"):
         path = resolve(model_name, host.model_search_dirs("restore"))

@@ -23,6 +23,16 @@ from . import host, ui
 
 CATEGORY = "GenDeg/Restore"
 NONE = "none"
+
+
+def _is_network(entry) -> bool:  # noqa: ANN001 - WeightEntry
+    """A manifest entry the loader's ``checkpoint`` takes (IR-SDE, Refusion, DA-CLIP networks)."""
+    return entry.family in ("irsde", "refusion") or (entry.family == "daclip" and "preset" in entry.config)
+
+
+def _is_controller(entry) -> bool:  # noqa: ANN001 - WeightEntry
+    """A DA-CLIP controller (the loader's ``daclip`` input)."""
+    return entry.family == "daclip" and "preset" not in entry.config
 #: Working memory per pixel of the noise network, in units of its compute element size
 #: (ComfyUI's estimate for image-to-image models: 384 x 3 channels).
 PER_PIXEL = 384 * 3
@@ -66,11 +76,10 @@ class GenDegIRSDELoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = host.list_models("restore")
         return {
             "required": {
                 "checkpoint": (
-                    files,
+                    host.model_choices("restore", _is_network),
                     {"tooltip": "Noise network in models/gendeg/restore: an IR-SDE task .pth, a Refusion .pth, or "
                      "universal-ir.pth / wild-ir.pth for DA-CLIP (or their .safetensors)."},
                 ),
@@ -81,7 +90,7 @@ class GenDegIRSDELoader:
                      "DA-CLIP). auto: from the weights manifest or the file name; asks you to choose if unsure."},
                 ),
                 "daclip": (
-                    [NONE, *files],
+                    [NONE, *host.model_choices("restore", _is_controller)],
                     {"default": NONE, "tooltip": "DA-CLIP controller for universal restoration "
                      "(daclip_ViT-B-32.pt with universal-ir.pth, wild-daclip_ViT-L-14.pt with wild-ir.pth); none "
                      "for IR-SDE and Refusion networks."},
@@ -93,6 +102,10 @@ class GenDegIRSDELoader:
                 ),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint: str | None = None, daclip: str | None = None):
+        return host.validate_model("restore", checkpoint, daclip)
 
     def load(self, checkpoint: str, task: str = "auto", daclip: str = NONE, convert_to_safetensors: bool = False):
         net_path = _path(checkpoint)

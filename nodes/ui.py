@@ -7,6 +7,8 @@ Conventions (read by ``js/``):
 * ``ui["gendeg_compare"]``: a list of ``{"before": ref, "after": ref}`` where a ref is
   ``{"filename", "subfolder", "type": "temp"}`` as ComfyUI's ``/view`` expects; drives the
   before/after slider widget.
+* ``ui["text"]``: a list of messages (e.g. "12 rows -> output/scores.csv"), shown on the node
+  below the stats.
 
 A node returns ``{"ui": ..., "result": (...)}`` as ComfyUI's own output nodes do.
 """
@@ -51,9 +53,16 @@ def compare_ui(before: torch.Tensor, after: torch.Tensor) -> dict[str, list]:
     }
 
 
-def stats_ui(rows: Sequence[Mapping[str, float]]) -> dict[str, list]:
-    """Named numbers per image, rounded for display."""
-    return {"gendeg_stats": [{k: round(float(v), 5) for k, v in row.items()} for row in rows]}
+def _display_number(v: float | int) -> float | int:
+    """Counts stay whole numbers (shown as such); anything else is a float rounded to 5 decimals."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    return round(float(v), 5)
+
+
+def stats_ui(rows: Sequence[Mapping[str, float | int]]) -> dict[str, list]:
+    """Named numbers per image for display (counts as ints, measurements rounded)."""
+    return {"gendeg_stats": [{k: _display_number(v) for k, v in row.items()} for row in rows]}
 
 
 def merge_ui(*parts: Mapping[str, list]) -> dict[str, list]:

@@ -5,7 +5,10 @@ Checks: the editor loads with this pack's js and no console error from it; the p
 nodes are in the node library; every shipped workflow loads with all its node types
 known; the synthesizer sweep queued from the editor runs and shows its output images
 and the before/after widget; the js widgets (comparison slider, stats, preset strip)
-behave. A screenshot is kept in tests/artifacts/.
+behave; a workflow whose checkpoint is missing shows the pack's message (file, folder,
+fetch command); after the quality-gate workflow runs, no node covers another, counts are
+whole numbers and Save Scores says where it wrote; outputs of cached nodes are shown from
+the history in a fresh tab. Screenshots are kept in tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -60,9 +63,12 @@ def studio(tmp_path_factory):
     dirs = {k: base / k for k in ("input", "output", "temp", "user", "models")}
     for d in dirs.values():
         d.mkdir()
+    (dirs["input"] / "clean").mkdir()
     for p in (ROOT / "samples").glob("*"):
         if p.is_file():
             shutil.copy(p, dirs["input"] / p.name)
+            if p.suffix == ".png":  # the folder the dataset workflows read
+                shutil.copy(p, dirs["input"] / "clean" / p.name)
     port = free_port()
     env = {**os.environ, "GENDEG_NO_PROGRESS": "1", "GENDEG_MODELS_DIR": str(dirs["models"])}
     cmd = [sys.executable, "-m", "comfyui_gendeg", "studio", "--port", str(port), "--device", "cpu"]
@@ -200,6 +206,8 @@ def test_shipped_workflow_loads_in_the_editor(page, studio, workflow):
     editor = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in got["prompt"].items()}
     runner = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in expected.items()}
     assert json.loads(json.dumps(editor)) == json.loads(json.dumps(runner))
+    # laid out so that no node covers another once the editor has sized them (titles included)
+    assert _overlaps(page.evaluate(NODE_BOXES)) == []
     assert _pack_problems(page.gendeg_logs) == []
 
 
@@ -436,3 +444,130 @@ def test_pack_js_is_quiet_when_its_nodes_are_absent(page, studio):
         assert _pack_problems(logs) == [] and not [m for m in logs if m.startswith("pageerror")], logs
     finally:
         other.close()
+
+
+def _queue_and_wait(page, studio, doc: dict, timeout: float = 150) -> tuple[str, dict]:
+    """Load ``doc`` in the editor, queue it from there, wait for its history entry."""
+    page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", doc)
+    before = set(get_json(studio["url"] + "/api/history"))
+    page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1); }}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = {k: v for k, v in get_json(studio["url"] + "/api/history").items() if k not in before and v["status"]}
+        if new:
+            return next(iter(new.items()))
+        time.sleep(0.5)
+    raise AssertionError(f"the workflow did not finish in {timeout:.0f} s")
+
+
+def test_missing_model_shows_the_packs_message(page, studio):
+    """The DA-CLIP workflow without its weights: the editor shows which file, where it goes and
+    the command that fetches it (not just "rejected the value")."""
+    doc = json.loads((ROOT / "workflows" / "gendeg_restore_daclip.json").read_text())
+    _, entry = _queue_and_wait(page, studio, doc)
+    assert entry["status"]["status_str"] == "error"
+    folder = studio["dirs"]["models"] / "restore" / "daclip"
+    wanted = ["weight file 'daclip/universal-ir.pth' not found", str(folder), "gendeg weights fetch universal-ir"]
+    deadline = time.monotonic() + 30
+    text = ""
+    while time.monotonic() < deadline:
+        text = page.evaluate("() => document.body.innerText")
+        if all(w in text for w in wanted):
+            break
+        details = page.get_by_text("View details")  # the error toast of newer frontends folds the message away
+        if details.count():
+            page.keyboard.press("Escape")  # a dialog the editor opened at start-up must not catch the click
+            try:
+                details.first.click(timeout=3000)
+            except playwright_sync.TimeoutError:
+                pass
+        page.wait_for_timeout(500)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio_missing_model.png"))
+    assert all(w in text for w in wanted), text[-3000:]
+    page.keyboard.press("Escape")
+    assert _pack_problems(page.gendeg_logs) == []
+
+
+GATE = ROOT / "workflows" / "gendeg_quality_dataset_gate.json"
+
+NODE_BOXES = f"""() => ({APP}.graph._nodes ?? {APP}.graph.nodes).map(n => ({{
+    id: String(n.id), type: n.type, x: n.pos[0], y: n.pos[1] - (window.LiteGraph.NODE_TITLE_HEIGHT ?? 30),
+    w: n.size[0], h: n.size[1] + (window.LiteGraph.NODE_TITLE_HEIGHT ?? 30),
+    stats: document.querySelector(`.gendeg-stats[data-gendeg-node="${{n.id}}"]`)?.textContent ?? null,
+    compare: !!document.querySelector(`.gendeg-compare[data-gendeg-node="${{n.id}}"] img.gendeg-after[src]`),
+}}))"""
+
+
+def _overlaps(boxes: list[dict]) -> list[tuple[str, str]]:
+    return [
+        (a["id"], b["id"])
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+    ]
+
+
+@pytest.fixture(scope="module")
+def gate_run(page, studio):
+    """The quality-gate workflow, run once from the editor: (prompt id, history entry)."""
+    return _queue_and_wait(page, studio, json.loads(GATE.read_text()))
+
+
+def test_gate_workflow_output_fits_and_reads_well(page, studio, gate_run):
+    _, entry = gate_run
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.gendeg-stats')].some(e => e.textContent.includes('rows ->'))",
+        timeout=30_000,
+    )
+    boxes = page.evaluate(NODE_BOXES)
+    by_type = {b["type"]: b for b in boxes}
+    assert _overlaps(boxes) == [], boxes  # the stats that appeared moved the nodes below out of the way
+    gate = by_type["GenDegQualityGate"]["stats"]
+    assert re.fullmatch(r"passed \d+  dropped \d+", gate), gate  # counts, not "passed 1.0000"
+    assert re.fullmatch(r"written \d+  skipped \d+", by_type["GenDegSaveDatasetPairs"]["stats"])
+    assert re.fullmatch(r"\d+ rows -> .*all_scores\.csv", by_type["GenDegSaveScores"]["stats"])
+    assert re.match(r"#0 μ 0\.\d{4}  σ 0\.\d{4}", by_type["GenDegSynthesize"]["stats"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio_quality_gate.png"))
+    out = studio["dirs"]["output"]
+    assert not [p.name for p in out.rglob(".*")], "locks or temporary files left in the output folder"
+    assert _pack_problems(page.gendeg_logs) == []
+
+
+def test_cached_outputs_show_in_a_fresh_tab(page, studio, gate_run):
+    """A fully cached re-run in a new tab: ComfyUI says which nodes were cached and resends ui
+    only for output nodes; the slider and μ/σ of the cached synthesizer come from the history."""
+    prompt_id, entry = gate_run
+    fresh = page.context.new_page()
+    try:
+        fresh.goto(studio["url"] + "/", wait_until="domcontentloaded")
+        fresh.wait_for_function(
+            "() => { try { return window.comfyAPI.app.app.graph"
+            " && window.comfyAPI.app.app.extensions.some(e => e.name === 'GenDeg.Editor'); } catch { return false; } }",
+            timeout=120_000,
+        )
+        fresh.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", json.loads(GATE.read_text()))
+        synth = next(n["id"] for n in json.loads(GATE.read_text())["nodes"] if n["type"] == "GenDegSynthesize")
+        assert fresh.evaluate(f"() => !document.querySelector('.gendeg-stats[data-gendeg-node=\"{synth}\"]')")
+        outputs = {nid for nid, node in entry["prompt"][2].items() if node["class_type"].startswith("GenDegSave")}
+        fresh.evaluate(
+            """([id, all, outs, ui]) => {
+                const api = window.comfyAPI.api.api;
+                api.dispatchCustomEvent("execution_start", {prompt_id: id});
+                api.dispatchCustomEvent("execution_cached", {prompt_id: id, nodes: all});
+                for (const n of outs) api.dispatchCustomEvent("executed", {prompt_id: id, node: n, display_node: n, output: ui[n] ?? null});
+                api.dispatchCustomEvent("execution_success", {prompt_id: id});
+            }""",
+            [prompt_id, list(entry["prompt"][2]), sorted(outputs), entry["outputs"]],
+        )
+        fresh.wait_for_function(
+            f"""() => [...document.querySelectorAll('.gendeg-compare[data-gendeg-node="{synth}"] img')]
+                   .filter(i => i.complete && i.naturalWidth > 0).length == 2""",
+            timeout=30_000,
+        )
+        stats = fresh.evaluate(f"() => document.querySelector('.gendeg-stats[data-gendeg-node=\"{synth}\"]')?.textContent")
+        assert stats and stats.startswith("#0 μ 0.")
+    finally:
+        fresh.close()

@@ -253,3 +253,5 @@ def test_gendeg_run_shards_write_the_same_dataset_as_one_run(tmp_path):
         return [{k: v for k, v in r.items() if k != "created"} for r in rows]
 
     assert records(whole) == records(sharded) and len(records(whole)) == 5
+    # the shards' lock on the dataset leaves no file behind (no hidden .metadata.lock)
+    assert [p.name for p in (tmp_path / "sharded").rglob(".*")] == []

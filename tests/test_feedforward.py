@@ -250,7 +250,9 @@ def test_nodes_load_and_restore(tmp_path):
     net = _dncnn(3)
     _save(net.state_dict(), folder / "dncnn.safetensors", "safetensors")
     combo = GenDegRestorerLoader.INPUT_TYPES()["required"]["model_name"][0]
-    assert combo == ["sub/dncnn.safetensors"]
+    # the file on disk, plus the feed-forward checkpoints the manifest knows (listed before they are downloaded)
+    assert "sub/dncnn.safetensors" in combo and "NAFNet-SIDD-width64.pth" in combo
+    assert combo == sorted(combo) and "diffloss/256x256_diffusion_uncond.pt" not in combo
     for node in (GenDegRestorerLoader, GenDegRestore):
         for name, spec in node.INPUT_TYPES()["required"].items():
             assert spec[1].get("tooltip"), f"{node.__name__}.{name} has no tooltip"

@@ -87,6 +87,15 @@ def test_report_appends_write_the_header_once_and_survive_concurrent_writers(tmp
         t.join()
     lines = jl.read_text().splitlines()
     assert len(lines) == 200 and all(json.loads(x)["file"] for x in lines)
+    fresh = tmp_path / "new.csv"  # four writers start a CSV together: one header
+    threads = [threading.Thread(target=append_rows, args=(fresh, [{"file": f"{t}-{i}", "v": i} for i in range(20)])) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fresh.read_text().count("file,v") == 1 and len(list(csv.DictReader(open(fresh)))) == 80
+    # the lock is on the report itself: nothing else is left in the output folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.csv", "r.csv", "r.jsonl"]
 
 
 def test_folder_scoring_graph_writes_a_csv(tmp_path):

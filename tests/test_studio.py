@@ -540,3 +540,58 @@ def test_malformed_numbers_are_bad_requests_not_server_errors(studio_env):
 
     run(studio, go)
     assert backend.runs == []
+
+
+def test_view_refuses_links_that_lead_outside_the_folder(studio_env):
+    """A symbolic link in the output folder to a file (or folder) elsewhere is not served; links
+    that stay inside are."""
+    studio, _, tmp = studio_env
+    secret = tmp / "secret.txt"
+    secret.write_text("private")
+    outside = tmp / "elsewhere"
+    outside.mkdir()
+    (outside / "inner.png").write_bytes(_png_bytes())
+    out = tmp / "output"
+    (out / "link.txt").symlink_to(secret)
+    (out / "dirlink").symlink_to(outside, target_is_directory=True)
+    (out / "real.png").write_bytes(_png_bytes())
+    (out / "alias.png").symlink_to(out / "real.png")
+
+    async def go(c):
+        r = await c.get("/api/view?filename=link.txt&type=output")
+        assert r.status == 403 and "private" not in await r.text()
+        assert (await c.get("/api/view?filename=link.txt&type=output&preview=webp")).status == 403
+        assert (await c.get("/api/view?filename=inner.png&subfolder=dirlink&type=output")).status == 403
+        r = await c.get("/api/view?filename=alias.png&type=output")
+        assert r.status == 200 and await r.read() == _png_bytes()
+
+    run(studio, go)
+
+
+def test_deep_or_odd_json_bodies_are_bad_requests(studio_env):
+    """A 50000-deep body to /prompt is a 400 with a clear message (no traceback); so are bodies that
+    are not objects where an object is needed, on every JSON endpoint."""
+    studio, backend, _ = studio_env
+    deep = b"[" * 50000 + b"]" * 50000
+    deep_prompt = b'{"prompt": ' + b'{"a": ' * 50000 + b"1" + b"}" * 50000 + b"}"
+    just_too_deep = json.dumps({"prompt": {"1": {"class_type": "Out", "inputs": {"x": [[[0]]]}}},
+                                "extra_data": {"w": json.loads("[" * 150 + "]" * 150)}}).encode()
+
+    async def go(c):
+        for body in (deep, deep_prompt, just_too_deep):
+            r = await c.post("/api/prompt", data=body, headers={"Content-Type": "application/json"})
+            assert r.status == 400
+            got = await r.json()
+            assert got["error"]["type"] == "invalid_prompt" and "nested too deeply" in got["error"]["message"]
+        for path in ("/api/settings", "/api/settings/Comfy.X", "/api/queue", "/api/history"):
+            r = await c.post(path, data=deep)
+            assert r.status == 400 and "nested too deeply" in await r.text(), path
+        for path in ("/api/queue", "/api/history"):
+            r = await c.post(path, json=[1, 2])
+            assert r.status == 400 and "expected a JSON object" in await r.text(), path
+            assert (await c.post(path, data=b"")).status == 400
+        assert (await c.post("/api/interrupt", data=deep)).status == 200  # interrupt needs no body
+        assert (await c.get("/api/system_stats")).status == 200  # the server lives on
+
+    run(studio, go)
+    assert backend.runs == []

@@ -139,6 +139,34 @@ def test_invalid_graph_is_refused_with_node_errors(dirs):
     assert _files(dirs["out_studio"]) == {}
 
 
+def test_missing_checkpoint_is_the_loaders_run_time_error_with_the_packs_message(dirs, tmp_path):
+    """As inside ComfyUI: validation lets the loader run; its error (file, folder, fetch command)
+    reaches the editor as the node's exception, which the frontend shows in full."""
+    from comfyui_gendeg.core.graph.formats import load_any
+
+    models = tmp_path / "models"
+    studio = build_studio(input_dir=dirs["input"], output_dir=dirs["out_studio"], temp_dir=dirs["temp"],
+                          user_dir=dirs["user"], models_dir=models, device="cpu")  # fmt: skip
+    try:
+        doc = json.loads((ROOT / "workflows" / "gendeg_restore_feedforward.json").read_text())
+        prompt, _ = load_any(doc, studio.backend.object_info())
+        prompt = {k: v for k, v in prompt.items() if v["class_type"] != "LoadImage"}  # no input image needed
+        loader = next(k for k, v in prompt.items() if v["class_type"] == "GenDegRestorerLoader")
+        prompt["90"] = {"class_type": "GenDegSampleImage", "inputs": {"sample": "chelsea.png"}}
+        for node in prompt.values():
+            for name, value in node["inputs"].items():
+                if isinstance(value, list) and value and value[0] not in prompt:
+                    node["inputs"][name] = ["90", 0]
+        status, data, entry = _studio_run(studio, {"prompt": prompt})
+    finally:
+        studio.queue.stop()
+    assert status == 200 and data["kinds"][-1] == "execution_error", data
+    err = dict(entry["status"]["messages"])["execution_error"]
+    assert err["node_id"] == loader and err["exception_type"].endswith("core.errors.MissingWeightError")
+    assert err["exception_message"].startswith("weight file 'NAFNet-SIDD-width64.pth' not found. It belongs in ")
+    assert str(models / "restore") in err["exception_message"] and "get it by hand" in err["exception_message"]
+
+
 @pytest.mark.skipif(not SWEEP.is_file(), reason="workflows/gendeg_synth_sweep.json is not in this checkout yet")
 def test_synth_sweep_from_the_studio_matches_gendeg_run(dirs):
     """The README's main job: the same files from the studio as from `gendeg run`."""

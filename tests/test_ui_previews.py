@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from pathlib import Path
 
+import pytest
 import torch
 from comfyui_gendeg.nodes import host, ui
 
@@ -56,16 +59,78 @@ def test_gendeg_run_prunes_old_previews(tmp_path):
     assert any(p.name.endswith("_.png") for p in temp.iterdir())  # this run's preview stays
 
 
-def test_default_preview_folder_is_private_to_the_user():
-    settings = host.Settings()
-    assert str(os.getuid()) in settings.temp_dir.name
+@pytest.fixture
+def system_temp(tmp_path, monkeypatch):
+    """A private stand-in for the system temp folder (never what other processes left in /tmp)."""
+    folder = tmp_path / "systemp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _default_temp() -> Path:
+    """host.temp_dir() with the default settings (the per-user folder in the system temp folder)."""
     saved = host.SETTINGS
-    host.SETTINGS = settings
+    host.SETTINGS = host.Settings()
     try:
-        folder = host.temp_dir()
-        assert folder.is_dir() and (folder.stat().st_mode & 0o077) == 0 and folder.stat().st_uid == os.getuid()
+        return host.temp_dir()
     finally:
         host.SETTINGS = saved
+
+
+def test_default_preview_folder_is_private_to_the_user(system_temp):
+    folder = _default_temp()
+    assert folder.parent == system_temp and str(os.getuid()) in folder.name
+    assert folder.is_dir() and (folder.stat().st_mode & 0o777) == 0o700 and folder.stat().st_uid == os.getuid()
+
+
+def test_an_existing_open_preview_folder_of_ours_is_tightened(system_temp, caplog):
+    folder = system_temp / f"comfyui-gendeg-{os.getuid()}"
+    folder.mkdir()
+    os.chmod(folder, 0o755)  # as `gendeg studio` used to leave it
+    (folder / "gendeg_after_0123abcd_00001.png").write_bytes(b"x")
+    assert _default_temp() == folder
+    assert (folder.stat().st_mode & 0o777) == 0o700
+    assert (folder / "gendeg_after_0123abcd_00001.png").is_file()  # nothing lost
+    assert "made it private" in caplog.text
+
+
+def test_a_preview_folder_that_is_not_ours_is_refused(system_temp, monkeypatch, tmp_path):
+    from comfyui_gendeg.core.errors import UnsafePathError
+
+    elsewhere = tmp_path / "planted"
+    elsewhere.mkdir()
+    link = system_temp / f"comfyui-gendeg-{os.getuid()}"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="not a plain folder.*--temp-dir"):
+        _default_temp()
+    link.unlink()
+    # a folder owned by someone else (seen from a user with another uid)
+    other = os.getuid() + 1
+    (system_temp / f"comfyui-gendeg-{other}").mkdir(mode=0o700)
+    monkeypatch.setattr(os, "getuid", lambda: other)
+    with pytest.raises(UnsafePathError, match="belongs to another user.*--temp-dir"):
+        _default_temp()
+
+
+def test_gendeg_studio_uses_the_same_private_preview_folder(system_temp):
+    pytest.importorskip("aiohttp", reason="aiohttp (studio extra) is not installed")
+    pytest.importorskip("comfyui_frontend_package", reason="the studio extra is not installed")
+    from comfyui_gendeg.commands.studio import build_studio
+
+    folder = system_temp / f"comfyui-gendeg-{os.getuid()}"
+    folder.mkdir()
+    os.chmod(folder, 0o755)
+    saved = host.SETTINGS
+    host.SETTINGS = host.Settings(device="cpu")
+    try:
+        studio = build_studio(input_dir=system_temp / "in", output_dir=system_temp / "out", user_dir=system_temp / "u")
+    finally:
+        host.SETTINGS = saved
+    studio.queue.stop()
+    assert studio.config.temp_dir == folder
+    assert (folder.stat().st_mode & 0o777) == 0o700
 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):

@@ -1,13 +1,13 @@
 """Score reports (CSV / JSONL appends) and quality gates (thresholds on any score).
 
-Appends are safe for several writers: an exclusive lock file around each append, each
-batch of rows written with one ``write`` on a file opened in append mode and fsynced, and
-a CSV header written only when the file is new or empty.
+Appends are safe for several writers: an exclusive lock on the report file itself around
+each append (``core.locks``: no lock file is left beside it), each batch of rows written
+with one ``write`` on a file opened in append mode and fsynced, and a CSV header written
+only when the file is new or empty.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -15,44 +15,12 @@ import math
 import operator
 import os
 import re
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-
-
-@contextlib.contextmanager
-def _locked(path: Path, timeout: float = 30.0) -> Iterator[None]:
-    """Exclusive lock on ``path.lock`` (fcntl where available, else an O_EXCL lock file)."""
-    lock = path.with_name(f".{path.name}.lock")
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        fcntl = None
-    if fcntl is not None:
-        with open(lock, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        return
-    deadline = time.monotonic() + timeout  # pragma: no cover - Windows
-    while True:  # pragma: no cover
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            if time.monotonic() > deadline:
-                raise InputError(f"{lock}: still locked after {timeout}s; delete it if no run is writing") from None
-            time.sleep(0.05)
-    try:  # pragma: no cover
-        yield
-    finally:  # pragma: no cover
-        os.close(fd)
-        os.unlink(lock)
+from ..locks import locked_file
 
 
 def _clean(v: Any) -> Any:
@@ -75,14 +43,12 @@ def append_rows(path: str | Path, rows: Sequence[Mapping[str, Any]], fmt: str | 
     if not rows:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path):
+    with open(path, "a+", encoding="utf-8", newline="") as fh, locked_file(fh):
         if fmt == "jsonl":
             data = "".join(json.dumps({k: _clean(v) for k, v in r.items()}, ensure_ascii=False) + "\n" for r in rows)
         else:
-            header: list[str] | None = None
-            if path.is_file() and path.stat().st_size > 0:
-                with open(path, newline="", encoding="utf-8") as fh:
-                    header = next(csv.reader(fh), None)
+            fh.seek(0)
+            header: list[str] | None = next(csv.reader(fh), None)
             new = header is None
             if new:
                 header = []
@@ -101,10 +67,10 @@ def append_rows(path: str | Path, rows: Sequence[Mapping[str, Any]], fmt: str | 
             for r in rows:
                 w.writerow({k: _clean(v) for k, v in r.items()})
             data = buf.getvalue()
-        with open(path, "a", encoding="utf-8", newline="") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fh.seek(0, os.SEEK_END)
+        fh.write(data)  # append mode: always at the end, in one write
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 

@@ -15,14 +15,24 @@ from ..graph.object_info import object_info as build_object_info
 
 
 def _error_fields(err: Any) -> dict[str, Any]:
-    """One executor validation problem (object or mapping) → ComfyUI's error dict."""
+    """One executor validation problem (object or mapping) → ComfyUI's error dict.
+
+    A node's own ``VALIDATE_INPUTS`` message (``custom_validation_failed``, e.g. a missing
+    checkpoint) is reported as ComfyUI reports it, message "Custom validation failed for node"
+    and details "<input> - <the node's message>": the frontend shows those details.
+    """
     get = err.get if isinstance(err, Mapping) else lambda k, d=None: getattr(err, k, d)
     message = get("message") or str(err)
+    kind = get("type") or get("kind") or "invalid_input"
+    name = get("input_name") or get("input")
+    details = get("details") or ""
+    if kind == "custom_validation_failed" and not details:
+        message, details = "Custom validation failed for node", f"{name} - {message}" if name else message
     return {
-        "type": get("type") or get("kind") or "invalid_input",
+        "type": kind,
         "message": message,
-        "details": get("details") or "",
-        "extra_info": dict(get("extra_info") or ({"input_name": name} if (name := get("input_name") or get("input")) else {})),
+        "details": details,
+        "extra_info": dict(get("extra_info") or ({"input_name": name} if name else {})),
     }
 
 

@@ -275,10 +275,13 @@ class PromptQueue:
             )
             status = "error"
         else:
-            text = failed.get("message") or (str(error) if error is not None else "error")
+            # as ComfyUI: the node's own exception (not the executor's wrapper), type with its module
+            original = getattr(error, "original", None)
+            shown = original if isinstance(original, BaseException) else error
+            text = str(shown) if shown is not None else failed.get("message") or "error"
             tb = (
-                traceback.format_exception(type(error), error, error.__traceback__)
-                if error is not None
+                traceback.format_exception(type(shown), shown, shown.__traceback__)
+                if shown is not None
                 else [str(failed.get("traceback", text))]
             )
             message(
@@ -289,7 +292,7 @@ class PromptQueue:
                     "node_type": (prompt.get(node) or {}).get("class_type", "") if node else "",
                     "executed": [n for n in executed if n != node],
                     "exception_message": text,
-                    "exception_type": type(error).__name__ if error is not None else "GenDegError",
+                    "exception_type": _type_name(shown) if shown is not None else "GenDegError",
                     "traceback": tb,
                     "current_inputs": {},
                     "current_outputs": [],
@@ -312,3 +315,9 @@ class PromptQueue:
             }
             while len(self.history) > MAX_HISTORY:
                 self.history.popitem(last=False)
+
+
+def _type_name(exc: BaseException) -> str:
+    """``module.QualName`` of an exception's type (bare for builtins), as ComfyUI reports it."""
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

@@ -100,6 +100,54 @@ def _file_info(path: Path, relative_to: Path) -> dict[str, Any]:
     }
 
 
+#: Deepest JSON nesting a request body may have. Workflows (with subgraphs) stay far below it;
+#: deeper bodies are refused before any code walks them recursively.
+MAX_JSON_DEPTH = 100
+
+
+class BadRequestBody(ValueError):
+    """A request body that is not usable JSON (answered with 400 and this message)."""
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists/objects deeper than ``limit`` levels (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def parse_json_body(raw: bytes, *, limit: int = MAX_JSON_DEPTH) -> Any:
+    """The JSON value of a request body; :class:`BadRequestBody` (one line saying what is wrong) otherwise."""
+    if not raw.strip():
+        raise BadRequestBody("the request body is empty; send JSON")
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise BadRequestBody(f"the JSON body is nested too deeply (the limit is {limit} levels)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestBody(f"the body is not valid JSON ({exc})") from None
+    if json_depth_exceeds(value, limit):
+        raise BadRequestBody(f"the JSON body is nested too deeply (the limit is {limit} levels)")
+    return value
+
+
+async def _json_body(request: web.Request) -> Any:
+    return parse_json_body(await request.read())
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise BadRequestBody(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
 class Studio:
     """The aiohttp application plus the queue that runs prompts."""
 
@@ -151,6 +199,9 @@ class Studio:
         except (ValueError, TypeError) as exc:
             log.warning("[GenDeg studio] bad request %s %s: %s", request.method, request.path, exc)
             return web.Response(status=400, text=f"bad request: {exc}")
+        except RecursionError:
+            log.warning("[GenDeg studio] bad request %s %s: nested too deeply", request.method, request.path)
+            return web.Response(status=400, text="bad request: the request is nested too deeply")
 
     @web.middleware
     async def _no_cache(self, request: web.Request, handler):  # noqa: ANN001
@@ -253,8 +304,8 @@ class Studio:
                 async for msg in ws:
                     if msg.type == WSMsgType.TEXT:
                         try:
-                            data = json.loads(msg.data)
-                        except json.JSONDecodeError:
+                            data = parse_json_body(msg.data.encode("utf-8"))
+                        except BadRequestBody:
                             continue
                         if first and isinstance(data, dict) and data.get("type") == "feature_flags":
                             await ws.send_json({"type": "feature_flags", "data": SERVER_FEATURES})
@@ -377,7 +428,7 @@ class Studio:
 
         @r.post("/settings")
         async def post_settings(request: web.Request) -> web.Response:
-            new = await request.json()
+            new = await _json_body(request)
             if not isinstance(new, dict):
                 return web.Response(status=400, text="settings must be a JSON object")
             self._write_settings({**self._read_settings(), **new})
@@ -386,7 +437,7 @@ class Studio:
         @r.post("/settings/{id}")
         async def post_setting(request: web.Request) -> web.Response:
             settings = self._read_settings()
-            settings[request.match_info["id"]] = await request.json()
+            settings[request.match_info["id"]] = await _json_body(request)
             self._write_settings(settings)
             return web.Response(status=200)
 
@@ -496,9 +547,15 @@ class Studio:
         @r.post("/prompt")
         async def post_prompt(request: web.Request) -> web.Response:
             try:
-                body = await request.json()
-            except json.JSONDecodeError:
-                body = None
+                body = await _json_body(request)
+            except BadRequestBody as exc:
+                if "nested too deeply" not in str(exc):
+                    body = None  # not JSON at all: ComfyUI's "no prompt"
+                else:
+                    error = {"type": "invalid_prompt", "message": f"Invalid prompt: {exc}", "details": str(exc),
+                             "extra_info": {}}
+                    log.warning("[GenDeg studio] refused a prompt: %s", exc)
+                    return web.json_response({"error": error, "node_errors": {}}, status=400)
             if not isinstance(body, dict) or not isinstance(body.get("prompt"), dict):
                 error = {
                     "type": "no_prompt",
@@ -531,7 +588,7 @@ class Studio:
 
         @r.post("/queue")
         async def post_queue(request: web.Request) -> web.Response:
-            body = await request.json()
+            body = await _json_object(request)
             if body.get("clear"):
                 self.queue.clear()
             if body.get("delete"):
@@ -541,8 +598,8 @@ class Studio:
         @r.post("/interrupt")
         async def interrupt(request: web.Request) -> web.Response:
             try:
-                body = await request.json()
-            except (json.JSONDecodeError, Exception):  # noqa: BLE001 - empty body is fine
+                body = await _json_body(request)
+            except BadRequestBody:  # an empty (or odd) body interrupts whatever runs, as in ComfyUI
                 body = {}
             target = body.get("prompt_id") if isinstance(body, dict) else None
             running = self.queue.running_id()
@@ -571,7 +628,7 @@ class Studio:
 
         @r.post("/history")
         async def post_history(request: web.Request) -> web.Response:
-            body = await request.json()
+            body = await _json_object(request)
             if body.get("clear"):
                 self.queue.delete_history()
             if body.get("delete"):
@@ -656,10 +713,16 @@ class Studio:
             path = folder / os.path.basename(filename)
             if not path.is_file():
                 return web.Response(status=404)
+            real = path.resolve()
+            try:  # a symbolic link in the folder may point anywhere: serve only what lies inside
+                real.relative_to(root.resolve())
+            except ValueError:
+                log.warning("[GenDeg studio] refused %s: it links outside %s", path, root)
+                return web.Response(status=403, text="the file links outside the allowed folder")
             preview = request.query.get("preview")
             channel = request.query.get("channel", "")
             if (preview or channel in ("rgb", "a")) and path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
-                return _converted_image(path, preview, channel)
+                return _converted_image(real, preview, channel, path.name)
             ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             if ctype in {
                 "text/html",
@@ -670,7 +733,7 @@ class Studio:
             }:
                 ctype = "application/octet-stream"
             return web.FileResponse(
-                path, headers={"Content-Disposition": f'filename="{path.name}"', "Content-Type": ctype}
+                real, headers={"Content-Disposition": f'filename="{path.name}"', "Content-Type": ctype}
             )
 
         @r.post("/upload/image")
@@ -819,7 +882,7 @@ class Studio:
         return out
 
 
-def _converted_image(path: Path, preview: str | None, channel: str) -> web.Response:
+def _converted_image(path: Path, preview: str | None, channel: str, name: str | None = None) -> web.Response:
     """``/view`` with ``preview=webp|jpeg[;quality]`` or ``channel=rgb|a``, as ComfyUI answers them."""
     import io
 
@@ -845,7 +908,7 @@ def _converted_image(path: Path, preview: str | None, channel: str) -> web.Respo
         buf = io.BytesIO()
         img.save(buf, format=fmt.upper(), quality=quality)
     return web.Response(
-        body=buf.getvalue(), content_type=f"image/{fmt}", headers={"Content-Disposition": f'filename="{path.name}"'}
+        body=buf.getvalue(), content_type=f"image/{fmt}", headers={"Content-Disposition": f'filename="{name or path.name}"'}
     )
 
 

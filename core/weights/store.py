@@ -123,29 +123,38 @@ def safe_join(root: str | Path, relative: str | Path) -> Path:
     return target
 
 
+def _sentence(text: str) -> str:
+    """``text`` stripped, ending with exactly one full stop."""
+    text = " ".join(text.split()).rstrip(" .")
+    return f"{text}." if text else ""
+
+
 def _fetch_hint(entry: WeightEntry, folders: Sequence[Path]) -> str:
+    """How to get ``entry``'s files: the fetch command, or where to download them by hand; plus its first note."""
     if not any(f.downloadable for f in entry.files):
-        how = f"It cannot be downloaded automatically; get it by hand from {entry.source} and put it there."
+        how = f"It cannot be downloaded automatically: get it by hand from {entry.source} and save it there."
     else:
-        how = f"Fetch it with:  gendeg weights fetch {entry.id}"
+        how = f"Fetch it with: gendeg weights fetch {entry.id}"
         if folders and folders[0].name == entry.kind:
             how += f" --models-dir {folders[0].parent}"
+        how = _sentence(how)
     if entry.notes:
-        how += f"  ({entry.notes.strip().splitlines()[0]})"
+        how += " Note: " + _sentence(entry.notes.strip().splitlines()[0])
     return how
 
 
 def _missing(name: str, folders: Sequence[Path], entry: WeightEntry | None) -> MissingWeightError:
+    """The missing-weight error: which file, the folder it belongs in, and how to get it."""
     where = folders[0] if folders else Path("models")
     if entry is not None:
         target = where / name
-        how = _fetch_hint(entry, folders)
         place = f"It belongs in {target.parent} (as {target})."
+        how = _fetch_hint(entry, folders)
     else:
-        how = "Put the file there (or pick one that exists); `gendeg weights list` shows the known checkpoints."
         place = f"It belongs in {where}."
-    searched = "" if len(folders) <= 1 else ". Searched: " + ", ".join(str(f) for f in folders)
-    return MissingWeightError(f"weight file {name!r} not found. {place} {how.rstrip('.')}{searched}.")
+        how = "Put the file there (or pick one that exists); `gendeg weights list` shows the known checkpoints."
+    searched = "" if len(folders) <= 1 else " Searched: " + ", ".join(str(f) for f in folders) + "."
+    return MissingWeightError(f"weight file {name!r} not found. {place} {how}{searched}")
 
 
 def default_folders(entry: WeightEntry, models_root: str | Path) -> list[Path]:
