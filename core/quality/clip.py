@@ -79,27 +79,37 @@ class FrozenCLIP:
 
     # --- images ------------------------------------------------------------------------
 
-    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        """``[B,C,H,W]`` 0..1 -> normalised ``[B,3,S,S]`` pixel values on the model's device/dtype."""
+    def preprocess(self, image: torch.Tensor, mode: str = "crop") -> torch.Tensor:
+        """``[B,C,H,W]`` 0..1 -> normalised ``[B,3,S,S]`` pixel values on the model's device/dtype.
+
+        ``mode`` ``"crop"``: short side to S (bicubic, antialiased, clamped), centre crop (CLIP's
+        own preprocessing); ``"resize"``: a plain bicubic resize of the whole image to S×S, not
+        antialiased, not clamped (Perceive-IR's official image encoder).
+        """
         check_image(image, "image")
         x = as_rgb3(image).float().to(self.device)
         s = self.image_size
-        h, w = x.shape[-2:]
-        scale = s / min(h, w)
-        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
-        x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-        top, left = (nh - s) // 2, (nw - s) // 2
-        x = x[..., top : top + s, left : left + s]
+        if mode == "resize":
+            x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False)
+        elif mode == "crop":
+            h, w = x.shape[-2:]
+            scale = s / min(h, w)
+            nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+            x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+            top, left = (nh - s) // 2, (nw - s) // 2
+            x = x[..., top : top + s, left : left + s]
+        else:
+            raise ValueError(f"unknown CLIP preprocessing mode {mode!r}")
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return ((x - mean) / std).to(self.dtype)
 
     @torch.no_grad()
-    def image_features(self, image: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-        """Unit-norm image embeddings ``[B,D]`` (float32) of ``[B,C,H,W]`` images in 0..1."""
+    def image_features(self, image: torch.Tensor, batch_size: int = 32, mode: str = "crop") -> torch.Tensor:
+        """Unit-norm image embeddings ``[B,D]`` (float32) of ``[B,C,H,W]`` images in 0..1 (``mode``: see :meth:`preprocess`)."""
         out = []
         for i in range(0, image.shape[0], batch_size):
-            px = self.preprocess(image[i : i + batch_size])
+            px = self.preprocess(image[i : i + batch_size], mode)
             vis = self.model.vision_model(pixel_values=px)
             pooled = vis.pooler_output if hasattr(vis, "pooler_output") else vis[1]
             out.append(F.normalize(self.model.visual_projection(pooled).float(), dim=-1))
@@ -125,11 +135,8 @@ class FrozenCLIP:
         The embedding is the final hidden state at each sequence's end token (its last token).
         """
         tm = self.model.text_model
-        n = len(ids)
         length = max(len(s) for s in ids)
-        max_pos = tm.embeddings.position_embedding.weight.shape[0]
-        if length > max_pos:
-            raise WeightsError(f"prompt of {length} tokens is longer than this CLIP's {max_pos}; use fewer context tokens")
+        self.check_prompt_length(length)
         pad_id = ids[0][-1]
         tokens = torch.tensor([s + [pad_id] * (length - len(s)) for s in ids], device=self.device)
         eos_pos = torch.tensor([len(s) - 1 for s in ids], device=self.device)
@@ -137,13 +144,30 @@ class FrozenCLIP:
         if context is not None:
             k = context.shape[1]
             emb = torch.cat([emb[:, :context_at], context.to(emb.dtype), emb[:, context_at + k :]], dim=1)
-        h = tm.embeddings(inputs_embeds=emb)
+        return self.encode_embeddings(emb, eos_pos)
+
+    def check_prompt_length(self, length: int) -> None:
+        """Refuse prompts longer than the text tower's positional embedding."""
+        max_pos = self.model.text_model.embeddings.position_embedding.weight.shape[0]
+        if length > max_pos:
+            raise WeightsError(f"prompt of {length} tokens is longer than this CLIP's {max_pos}; use fewer context tokens")
+
+    def encode_embeddings(self, emb: torch.Tensor, eos_pos: torch.Tensor) -> torch.Tensor:
+        """Unit-norm text embeddings ``[N,D]`` of token embeddings ``emb`` ``[N,L,W]`` (before positions).
+
+        Positional embeddings are added, the causal text transformer and its final layer norm
+        run, and the hidden state at ``eos_pos`` ``[N]`` is projected (differentiable in ``emb``).
+        """
+        tm = self.model.text_model
+        n, length = emb.shape[0], emb.shape[1]
+        self.check_prompt_length(length)
+        h = tm.embeddings(inputs_embeds=emb.to(self.dtype))
         mask = torch.full((length, length), float("-inf"), device=h.device, dtype=h.dtype).triu(1)
         mask = mask.view(1, 1, length, length).expand(n, 1, length, length)
         for layer in tm.encoder.layers:
             h = _run_layer(layer, h, mask)
         h = tm.final_layer_norm(h)
-        pooled = h[torch.arange(n, device=h.device), eos_pos]
+        pooled = h[torch.arange(n, device=h.device), eos_pos.to(h.device)]
         return F.normalize(self.model.text_projection(pooled).float(), dim=-1)
 
 
@@ -157,6 +181,12 @@ def _run_layer(layer: Any, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def load_clip(folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> FrozenCLIP:
     """Load a CLIP saved with ``save_pretrained`` from ``folder`` (local files only), frozen, eval."""
     folder = Path(folder)
+    if folder.is_file() and folder.suffix.lower() in (".pt", ".pth", ".bin", ".ckpt"):
+        raise WeightsError(
+            f"{folder.name} is a pickled/TorchScript CLIP (OpenAI's ViT-B-32.pt is one), which this pack never loads "
+            "(it can run code). Use the Hugging Face folder of the same model: `gendeg weights fetch "
+            "clip-vit-base-patch32` (openai/clip-vit-base-patch32: config.json, model.safetensors, tokenizer files)."
+        )
     if not (folder / "config.json").is_file():
         raise WeightsError(
             f"{folder}: not a CLIP folder (no config.json). Put a transformers CLIP there "

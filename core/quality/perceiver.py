@@ -11,8 +11,12 @@
   embeddings are computed once (CLIP is frozen), so an epoch is three text passes.
 * File: a small safetensors with ``ctx`` and metadata (tiers, CLIP name and config hash,
   training summary). Loading it against a CLIP of another architecture is refused.
-
-Perceive-IR has no official code or weights; this follows the paper's description.
+* Perceive-IR's official stage-1 prompts (``quality_prompts_*.pth``) load into the same
+  model (:mod:`.perceive_ir_prompts`): their prompt has no template words, ``[SOS] v_1 … v_16
+  [EOS] …`` (a fixed *frame* of stored start/end/padding token embeddings around the
+  contexts, the text feature read at the end token), and images go to CLIP through a plain
+  224×224 bicubic resize (``image_mode="resize"``) as the official image encoder does. Same
+  outputs, same file format when saved (with the frame tensors).
 """
 
 from __future__ import annotations
@@ -42,16 +46,34 @@ class QualityPerceiver(torch.nn.Module):
     """Frozen CLIP + learnable tier contexts ``ctx`` ``[3, n_ctx, W]``."""
 
     def __init__(self, clip: FrozenCLIP, n_ctx: int = 8, tiers: Sequence[str] = TIERS,
-                 generator: torch.Generator | None = None, ctx: torch.Tensor | None = None) -> None:
+                 generator: torch.Generator | None = None, ctx: torch.Tensor | None = None,
+                 frame: tuple[torch.Tensor, torch.Tensor] | None = None, eos: Sequence[int] | None = None,
+                 image_mode: str = "crop") -> None:
+        """``frame`` (prefix ``[T,p,W]``, suffix ``[T,s,W]``) with ``eos`` (per tier) replaces the
+        template prompt by fixed token embeddings around the contexts (the official layout)."""
         super().__init__()
         self.clip = clip
         self.tiers = tuple(tiers)
+        self.image_mode = image_mode
         width = clip.model.text_model.embeddings.token_embedding.weight.shape[1]
         if ctx is None:
             ctx = torch.randn(len(self.tiers), n_ctx, width, generator=generator) * 0.02
         if ctx.ndim != 3 or ctx.shape[0] != len(self.tiers) or ctx.shape[2] != width:
             raise WeightsError(f"prompt contexts have shape {tuple(ctx.shape)}, expected [{len(self.tiers)}, n_ctx, {width}]")
         self.ctx = torch.nn.Parameter(ctx.float().to(clip.device))
+        self.frame: tuple[torch.Tensor, torch.Tensor] | None = None
+        if frame is not None:
+            prefix, suffix = (t.float().to(clip.device) for t in frame)
+            n = len(self.tiers)
+            if prefix.ndim != 3 or suffix.ndim != 3 or prefix.shape[0] != n or suffix.shape[0] != n or {prefix.shape[2], suffix.shape[2]} != {width}:
+                raise WeightsError(f"prompt frame has shapes {tuple(prefix.shape)} / {tuple(suffix.shape)}, expected [{n}, *, {width}]")
+            length = prefix.shape[1] + self.n_ctx + suffix.shape[1]
+            if eos is None or len(eos) != n or not all(prefix.shape[1] + self.n_ctx <= int(e) < length for e in eos):
+                raise WeightsError(f"prompt end-token positions {eos} do not lie in the frame's suffix (length {length})")
+            clip.check_prompt_length(length)
+            self.frame = (prefix, suffix)
+            self._eos = torch.tensor([int(e) for e in eos])
+            return
         # [SOS] X…X <tier> . [EOS]: the tokenizer gives [SOS] <tier> . [EOS]; contexts go after SOS.
         self._ids = []
         for ids in clip.tokenize([f"{t}." for t in self.tiers]):
@@ -61,8 +83,17 @@ class QualityPerceiver(torch.nn.Module):
     def n_ctx(self) -> int:
         return int(self.ctx.shape[1])
 
+    @property
+    def layout(self) -> str:
+        """``"template"`` (the pack's ``[SOS] ctx <tier> . [EOS]``) or ``"frame"`` (Perceive-IR's)."""
+        return "template" if self.frame is None else "frame"
+
     def text_features(self) -> torch.Tensor:
         """``[3, D]`` unit-norm embeddings of the three learned prompts (differentiable in ``ctx``)."""
+        if self.frame is not None:
+            prefix, suffix = self.frame
+            emb = torch.cat([prefix.to(self.ctx.device), self.ctx, suffix.to(self.ctx.device)], dim=1)
+            return self.clip.encode_embeddings(emb, self._eos)
         return self.clip.encode_tokens(self._ids, context=self.ctx, context_at=1)
 
     def logits(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -73,7 +104,7 @@ class QualityPerceiver(torch.nn.Module):
     @torch.no_grad()
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """``[B, 3]`` tier probabilities (excellent, mediocre, terrible) of ``[B,C,H,W]`` images in 0..1."""
-        return self.logits(self.clip.image_features(image)).softmax(dim=-1)
+        return self.logits(self.clip.image_features(image, mode=self.image_mode)).softmax(dim=-1)
 
     @torch.no_grad()
     def score(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,21 +125,37 @@ class QualityPerceiver(torch.nn.Module):
             "clip_name": self.clip.name,
             "clip_config_hash": self.clip.config_hash(),
             "n_ctx": str(self.n_ctx),
+            "image_mode": self.image_mode,
         }
+        tensors = {"ctx": self.ctx.detach().float().cpu().contiguous()}
+        if self.frame is not None:
+            meta["layout"] = "frame"
+            meta["eos"] = json.dumps(self._eos.tolist())
+            tensors["frame_prefix"] = self.frame[0].detach().float().cpu().contiguous()
+            tensors["frame_suffix"] = self.frame[1].detach().float().cpu().contiguous()
         for k, v in (extra or {}).items():
             meta[k] = v if isinstance(v, str) else json.dumps(v)
         path = Path(path)
-        atomic_write_bytes(path, st_save({"ctx": self.ctx.detach().float().cpu().contiguous()}, metadata=meta))
+        atomic_write_bytes(path, st_save(tensors, metadata=meta))
         return path
 
 
 def load_perceiver(path: str | Path, clip: FrozenCLIP) -> QualityPerceiver:
-    """Load learned prompts from ``path`` onto ``clip``; refuses files made for another CLIP architecture."""
+    """Load learned prompts from ``path`` onto ``clip``; refuses files made for another CLIP architecture.
+
+    ``path`` is a file of ``gendeg train perceiver`` (safetensors) or Perceive-IR's official
+    ``quality_prompts_*.pth`` (read safely, see :mod:`.perceive_ir_prompts`).
+    """
     from safetensors import safe_open
 
     from ..weights import load_safetensors
+    from ..weights.safe_load import PICKLE_SUFFIXES
 
     path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        from .perceive_ir_prompts import load_official_prompts
+
+        return load_official_prompts(path, clip)
     tensors = load_safetensors(path)
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
@@ -127,7 +174,13 @@ def load_perceiver(path: str | Path, clip: FrozenCLIP) -> QualityPerceiver:
     if meta.get("clip_name") and meta["clip_name"] != clip.name:
         log.warning("[GenDeg] %s was trained with CLIP %r, loading it on %r (same architecture)", path.name, meta["clip_name"], clip.name)
     tiers = tuple(json.loads(meta.get("tiers", json.dumps(list(TIERS)))))
-    return QualityPerceiver(clip, n_ctx=tensors["ctx"].shape[1], tiers=tiers, ctx=tensors["ctx"])
+    frame, eos = None, None
+    if meta.get("layout") == "frame":
+        if "frame_prefix" not in tensors or "frame_suffix" not in tensors or "eos" not in meta:
+            raise WeightsError(f"{path.name}: a frame-layout prompt file without its frame tensors; convert the prompts again")
+        frame, eos = (tensors["frame_prefix"], tensors["frame_suffix"]), json.loads(meta["eos"])
+    return QualityPerceiver(clip, n_ctx=tensors["ctx"].shape[1], tiers=tiers, ctx=tensors["ctx"], frame=frame, eos=eos,
+                            image_mode=meta.get("image_mode", "crop"))
 
 
 # --- training ------------------------------------------------------------------------
