@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.errors import InputError
 from ..core.restore.feedforward import DTYPES
-from ..core.restore.perceive_ir import load_perceive_ir
-from ..core.weights import resolve, safe_join
+from ..core.restore.perceive_ir import find_dinov2, load_perceive_ir
+from ..core.weights import resolve
 from . import host
 
 CATEGORY = "GenDeg/Restore"
@@ -16,17 +15,7 @@ DINOV2_DEFAULT = "dinov2-base"
 
 def dinov2_folder(name: str) -> Path:
     """A DINOv2 folder: absolute, ``<models>/restore/<name>`` holding config.json, or a manifest id."""
-    name = (name or "").strip()
-    if not name:
-        raise InputError("dinov2: give a DINOv2 folder name (under models/gendeg/restore) or an absolute path")
-    if Path(name).is_absolute():
-        return Path(name)
-    dirs = host.model_search_dirs("restore")
-    for d in dirs:
-        cand = safe_join(d, name)
-        if (cand / "config.json").is_file():
-            return cand
-    return resolve(name, dirs).parent  # a manifest id: MissingWeightError names the file, folder and fetch command
+    return find_dinov2(name, host.model_search_dirs("restore"))
 
 
 class GenDegPerceiveIRLoader:

@@ -66,7 +66,7 @@ def test_clip_quality_is_one_minus_p_excellent_from_raw_cosines(clip_models):
     out, gt, lq = images()
     v = loss(LossBatch(out=out, gt=gt, lq=lq, step=0, generator=torch.Generator()))["clip_quality"]
     with torch.no_grad():
-        x = F.interpolate(out.detach().clamp(0, 1), size=(32, 32), mode="bicubic", antialias=True, align_corners=False)
+        x = F.interpolate(out.detach().clamp(0, 1), size=(32, 32), mode="bicubic", align_corners=False)  # as the release: no antialiasing
         px = (x - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
         img = perceiver.clip.model.get_image_features(pixel_values=px)
         img = F.normalize(img if isinstance(img, torch.Tensor) else img.pooler_output, dim=-1)
@@ -107,7 +107,7 @@ def dpl_formula(features, out, gt, lq, proxies, m):
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
     def feats(x):
-        h, res = (x - mean) / std, []
+        h, res = (x.clamp(0, 1) - mean) / std, []  # the release clamps every VGG input
         for i, layer in enumerate(features):
             h = F.relu(h) if isinstance(layer, torch.nn.ReLU) else layer(h)
             if i in (3, 7, 11, 15):
@@ -118,7 +118,7 @@ def dpl_formula(features, out, gt, lq, proxies, m):
         return 10 * torch.log10(1 / (x.clamp(0, 1) - gt).pow(2).mean(dim=(1, 2, 3)))
 
     mean_psnr = psnr(out).mean()
-    wk = [torch.where(psnr(p) >= mean_psnr, 1.25, 0.75) for p in proxies]
+    wk = [torch.where(psnr(p) <= mean_psnr, 1.25, 0.75) for p in proxies]  # the release: 1.25 when PSNR <= the reference
     fr, fg, fl = feats(out), feats(gt), feats(lq)
     fp = [feats(p) for p in proxies]
     total = 0.0
@@ -137,12 +137,12 @@ def test_dpl_equals_its_formula_with_hard_and_easy_proxies(proxy_weights):
     loss = DPLoss(features, proxy_weights)
     out, gt, lq = images(b=3, side=40, seed=1)
     g = torch.Generator().manual_seed(2)
-    hard = (gt + 0.02 * torch.randn(gt.shape, generator=g)).clamp(0, 1)  # better than the output: a hard negative
-    easy = (gt + 0.5 * torch.randn(gt.shape, generator=g)).clamp(0, 1)
-    v = loss(LossBatch(out=out, gt=gt, lq=lq, step=0, generator=torch.Generator(), proxies=[hard, easy]))["dpl"]
+    better = (gt + 0.02 * torch.randn(gt.shape, generator=g)).clamp(0, 1)  # a proxy better than the output: weight 0.75
+    worse = (gt + 0.5 * torch.randn(gt.shape, generator=g)).clamp(0, 1)  # worse than the output: weight 1.25
+    v = loss(LossBatch(out=out, gt=gt, lq=lq, step=0, generator=torch.Generator(), proxies=[better, worse]))["dpl"]
     with torch.no_grad():
-        want, wk = dpl_formula(features, out.detach(), gt, lq, [hard, easy], proxy_weights or [1.0, 1.0])
-    assert torch.equal(wk[0], torch.full((3,), 1.25)) and torch.equal(wk[1], torch.full((3,), 0.75))
+        want, wk = dpl_formula(features, out.detach(), gt, lq, [better, worse], proxy_weights or [1.0, 1.0])
+    assert torch.equal(wk[0], torch.full((3,), 0.75)) and torch.equal(wk[1], torch.full((3,), 1.25))
     assert v.item() == pytest.approx(want.item(), rel=1e-5)
     v.backward()
     assert out.grad.abs().sum() > 0 and all(p.grad is None for p in features.parameters())

@@ -218,6 +218,24 @@ def read_weights(path: str | Path, *, cache: bool = True) -> tuple[dict[str, tor
     return sd, config, info
 
 
+def find_dinov2(name: str, folders: list[Path]) -> Path:
+    """A DINOv2 folder: an absolute path, ``<folder>/<name>`` holding config.json, or a manifest id
+    (its folder; a missing one raises ``MissingWeightError`` naming the fetch command)."""
+    from ..errors import InputError
+    from ..weights import resolve, safe_join
+
+    name = (name or "").strip()
+    if not name:
+        raise InputError("dinov2: give a DINOv2 folder name (under the restore models folder) or an absolute path")
+    if Path(name).is_absolute():
+        return Path(name)
+    for d in folders:
+        cand = safe_join(d, name)
+        if (cand / "config.json").is_file():
+            return cand
+    return resolve(name, folders).parent
+
+
 # --- the RESTORER ------------------------------------------------------------------------
 
 
@@ -297,6 +315,7 @@ __all__ = [
     "build_restorer",
     "check_state_dict",
     "converted_path_for",
+    "find_dinov2",
     "infer_config",
     "load_perceive_ir",
     "looks_like_perceive_ir",

@@ -12,6 +12,14 @@ hyper-parameters. Licences (of the architecture's original code, which spandrel 
   layout (embed 180, 6×6 blocks, 6 heads, window 8, mlp ratio 2).
 
 Restormer is in ``spandrel_extra_arches`` (non-commercial licence there) and is not offered.
+
+One architecture spandrel does not know, with an objective of its own:
+
+* ``perceive_ir`` — Perceive-IR's all-in-one restorer (House-yuyu/Perceive-IR), Apache-2.0,
+  guided by a frozen DINOv2-base (not trained, not exported); trained by
+  :class:`~.perceive_ir.PerceiveIRTask` (two crops per sample for the InfoNCE term) and
+  exported in the pack's safetensors layout, which ``GenDegPerceiveIRLoader`` reads. Default:
+  the released layout (dim 48, blocks (4,6,6,8), heads (1,2,4,8), 4 refinement blocks).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ class ArchSpec:
     doc: str
     #: image sides the network needs (validation images are padded to it, then cropped back)
     multiple: int = 1
+    #: the engine's task class for this architecture (None: the plain ``RestorerTask``, out = net(lq))
+    task: Callable[..., Any] | None = None
 
 
 def _nafnet(**options: Any) -> torch.nn.Module:
@@ -69,6 +79,30 @@ def _swinir(**options: Any) -> torch.nn.Module:
     )
 
 
+def _perceive_ir(dinov2: str = "dinov2-base", **options: Any) -> torch.nn.Module:
+    """The network (``dinov2`` names the frozen guidance folder the task loads; not part of the network)."""
+    from ..restore.nets.perceive_ir import PerceiveIR
+
+    blocks, heads, dim = options["blocks"], options["heads"], options["dim"]
+    if len(blocks) != 4 or len(heads) != 4:
+        raise ConfigError("config: model.options: perceive_ir needs four blocks and four heads entries (levels 1..4)")
+    if min(blocks) < 1 or min(heads) < 1 or dim < 1 or options["refinement_blocks"] < 0:
+        raise ConfigError("config: model.options: perceive_ir needs dim, every blocks and heads entry >= 1 (refinement_blocks >= 0)")
+    bad = [i for i in range(4) if (dim * 2**i) % heads[i]]
+    if bad:
+        raise ConfigError(f"config: model.options.heads[{bad[0]}] = {heads[bad[0]]} does not divide the {dim * 2 ** bad[0]} "
+                          f"channels of level {bad[0] + 1} (dim·2^level)")
+    if options["semantic_dim"] < 1:
+        raise ConfigError("config: model.options.semantic_dim must be the DINOv2 hidden size (768 for dinov2-base)")
+    return PerceiveIR(dim, blocks, heads, options["refinement_blocks"], options["semantic_dim"])
+
+
+def _perceive_ir_task(config: Any, models_dir: Any) -> Any:
+    from .perceive_ir import PerceiveIRTask
+
+    return PerceiveIRTask(config, models_dir)
+
+
 ARCHS: dict[str, ArchSpec] = {
     "nafnet": ArchSpec(
         "nafnet", _nafnet,
@@ -80,6 +114,14 @@ ARCHS: dict[str, ArchSpec] = {
         {"img_size": 128, "embed_dim": 180, "depths": [6, 6, 6, 6, 6, 6], "num_heads": [6, 6, 6, 6, 6, 6],
          "window_size": 8, "mlp_ratio": 2.0, "resi_connection": "1conv", "drop_path_rate": 0.1, "use_checkpoint": False},
         "Apache-2.0", "SwinIR (JingyunLiang/SwinIR) at scale 1; default the colour denoising layout", multiple=1,
+    ),
+    "perceive_ir": ArchSpec(
+        "perceive_ir", _perceive_ir,
+        {"dim": 48, "blocks": [4, 6, 6, 8], "heads": [1, 2, 4, 8], "refinement_blocks": 4, "semantic_dim": 768,
+         "dinov2": "dinov2-base"},
+        "Apache-2.0", "Perceive-IR (House-yuyu/Perceive-IR) all-in-one restorer guided by a frozen DINOv2 (folder `dinov2` "
+        "under <models>/restore); objective L1 + InfoNCE + L_clip + DPL (configs/train/perceive_ir.yaml); exported for "
+        "GenDegPerceiveIRLoader", multiple=8, task=_perceive_ir_task,
     ),
 }
 

@@ -136,12 +136,15 @@ def worker_init(_worker_id: int) -> None:
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
+    batch = {
         "gt": torch.stack([s["gt"] for s in samples]),
         "lq": torch.stack([s["lq"] for s in samples]),
         "type": [s["type"] for s in samples],
         "mu": torch.tensor([s["mu"] for s in samples]),
     }
+    if "positive_lq" in samples[0]:  # a second crop of each degraded image (tasks that ask for it)
+        batch["positive_lq"] = torch.stack([s["positive_lq"] for s in samples])
+    return batch
 
 
 def make_loader(dataset: torch.utils.data.Dataset, start_step: int, config: RestorerConfig, rank: int, world: int,
@@ -262,6 +265,8 @@ class TrainTask:
     name = "task"
     #: validation images are padded to a multiple of this before restoring
     multiple = 1
+    #: the data pipeline adds ``positive_lq`` (another crop of each degraded image) to every sample
+    positive_crops = False
 
     def build_network(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -345,9 +350,10 @@ def train_restorer(
     data: TrainData | None = None,
 ) -> TrainResult:
     """Train the restorer described by ``config``; returns where the model went and the last figures."""
-    task = RestorerTask(config, Path(models_dir or os.environ.get("GENDEG_MODELS_DIR", "models")))
-    return run_training(config, task, data or build_data(config.data, config.seed), device=device, resume=resume,
-                        progress=progress, models_dir=task.models_dir)
+    task_class = get_arch(config.model.arch).task or RestorerTask  # an architecture may bring its own objective
+    task = task_class(config, Path(models_dir or os.environ.get("GENDEG_MODELS_DIR", "models")))
+    data = data or build_data(config.data, config.seed, positive=task.positive_crops)
+    return run_training(config, task, data, device=device, resume=resume, progress=progress, models_dir=task.models_dir)
 
 
 def run_training(

@@ -24,15 +24,18 @@ class TrainData:
     summary: dict[str, Any]
 
 
-def build_data(data: cfg.DataConfig, seed: int) -> TrainData:
-    """The training dataset and validation pairs for ``data`` (file lists checked up front)."""
+def build_data(data: cfg.DataConfig, seed: int, positive: bool = False) -> TrainData:
+    """The training dataset and validation pairs for ``data`` (file lists checked up front).
+
+    ``positive``: samples also carry ``positive_lq``, a second crop of the same degraded image.
+    """
     if data.source == "otf":
         try:
             files = list_clean(data.otf.clean)
         except InputError as exc:
             raise InputError(f"data.otf.clean: {exc}; put clean photos there or set data.otf.clean") from exc
         train_files, val_files = split_validation(files, data.val_count, seed)
-        ds = OnTheFlyDataset(train_files, data.otf, seed, data.crop, data.flip, data.rot90, data.cache_images)
+        ds = OnTheFlyDataset(train_files, data.otf, seed, data.crop, data.flip, data.rot90, data.cache_images, positive)
         summary = {"source": "otf", "clean": str(data.otf.clean), "images": len(train_files), "val_images": len(val_files),
                    "types": ds.types, "mu": data.otf.mu if isinstance(data.otf.mu, str) else list(data.otf.mu),
                    "calibrate": data.otf.calibrate, "chain_probability": data.otf.chain_probability}
@@ -47,7 +50,7 @@ def build_data(data: cfg.DataConfig, seed: int) -> TrainData:
         summary = {"source": "folders", "gt": str(data.folders.gt), "lq": str(data.folders.lq)}
     train_pairs, val_pairs = split_validation(pairs, data.val_count, seed)
     summary.update(pairs=len(train_pairs), val_pairs=len(val_pairs))
-    ds = PairedDataset(train_pairs, seed, data.crop, data.flip, data.rot90, data.cache_images)
+    ds = PairedDataset(train_pairs, seed, data.crop, data.flip, data.rot90, data.cache_images, positive)
     return TrainData(ds, validation_pairs(val_pairs, data, seed), summary)
 
 

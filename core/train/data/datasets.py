@@ -7,6 +7,10 @@ cropped, flipped, rotated and (on the fly) degraded with a generator seeded from
 it — a resumed run sees exactly the samples an uninterrupted run would.
 
 A sample is ``{"lq": [3,h,w], "gt": [3,h,w]}`` float32 in 0..1 (plus ``type`` and ``mu``).
+With ``positive`` (Perceive-IR's contrastive term) it also holds ``positive_lq``: another
+crop of the same degraded image (pairs: another window of the lq file; on the fly: another
+window of the clean photo degraded with the same type, intensity and pattern seed), drawn
+from a stream of its own, so the main sample is the same with or without it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ from PIL import Image
 
 from ...errors import InputError
 from .. import config as cfg
-from .seeding import STREAM_DATA, STREAM_ORDER, STREAM_VAL, derive_seed, generator, randint, uniform
+from .seeding import (
+    STREAM_DATA,
+    STREAM_ORDER,
+    STREAM_POSITIVE,
+    STREAM_VAL,
+    derive_seed,
+    generator,
+    randint,
+    uniform,
+)
 from .sources import PairFiles
 
 # ---------------------------------------------------------------------------------------
@@ -171,8 +184,10 @@ class CropDataset(torch.utils.data.Dataset):
     """Sample ``k``: item ``epoch_item(seed, k, N)`` and the generator of ``(seed, k)``, then the same
     random crop, flips and rotation of each of its images (uint8 ``[3,crop,crop]``)."""
 
-    def __init__(self, items: Sequence[Any], seed: int, crop: int, flip: bool, rot90: bool, cache: int) -> None:
+    def __init__(self, items: Sequence[Any], seed: int, crop: int, flip: bool, rot90: bool, cache: int,
+                 positive: bool = False) -> None:
         self.items, self.seed, self.crop, self.flip, self.rot90 = list(items), seed, crop, flip, rot90
+        self.positive = positive
         self.cache = ImageCache(cache)
 
     def __len__(self) -> int:
@@ -184,18 +199,29 @@ class CropDataset(torch.utils.data.Dataset):
         crops = random_crop([self.cache.get(p) for p in paths(item)], self.crop, g)
         return item, augment(crops, g, self.flip, self.rot90), g
 
+    def second_crop(self, k: int, path: Path) -> tuple[torch.Tensor, torch.Generator]:
+        """Another random window (and flips) of ``path`` for sample ``k``, from its own stream: (uint8 crop, generator)."""
+        g = generator(self.seed, STREAM_POSITIVE, k)
+        (crop,) = random_crop([self.cache.get(path)], self.crop, g)
+        (crop,) = augment([crop], g, self.flip, self.rot90)
+        return crop, g
+
 
 class PairedDataset(CropDataset):
     """Paired crops of (gt, lq) files (pack datasets and gt/ + lq/ folders)."""
 
-    def __init__(self, pairs: Sequence[PairFiles], seed: int, crop: int, flip: bool, rot90: bool, cache: int) -> None:
+    def __init__(self, pairs: Sequence[PairFiles], seed: int, crop: int, flip: bool, rot90: bool, cache: int,
+                 positive: bool = False) -> None:
         if not pairs:
             raise InputError("no training pairs left (every pair went to validation?); add pairs or lower data.val_count")
-        super().__init__(pairs, seed, crop, flip, rot90, cache)
+        super().__init__(pairs, seed, crop, flip, rot90, cache, positive)
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         pair, (gt, lq), _ = self.sample(k, lambda p: (p.gt, p.lq))
-        return {"gt": to_float(gt), "lq": to_float(lq), "type": pair.type, "mu": -1.0 if pair.mu is None else pair.mu}
+        out = {"gt": to_float(gt), "lq": to_float(lq), "type": pair.type, "mu": -1.0 if pair.mu is None else pair.mu}
+        if self.positive:
+            out["positive_lq"] = to_float(self.second_crop(k, pair.lq)[0])
+        return out
 
 
 def mu_range(kind: str, spec: str | tuple[float, float]) -> tuple[float, float]:
@@ -213,14 +239,22 @@ def mu_range(kind: str, spec: str | tuple[float, float]) -> tuple[float, float]:
     return lo, hi
 
 
-def degrade(clean: torch.Tensor, kind: str, g: torch.Generator, opts: cfg.OnTheFlyData, mu_spec: Any) -> tuple[torch.Tensor, float]:
-    """Degrade one ``[3,h,w]`` crop with ``kind``: μ drawn from ``mu_spec`` (calibrated) or a random strength."""
-    from ...synth.calibrate import degrade_at_strength, degrade_to_mu
-
+def draw_degradation(kind: str, g: torch.Generator, opts: cfg.OnTheFlyData, mu_spec: Any) -> tuple[int, float, float]:
+    """(pattern seed, target μ, strength) of one degradation of ``kind``, drawn from ``g``."""
     seed = int(torch.randint(0, 2**62, (1,), generator=g))
     lo, hi = mu_range(kind, mu_spec)
     target = uniform(g, lo, hi)
     strength = uniform(g, *opts.strength)
+    return seed, target, strength
+
+
+def degrade(clean: torch.Tensor, kind: str, g: torch.Generator, opts: cfg.OnTheFlyData, mu_spec: Any,
+            drawn: tuple[int, float, float] | None = None) -> tuple[torch.Tensor, float]:
+    """Degrade one ``[3,h,w]`` crop with ``kind``: μ drawn from ``mu_spec`` (calibrated) or a random strength
+    (``drawn``: reuse a :func:`draw_degradation` result instead of drawing from ``g``)."""
+    from ...synth.calibrate import degrade_at_strength, degrade_to_mu
+
+    seed, target, strength = drawn if drawn is not None else draw_degradation(kind, g, opts, mu_spec)
     with quiet_calibration():
         if opts.calibrate:
             res = degrade_to_mu(clean[None], kind, target, seed, tol=opts.tol, max_iter=12)
@@ -233,7 +267,7 @@ class OnTheFlyDataset(CropDataset):
     """Random crops of clean photos, each degraded by the synthesizer (type, μ and pattern drawn per sample)."""
 
     def __init__(self, files: Sequence[Path], opts: cfg.OnTheFlyData, seed: int, crop: int, flip: bool, rot90: bool,
-                 cache: int) -> None:
+                 cache: int, positive: bool = False) -> None:
         from ...synth import get
 
         if not files:
@@ -245,23 +279,32 @@ class OnTheFlyDataset(CropDataset):
         for kind in self.types:
             mu_range(kind, opts.mu)
         self.opts = opts
-        super().__init__(files, seed, crop, flip, rot90, cache)
+        super().__init__(files, seed, crop, flip, rot90, cache, positive)
 
     @property
     def files(self) -> list[Path]:
         return self.items
 
     def __getitem__(self, k: int) -> dict[str, Any]:
-        _, (clean8,), g = self.sample(k, lambda path: (path,))  # flipped before degrading: rain still falls down
+        path, (clean8,), g = self.sample(k, lambda path: (path,))  # flipped before degrading: rain still falls down
         clean = to_float(clean8)
         kind = self.types[randint(g, len(self.types))]
-        lq, mu = degrade(clean, kind, g, self.opts, self.opts.mu)
+        first = draw_degradation(kind, g, self.opts, self.opts.mu)
+        lq, mu = degrade(clean, kind, g, self.opts, self.opts.mu, first)
         chained = uniform(g, 0.0, 1.0) < self.opts.chain_probability
         second = self.chain_types[randint(g, len(self.chain_types))] if self.chain_types else ""
+        then = None
         if chained and second:
-            lq, _ = degrade(lq, second, g, self.opts, tuple(self.opts.chain_mu))
-            kind = f"{kind}>{second}"
-        return {"gt": clean, "lq": lq, "type": kind, "mu": mu}
+            then = draw_degradation(second, g, self.opts, tuple(self.opts.chain_mu))
+            lq, _ = degrade(lq, second, g, self.opts, tuple(self.opts.chain_mu), then)
+        out = {"gt": clean, "lq": lq, "type": f"{kind}>{second}" if then is not None else kind, "mu": mu}
+        if self.positive:  # the same degradation on another window of the photo
+            pos8, gp = self.second_crop(k, path)
+            pos, _ = degrade(to_float(pos8), kind, gp, self.opts, self.opts.mu, first)
+            if then is not None:
+                pos, _ = degrade(pos, second, gp, self.opts, tuple(self.opts.chain_mu), then)
+            out["positive_lq"] = pos
+        return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -31,3 +31,5 @@ def uniform(g: torch.Generator, lo: float, hi: float) -> float:
 
 #: Streams of randomness, so adding draws to one never shifts another.
 STREAM_DATA, STREAM_VAL, STREAM_LOSS, STREAM_INIT, STREAM_ORDER = 1, 2, 3, 4, 5
+#: Where the second ("positive") crop of a sample is drawn (Perceive-IR's contrastive term).
+STREAM_POSITIVE = 6

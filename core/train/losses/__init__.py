@@ -7,6 +7,7 @@ l1, mse, charbonnier    pixel losses (``l1`` / ``mse`` / ``charbonnier``)
 ssim, ms_ssim           1 − the pack's SSIM / MS-SSIM (``ssim`` / ``ms_ssim``)
 lpips, dists            the pack's LPIPS / DISTS networks, frozen (``lpips`` / ``dists``)
 diffloss                DiffLoss through a frozen guided-diffusion prior (``diffloss_nat``, ``diffloss_sem``)
+infonce                 Perceive-IR's InfoNCE on its CFE degradation features (``infonce``; arch perceive_ir)
 clip_quality            Perceive-IR's L_clip from the quality perceiver (``clip_quality``)
 dpl                     Perceive-IR's difficulty-adaptive perceptual loss (``dpl``)
 ======================= ================================================================
@@ -27,8 +28,11 @@ from .perceive_ir import (
     ClipQualityOptions,
     DPLOptions,
     DPLoss,
+    InfoNCELoss,
+    InfoNCEOptions,
     build_clip_quality,
     build_dpl,
+    build_infonce,
 )
 from .perceptual import DISTSOptions, LPIPSOptions, build_dists, build_lpips
 from .pixel import CharbonnierOptions, L1Options, MSEOptions, build_charbonnier, build_l1, build_mse
@@ -44,6 +48,8 @@ LOSSES: dict[str, LossSpec] = {
     "dists": LossSpec(DISTSOptions, build_dists, "DISTS distance (frozen VGG16 + official alpha/beta)."),
     "diffloss": LossSpec(DiffLossOptions, build_diffloss,
                          "DiffLoss: γ·(MSE of a frozen diffusion prior's noise predictions + λ·MSE of its h-space), with gradients."),
+    "infonce": LossSpec(InfoNCEOptions, build_infonce,
+                        "Perceive-IR InfoNCE (τ 0.1) on CFE degradation features: crops of one image together, other types apart."),
     "clip_quality": LossSpec(ClipQualityOptions, build_clip_quality,
                              "Perceive-IR L_clip: 1 − the quality perceiver's p(excellent) of the output (raw cosine)."),
     "dpl": LossSpec(DPLOptions, build_dpl,
@@ -68,6 +74,7 @@ __all__ = [
     "ClipQualityLoss",
     "DPLoss",
     "DiffLoss",
+    "InfoNCELoss",
     "LossBatch",
     "LossContext",
     "LossSpec",

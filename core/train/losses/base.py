@@ -46,6 +46,9 @@ class LossBatch:
     """On ``out.device``, seeded by the engine from (seed, step, rank, micro-step): all randomness comes from it."""
     proxies: list[torch.Tensor] = field(default_factory=list)
     """Other restorers' outputs (0..1) for the same inputs: DPL's medium-quality negatives."""
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Network-side tensors some losses need (Perceive-IR: ``cfe`` and ``cfe_positive`` ``[B,128]``
+    degradation features of the input and of another crop of it, ``labels`` ``[B]`` degradation types)."""
 
 
 @dataclass

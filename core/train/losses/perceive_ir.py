@@ -1,31 +1,44 @@
-"""Perceive-IR's quality-aware losses: L_clip (the quality perceiver) and DPL (difficulty-adaptive perceptual).
+"""Perceive-IR's training objective besides L1: InfoNCE on CFE features, L_clip and DPL.
 
-**clip_quality** (paper weight 0.05)::
+The official release trains its restorer on L1 + 0.1·InfoNCE + 0.05·L_clip + 0.1·DPL
+(``loss_weights`` contrastive / clip / perceptual); the formulas below follow its code.
+
+**infonce** (weight 0.1): for each anchor b (the CFE feature a_b of the degraded input), the
+positive p_b (the CFE feature of another crop of the same degraded image) and the negatives
+n_j = a_j of the other samples of the batch whose degradation type differs (no gradient through
+the negatives)::
+
+    L_b = −log( exp(a_b·p_b/τ) / (exp(a_b·p_b/τ) + Σ_{j: type_j ≠ type_b} exp(a_b·a_j/τ)) ),  τ = 0.1
+
+averaged over the anchors that have at least one negative (0, still connected to the graph,
+when none has). Features are unit vectors, so a·b is the cosine. Needs an architecture with a
+degradation encoder (``perceive_ir``), whose task puts ``cfe``, ``cfe_positive`` and ``labels``
+into ``LossBatch.features``; negatives come from this process's batch only.
+
+**clip_quality** (weight 0.05)::
 
     L_clip = mean_b (1 − softmax_k(cos(f(R_b), T_k))[excellent])
 
 f = the frozen CLIP image embedding of the restored image clamped to [0, 1], resized to the
-CLIP's input size (224×224 for ViT-B/32) with a plain bicubic resize (antialiased, no
-crop) and normalised with CLIP's mean/std; T_k = the unit text embeddings of the quality
-perceiver's learned tier prompts (the pack's ``gendeg train perceiver`` file, loaded on its
-CLIP); raw cosines, no logit scale (unlike the stage-1 perceiver's scores).
+CLIP's input size (224×224 for ViT-B/32) with a plain bicubic resize (no antialiasing, no
+crop, as the release) and normalised with CLIP's mean/std; T_k = the unit text embeddings of
+the quality perceiver's tier prompts: the release's ``quality_prompts_*.pth`` or a file of
+``gendeg train perceiver``, loaded on its CLIP; raw cosines, no logit scale (unlike the
+stage-1 perceiver's scores).
 
-**dpl** (paper weight 0.1): VGG16 (torchvision ``features``, ImageNet weights, frozen)
-feature maps φ_l after layers 3, 7, 11 and 15 (relu1_2, conv2_2, relu3_1, relu3_3), inputs
-normalised with the ImageNet mean/std, level weights w_l = 1/12, 1/6, 1/3, 1::
+**dpl** (weight 0.1): VGG16 (torchvision ``features``, ImageNet weights, frozen) feature maps
+φ_l after layers 3, 7, 11 and 15 (relu1_2, conv2_2, relu3_1, relu3_3), inputs clamped to
+[0, 1] and normalised with the ImageNet mean/std, level weights w_l = 1/12, 1/6, 1/3, 1::
 
     DPL = Σ_l w_l · mean_b [ D_l(R, GT) / max(2·D_l(R, LQ) + Σ_k m_k·w_kb·D_l(R, P_k), 1e-6) ]
 
 D_l(a, b) = mean |φ_l(a) − φ_l(b)| per image; P_k are the proxy restorers' outputs
 (``batch.proxies``; none: only the degraded input is a negative); m_k the per-proxy weights
 (option ``proxy_weights``, 1 each by default, 0 switches a proxy off); w_kb = 1.25 when proxy
-k is a *hard* negative for image b, i.e. its PSNR against GT is at least the mean PSNR of
-the restorer's outputs over the batch, else 0.75. PSNR on outputs clamped to [0, 1],
-without gradient. GT, LQ and proxies pass through VGG without gradient.
-
-Neither loss is in the Perceive-IR release (it ships the network and its L1 training only):
-the formulas follow the paper as summarised in DESIGN.md; "harder than the model's mean
-PSNR" and m_k are this pack's reading of it (see above).
+k's PSNR against GT on image b is at most the reference PSNR, else 0.75 (the release's rule).
+The release's reference is the model's PSNR on a fixed probe set, measured at each epoch's
+start; here it is the mean PSNR of the restorer's outputs over the batch. PSNR on outputs
+clamped to [0, 1], without gradient. GT, LQ and proxies pass through VGG without gradient.
 """
 
 from __future__ import annotations
@@ -59,8 +72,16 @@ class ClipQualityOptions:
     weight: float = 0.05
     #: CLIP folder under <models>/clip (or a manifest id): the CLIP the prompts were trained with.
     clip: str = "clip-vit-base-patch32"
-    #: Quality-perceiver prompt file under <models>/quality (or a manifest id), from `gendeg train perceiver`.
+    #: Quality-perceiver prompts under <models>/quality (or a manifest id): Perceive-IR's quality_prompts_*.pth or a file of `gendeg train perceiver`.
     prompts: str = "perceiver-prompts"
+
+
+@dataclass
+class InfoNCEOptions:
+    #: Multiplier of the InfoNCE term in the total (Perceive-IR: 0.1).
+    weight: float = 0.1
+    #: Temperature τ of the logits (Perceive-IR: 0.1).
+    temperature: float = 0.1
 
 
 @dataclass
@@ -94,7 +115,7 @@ class ClipQualityLoss(TrainLoss):
         s = clip.image_size
         x = image.float().clamp(0, 1)
         if tuple(x.shape[-2:]) != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bicubic", antialias=True, align_corners=False)
+            x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False)
         mean = torch.tensor(clip.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(clip.std, device=x.device).view(1, 3, 1, 1)
         px = ((x - mean) / std).to(clip.dtype)
@@ -129,6 +150,46 @@ def build_clip_quality(options: ClipQualityOptions, ctx: LossContext) -> ClipQua
     return ClipQualityLoss(load_perceiver(prompts, clip))
 
 
+# --- InfoNCE on CFE features ---------------------------------------------------------------
+
+
+def degradation_infonce(anchor: torch.Tensor, positive: torch.Tensor, labels: torch.Tensor,
+                        temperature: float = 0.1) -> torch.Tensor:
+    """Mean InfoNCE of unit features ``anchor``/``positive`` ``[B,D]`` against the detached anchors
+    of other degradation ``labels`` ``[B]`` (see the module doc); 0 when no anchor has a negative."""
+    a, p = anchor.float(), positive.float()
+    pos = (a * p).sum(dim=-1, keepdim=True) / temperature  # [B,1]
+    neg = a @ a.detach().T / temperature  # [B,B]
+    is_neg = labels.view(-1, 1) != labels.view(1, -1)
+    logits = torch.cat([pos, neg.masked_fill(~is_neg, float("-inf"))], dim=1)
+    per_anchor = torch.logsumexp(logits, dim=1) - pos[:, 0]
+    valid = is_neg.any(dim=1)
+    if not bool(valid.any()):
+        return a.sum() * 0.0
+    return per_anchor[valid].mean()
+
+
+class InfoNCELoss(TrainLoss):
+    """Perceive-IR's contrastive term on the CFE degradation features (``batch.features``)."""
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise InputError(f"infonce: temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, batch: LossBatch) -> dict[str, torch.Tensor]:
+        f = batch.features
+        if not all(k in f for k in ("cfe", "cfe_positive", "labels")):
+            raise InputError("infonce needs degradation features of the input and of a second crop (model.arch perceive_ir); "
+                             "remove loss.infonce for this architecture")
+        return {"infonce": degradation_infonce(f["cfe"], f["cfe_positive"], f["labels"], self.temperature)}
+
+
+def build_infonce(options: InfoNCEOptions, ctx: LossContext) -> InfoNCELoss:
+    return InfoNCELoss(options.temperature)
+
+
 # --- DPL -----------------------------------------------------------------------------------
 
 
@@ -152,11 +213,11 @@ class DPLoss(TrainLoss):
             raise InputError(f"dpl: proxy_weights must be >= 0, got {self.proxy_weights}")
 
     def feats(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """VGG maps after layers 3, 7, 11, 15 of ImageNet-normalised ``x`` (0..1)."""
+        """VGG maps after layers 3, 7, 11, 15 of ``x`` clamped to 0..1 and ImageNet-normalised."""
         p = next(self.features.parameters())
         mean = torch.tensor(IMAGENET_MEAN, device=p.device, dtype=p.dtype).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=p.device, dtype=p.dtype).view(1, 3, 1, 1)
-        h = (x.to(p.device, p.dtype) - mean) / std
+        h = (x.to(p.device, p.dtype).clamp(0, 1) - mean) / std
         out = []
         for i, layer in enumerate(self.features):
             h = layer(h)
@@ -181,7 +242,7 @@ class DPLoss(TrainLoss):
                 return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
             mean_psnr = psnr(batch.out).mean()
-            w = [torch.where(psnr(p) >= mean_psnr, HARD, EASY) for p in proxies]  # [B] each
+            w = [torch.where(psnr(p) <= mean_psnr, HARD, EASY) for p in proxies]  # [B] each
             negatives = torch.cat([batch.gt, batch.lq, *proxies]).float()
             fixed = self.feats(negatives)
         r = self.feats(batch.out.float())
