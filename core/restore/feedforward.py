@@ -44,6 +44,7 @@ _OTHER_FAMILIES = (
     (("model.diffusion_model.", "first_stage_model."), "a Stable Diffusion / GenDeg checkpoint: use GenDegModelLoader"),
     (("init_conv.", "time_mlp."), "an IR-SDE network: use GenDegIRSDELoader"),
     (("visual.", "transformer.resblocks.", "clip.", "logit_scale"), "a CLIP model: use the DA-CLIP or quality loaders"),
+    (("cfe.projection.", "pgm.0.affine."), "a Perceive-IR restorer (it needs DINOv2 guidance): use GenDegPerceiveIRLoader"),
 )
 
 

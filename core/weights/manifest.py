@@ -30,6 +30,7 @@ FAMILIES: dict[str, str] = {
     "driftrec": "restore",
     "feedforward": "restore",
     "diffloss": "restore",
+    "perceive-ir": "restore",
     "lpips": "quality",
     "dists": "quality",
     "niqe": "quality",
