@@ -17,9 +17,7 @@ from comfyui_gendeg.core.restore.nets.perceive_ir import (
     load_dino_guidance,
 )
 from comfyui_gendeg.core.restore.perceive_ir import converted_path_for, load_perceive_ir, read_weights
-
-TINY = dict(dim=8, blocks=(1, 1, 1, 1), heads=(1, 1, 2, 2), refinement_blocks=1, semantic_dim=16)
-
+from perceive_ir_helpers import TINY, make_dino, official_checkpoint
 
 # --- the release's parameter names and shapes ------------------------------------------------
 
@@ -147,16 +145,6 @@ def test_pgm_is_film_of_semantic_and_degradation_features():
 # --- DINOv2 guidance, padding ---------------------------------------------------------------
 
 
-def make_dino(folder, hidden=16, layers=12, seed=0):
-    from transformers import Dinov2Config, Dinov2Model
-
-    torch.manual_seed(seed)
-    cfg = Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32,
-                       patch_size=14, image_size=224)
-    Dinov2Model(cfg).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def dino_dir(tmp_path_factory):
     return make_dino(tmp_path_factory.mktemp("dino") / "dinov2-tiny")
@@ -201,19 +189,6 @@ def test_restorer_pads_with_replicate_to_8_guides_with_the_padded_image_and_crop
 
 
 # --- files --------------------------------------------------------------------------------
-
-
-def official_checkpoint(path, seed=0, **cfg):
-    """A restorer checkpoint in the release's layout: {model, iteration, config} plus optimizer state."""
-    torch.manual_seed(seed)
-    opts = {**TINY, **cfg}
-    net = PerceiveIR(**opts)
-    config = {"model": {"dim": opts["dim"], "blocks": list(opts["blocks"]), "heads": list(opts["heads"]),
-                        "refinement_blocks": opts["refinement_blocks"]},
-              "pretrained": {"dinov2": "weight/dinov2-base"}, "seed": 3407}
-    torch.save({"model": net.state_dict(), "iteration": 420000, "config": config,
-                "optimizer": {"state": {}, "param_groups": [{"lr": 2e-4, "params": [0]}]}}, path)
-    return net
 
 
 def test_official_checkpoint_loads_strictly_converts_once_and_restores(tmp_path, dino_dir, guidance):

@@ -36,11 +36,13 @@ def alexnet_features(widths: Sequence[int] | None = None) -> nn.Sequential:
 
 
 def vgg16_features(widths: Sequence[int] | None = None) -> nn.Sequential:
-    """torchvision VGG16 ``features`` (configuration D: 13 convs, max-pools at 4, 9, 16, 23, 30)."""
-    if widths is None or tuple(widths) == VGG16_WIDTHS:
-        from torchvision.models import vgg16
+    """torchvision VGG16 ``features`` (configuration D: 13 convs, max-pools at 4, 9, 16, 23, 30).
 
-        return vgg16(weights=None).features
+    Built directly (the same modules and key names as ``torchvision.models.vgg16().features``),
+    without torchvision's 124M-parameter classifier, whose random initialisation alone takes
+    seconds on a CPU; the weights are always loaded afterwards.
+    """
+    widths = VGG16_WIDTHS if widths is None else tuple(widths)
     layers: list[nn.Module] = []
     cin = 3
     for w, n in zip(widths, (2, 2, 3, 3, 3), strict=True):
