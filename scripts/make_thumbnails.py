@@ -28,6 +28,7 @@ PLAN = {
     "gendeg_gendeg_dataset": ("coffee.png", "snow", 0.5, "clean", "GenDeg dataset", "right"),
     "gendeg_restore_irsde": ("rocket.png", "rain", 0.6, "rain", "IR-SDE", "left"),
     "gendeg_restore_daclip": ("chelsea.png", "haze", 0.6, "haze", "DA-CLIP", "left"),
+    "gendeg_restore_perceive_ir": ("chelsea.png", "haze", 0.5, "haze", "Perceive-IR + scores", "left"),
     "gendeg_restore_feedforward": ("coffee.png", "noise", 0.6, "noise", "NAFNet", "left"),
     "gendeg_restore_compare_loop": ("chelsea.png", "noise", 0.5, "noise", "3 restorers scored", "left"),
     "gendeg_quality_folder_csv": ("coffee.png", "jpeg", 0.8, "reference", "scored -> CSV", "right"),

@@ -273,3 +273,29 @@ def test_the_feed_forward_loader_points_to_the_perceive_ir_loader(tmp_path):
 
 def test_guidance_stays_frozen_in_train_mode(guidance):
     assert isinstance(guidance.train(), DinoGuidance) and not guidance.training and not guidance.encoder.training
+
+
+def test_shipped_workflow_runs_end_to_end_on_tiny_stand_ins(tmp_path, dino_dir):
+    """degrade -> Perceive-IR restore -> perceiver (official prompts) and reference scores, under the manifest's names."""
+    import csv
+    from pathlib import Path
+
+    from comfyui_gendeg import cli
+    from comfyui_gendeg.core.quality.clip import load_clip
+    from perceive_ir_helpers import make_clip, official_prompts_file
+
+    models = tmp_path / "models"
+    (models / "restore" / "perceive_ir").mkdir(parents=True)
+    official_checkpoint(models / "restore" / "perceive_ir" / "perceiveIR_5task.pth")
+    (models / "restore" / "dinov2-base").symlink_to(dino_dir, target_is_directory=True)
+    clip = load_clip(make_clip(models / "clip" / "clip-vit-base-patch32"))
+    (models / "quality" / "perceive_ir").mkdir(parents=True)
+    official_prompts_file(models / "quality" / "perceive_ir" / "quality_prompts_100000.pth", clip)
+    out = tmp_path / "out"
+    wf = Path(__file__).resolve().parents[1] / "workflows" / "gendeg_restore_perceive_ir.json"
+    assert cli.main(["run", str(wf), "--models-dir", str(models), "--output-dir", str(out)]) == 0
+    assert len(list(out.glob("gendeg_restore_perceive_ir_*.png"))) == 1
+    rows = list(csv.DictReader((out / "gendeg_restore_perceive_ir_perceiver.csv").open()))
+    assert len(rows) == 1 and 0.0 <= float(rows[0]["perceiver"]) <= 1.0 and rows[0]["image"] == "restored"
+    ref = list(csv.DictReader((out / "gendeg_restore_perceive_ir_reference.csv").open()))
+    assert len(ref) == 1 and float(ref[0]["psnr"]) > 0
