@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-iqa-model", default="", metavar="FILE",
                    help="CLIP for clip_iqa: the ResNet-50 CLIP .safetensors (published configuration; default: the manifest's "
                    "clip-rn50-openai when present) or a transformers CLIP folder (ViT variant)")
-    p.add_argument("--perceiver", default="perceiver-prompts", help="perceiver prompt file: manifest id or file")
+    p.add_argument("--perceiver", default="perceiver-prompts",
+                   help="perceiver prompts: manifest id or file under quality/ (a .safetensors of gendeg train perceiver, or "
+                   "Perceive-IR's official quality_prompts_*.pth: perceive-ir-quality-prompts)")
     p.add_argument("--models-dir", help="models folder (default $GENDEG_MODELS_DIR or ./models)")
     p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, mps (default: the best available)")
     p.set_defaults(func=run_score)

@@ -194,7 +194,8 @@ class GenDegIQALoader:
     DESCRIPTION = (
         "Load a quality model from the models folder (models/gendeg/quality, CLIPs in models/gendeg/clip): LPIPS "
         "(AlexNet or VGG16 backbone + official heads), DISTS (VGG16 + alpha/beta), NIQE pristine model, CLIP-IQA or the "
-        "quality perceiver (CLIP + prompts from `gendeg train perceiver`). CLIP-IQA uses the published configuration "
+        "quality perceiver (CLIP + prompts: Perceive-IR's official quality_prompts_*.pth with OpenAI's ViT-B/32 in Hugging Face "
+        "layout, or a file of `gendeg train perceiver`). CLIP-IQA uses the published configuration "
         "(OpenAI's ResNet-50 CLIP, full resolution, no positional embedding) when clip/resnet50-clip-openai is present "
         "(`gendeg weights fetch clip-rn50-openai`), else the ViT CLIP folder named in 'clip' — a variant whose numbers are "
         "not comparable with published CLIP-IQA numbers. Files are the manifest's unless named; nothing is downloaded "
@@ -212,7 +213,7 @@ class GenDegIQALoader:
             "required": {
                 "kind": (IQA_KINDS, {"default": "lpips-alex", "tooltip": "Which quality model to load."}),
                 "clip": ("STRING", {"default": "clip-vit-base-patch32", "tooltip": "CLIP folder (under models/gendeg/clip, or absolute) for the perceiver, and for clip-iqa when its ResNet-50 CLIP is absent (ViT variant: not comparable with published CLIP-IQA numbers)."}),
-                "file": ("STRING", {"default": "", "tooltip": "Model file (relative to models/gendeg/quality — models/gendeg/clip for clip-iqa — or absolute); empty = the manifest's default. For LPIPS/DISTS the heads/alpha-beta file; for clip-iqa the ResNet-50 CLIP .safetensors (or a transformers CLIP folder for the ViT variant)."}),
+                "file": ("STRING", {"default": "", "tooltip": "Model file (relative to models/gendeg/quality — models/gendeg/clip for clip-iqa — or absolute); empty = the manifest's default. For LPIPS/DISTS the heads/alpha-beta file; for the perceiver the prompts (.safetensors of gendeg train perceiver, or Perceive-IR's quality_prompts_*.pth, e.g. perceive_ir/quality_prompts_100000.pth); for clip-iqa the ResNet-50 CLIP .safetensors (or a transformers CLIP folder for the ViT variant)."}),
                 "backbone": ("STRING", {"default": "", "tooltip": "LPIPS/DISTS backbone checkpoint (torchvision layout); empty = the manifest's."}),
             }
         }
@@ -270,8 +271,8 @@ def _clip_folder(name: str) -> Path:
         return Path(name)
     for d in host.model_search_dirs("clip"):
         cand = safe_join(d, name)
-        if (cand / "config.json").is_file():
-            return cand
+        if (cand / "config.json").is_file() or (cand.is_file() and cand.suffix.lower() in (".pt", ".pth", ".bin")):
+            return cand  # a pickled file (OpenAI's ViT-B-32.pt) is refused by load_clip with a hint
     try:  # a manifest id whose first file is <folder>/config.json
         return resolve(name, host.model_search_dirs("clip")).parent
     except Exception:  # noqa: BLE001 - report the folder the user must fill
@@ -284,7 +285,7 @@ def _clip_folder(name: str) -> Path:
 class GenDegQualityPerceiver:
     DESCRIPTION = (
         "Perceive-IR quality perceiver: a frozen CLIP compares each image with three learned prompts (excellent, "
-        "mediocre, terrible); the probabilities are the softmax of the three similarities and the quality is the "
+        "mediocre, terrible: the paper's official stage-1 prompts or your own); the probabilities are the softmax of the three similarities and the quality is the "
         "expected tier, 1·p_excellent + 0.5·p_mediocre + 0·p_terrible (0..1, higher is better). Outputs are batch "
         "means; the scores JSON has every image."
     )

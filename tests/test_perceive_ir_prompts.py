@@ -190,8 +190,15 @@ def test_prompts_of_another_clip_and_code_pickles_are_refused(clip, tmp_path):
         load_perceiver(bad, clip)
 
 
-def test_openai_torchscript_clip_is_refused_with_the_hf_folder_hint(tmp_path):
-    pt = tmp_path / "ViT-B-32.pt"
-    pt.write_bytes(b"PK\x03\x04 not really a zip")
+def test_openai_torchscript_clip_is_refused_with_the_hf_folder_hint(tmp_path, prompts, monkeypatch):
+    from comfyui_gendeg.nodes import host
+    from comfyui_gendeg.nodes.quality import GenDegIQALoader
+
+    pt = tmp_path / "models" / "clip" / "ViT-B-32.pt"
+    pt.parent.mkdir(parents=True)
+    pt.write_bytes(b"PK\x03\x04 never unpickled")
     with pytest.raises(WeightsError, match="gendeg weights fetch clip-vit-base-patch32"):
         load_clip(pt)
+    monkeypatch.setattr(host.SETTINGS, "models_dir", tmp_path / "models")
+    with pytest.raises(WeightsError, match="never loads .*gendeg weights fetch clip-vit-base-patch32"):
+        GenDegIQALoader().load("perceiver", clip="ViT-B-32.pt", file=str(prompts[0]))

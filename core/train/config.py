@@ -22,7 +22,7 @@ from .schema import REQUIRED, ConfigError, apply_overrides, from_dict, to_dict
 
 @dataclass
 class ModelConfig:
-    #: Architecture name: ``nafnet`` or ``swinir`` (see ``gendeg train restorer --archs``).
+    #: Architecture name: ``nafnet``, ``swinir`` or ``perceive_ir`` (see ``gendeg train restorer --archs``).
     arch: str = REQUIRED
     #: Constructor options of the architecture (width, blocks, ...); unknown options are errors.
     options: dict[str, Any] = field(default_factory=dict)
