@@ -133,6 +133,27 @@ def test_tiny_forward_residual_cfe_and_guidance():
     assert torch.equal(net(x, semantics(2))[0], x)
 
 
+def test_pgca_block_queries_the_guidance_and_keeps_it_as_the_residual():
+    """The release's decoder block: c = PGCA(q ← LN(g), k,v ← LN(x)); y = g + MDTA(LN(c)); out = y + FFN(LN(y))."""
+    torch.manual_seed(2)
+    blk = nets.EnhancedTransformerBlock(8, 2).eval()
+    x, g = torch.randn(1, 8, 6, 5), torch.randn(1, 8, 6, 5)
+
+    def ln(m, t):
+        return F.layer_norm(t.permute(0, 2, 3, 1), (8,), m.body.weight, m.body.bias, 1e-5).permute(0, 3, 1, 2)
+
+    a = blk.attention
+    xn, gn = ln(blk.norm1, x), ln(blk.guidance_norm, g)
+    k, v = a.kv(xn).chunk(2, dim=1)
+    c = a.project(channel_attention(a.q(gn), k, v, 2, a.temperature))
+    y = g + blk.mdta(ln(blk.mdta_norm, c))
+    want = y + blk.ffn(ln(blk.norm2, y))
+    with torch.no_grad():
+        assert torch.allclose(blk(x, g), want, atol=1e-5)
+        # another guidance map gives another output (it is both the query and the residual)
+        assert not torch.allclose(blk(x, g), blk(x, torch.randn(1, 8, 6, 5)), atol=1e-3)
+
+
 def test_pgm_is_film_of_semantic_and_degradation_features():
     torch.manual_seed(1)
     pgm = nets.PromptGuidance(8, 16)
