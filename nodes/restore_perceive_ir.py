@@ -37,9 +37,10 @@ class GenDegPerceiveIRLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (host.list_models("restore"), {
+                "model_name": (host.model_choices("restore", lambda e: e.family == "perceive-ir" and e.format != "transformers-folder"), {
                     "tooltip": "Perceive-IR checkpoint in models/gendeg/restore: the official .pth (e.g. "
-                    "perceive_ir/perceiveIR_5task.pth) or a .safetensors of the pack's layout."}),
+                    "perceive_ir/perceiveIR_5task.pth) or a .safetensors of the pack's layout. The list also names the "
+                    "released checkpoints not downloaded yet; running says how to get one."}),
                 "dinov2": ("STRING", {
                     "default": DINOV2_DEFAULT,
                     "tooltip": "DINOv2-base folder (Hugging Face layout: config.json + model.safetensors) under "
@@ -50,6 +51,10 @@ class GenDegPerceiveIRLoader:
                     "evaluates in fp32 and bf16); fp16 is refused (not validated for this network)."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name: str | None = None, dinov2: str | None = None):
+        return host.validate_model("restore", model_name, dinov2)
 
     def load(self, model_name: str, dinov2: str = DINOV2_DEFAULT, dtype: str = "auto"):
         path = resolve(model_name, host.model_search_dirs("restore"))
