@@ -15,7 +15,7 @@ from comfyui_gendeg.core.quality.lpips import LPIPS
 from comfyui_gendeg.core.train.losses import LOSSES, LossBatch, LossContext, build_loss, option_docs
 from comfyui_gendeg.core.train.losses.perceptual import DistanceLoss
 
-NAMES = ["l1", "mse", "charbonnier", "ssim", "ms_ssim", "lpips", "dists", "diffloss", "clip_quality", "dpl"]
+NAMES = ["l1", "mse", "charbonnier", "ssim", "ms_ssim", "lpips", "dists", "diffloss", "infonce", "clip_quality", "dpl"]
 
 
 def ctx_for(tmp_path) -> LossContext:
@@ -54,6 +54,7 @@ def test_registry_names_and_documented_simple_options():
             for arg in typing.get_args(hints[f.name]) or (hints[f.name],):
                 assert arg in simple or typing.get_origin(arg) in (list, tuple) or isinstance(arg, str), (name, f.name)
     assert LOSSES["clip_quality"].options().weight == 0.05 and LOSSES["dpl"].options().weight == 0.1
+    assert LOSSES["infonce"].options().weight == 0.1 and LOSSES["infonce"].options().temperature == 0.1
 
 
 def test_unknown_names_options_and_types_are_clear_errors(tmp_path):
