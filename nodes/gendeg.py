@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -17,7 +18,9 @@ from ..core.gendeg.conditioning import (
     PRESET_NAMES,
     PRESETS,
     SIGMA_RANGE,
+    clean_phrase,
     condition_sweep,
+    custom_type_name,
     make_condition,
     normalize_type,
 )
@@ -67,6 +70,31 @@ def _activation_estimate(model, image: torch.Tensor, resolution: int, images_at_
     return work * max(1, images_at_once), per_pixel
 
 
+@functools.lru_cache(maxsize=512)
+def _is_lora_file(path: str, mtime: float, size: int) -> bool:
+    from ..core.gendeg.lora import is_lora
+
+    return is_lora(path)
+
+
+def _gendeg_files() -> tuple[list[str], list[str]]:
+    """(generator checkpoints incl. the manifest's, GenDeg LoRAs on disk) of the gendeg folders, told apart by
+    the LoRA metadata."""
+    ckpts, loras = [], []
+    dirs = host.model_search_dirs("gendeg")
+    for name in host.model_choices("gendeg", lambda e: e.family == "gendeg"):
+        if name.endswith(".raw.gendeg.safetensors"):
+            continue
+        lora = False
+        if name.lower().endswith(".safetensors"):
+            path = next((d / name for d in dirs if (d / name).is_file()), None)
+            if path is not None:
+                st = path.stat()
+                lora = _is_lora_file(str(path), st.st_mtime, st.st_size)
+        (loras if lora else ckpts).append(name)
+    return ckpts, loras
+
+
 def _preset_help() -> str:
     return "; ".join(f"{t} {v['light'][0]}/{v['medium'][0]}/{v['heavy'][0]}" for t, v in PRESETS.items())
 
@@ -78,7 +106,9 @@ class GenDegModelLoader:
         "<name>.gendeg.safetensors next to it), that converted file, or a diffusers folder. The CLIP ViT-L/14 "
         "tokenizer comes from a tokenizer/ folder next to the checkpoint or from models/gendeg/clip; nothing is "
         "downloaded. Inside ComfyUI its memory manager loads the model to the GPU for sampling and unloads it when "
-        "other models need the room; headless it waits on the CPU and moves to the GPU only while sampling."
+        "other models need the room; headless it waits on the CPU and moves to the GPU only while sampling. "
+        "lora_name puts a GenDeg LoRA from gendeg train gendeg (in the same folder) on the loaded model; a whole "
+        "fine-tuned model is chosen as ckpt_name."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("GENDEG_MODEL",)
@@ -88,8 +118,7 @@ class GenDegModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        names = [n for n in host.model_choices("gendeg", lambda e: e.family == "gendeg")
-                 if not n.endswith(".raw.gendeg.safetensors")]
+        names, loras = _gendeg_files()
         return {
             "required": {
                 "ckpt_name": (names, {
@@ -112,14 +141,26 @@ class GenDegModelLoader:
                     "default": False,
                     "tooltip": "torch.compile the UNet on CUDA (slow first run, faster after; ignored on CPU).",
                 }),
+                "lora_name": (["none", *loras], {
+                    "default": "none",
+                    "tooltip": "A GenDeg LoRA made by gendeg train gendeg (put the .safetensors in models/gendeg/gendeg): "
+                    "adapters on the UNet's attention layers and the fine-tuned intensity projections, trained on this "
+                    "base. Its new types are chosen in GenDeg Condition by their phrase (custom_phrase).",
+                }),
+                "lora_strength": ("FLOAT", {
+                    "default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                    "tooltip": "How much of the LoRA to apply: 1 = as trained, 0 = the base model.",
+                }),
             },
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, ckpt_name: str | None = None):
-        return host.validate_model("gendeg", ckpt_name)
+    def VALIDATE_INPUTS(cls, ckpt_name: str | None = None, lora_name: str | None = None):
+        return host.validate_model("gendeg", ckpt_name, lora_name)
 
-    def load(self, ckpt_name: str, unet_weights: str = "ema", dtype: str = "auto", compile: bool = False):
+    def load(self, ckpt_name: str, unet_weights: str = "ema", dtype: str = "auto", compile: bool = False,
+             lora_name: str = "none", lora_strength: float = 1.0):
+        from ..core.gendeg.lora import apply_lora
         from ..core.gendeg.model import load_gendeg
 
         path = resolve(ckpt_name, host.model_search_dirs("gendeg"))
@@ -133,6 +174,8 @@ class GenDegModelLoader:
             compile=bool(compile),
         )
         model.info["name"] = ckpt_name
+        if lora_name and lora_name != "none":
+            apply_lora(model, resolve(lora_name, host.model_search_dirs("gendeg")), float(lora_strength))
         return (model,)
 
 
@@ -142,7 +185,9 @@ class GenDegCondition:
         "rain+haze, snow+haze), a scene caption (any captioning node can feed it) and an intensity (mu, sigma): "
         "set by the sliders, by a preset (light/medium/heavy = 20th/50th/80th percentiles of GenDeg's training "
         "data for that type), or from an example pair (GenDeg Intensity From Pair -> mu, sigma). mu_sweep makes one "
-        "condition per listed mu; chain nodes through 'previous' to sweep several types."
+        "condition per listed mu; chain nodes through 'previous' to sweep several types. A type learnt by "
+        "fine-tuning (gendeg train gendeg) is chosen by its phrase: custom_phrase (e.g. 'in underwater conditions') "
+        "and custom_type (its name); it has no presets, so set preset to custom."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("GENDEG_COND", "STRING")
@@ -187,20 +232,36 @@ class GenDegCondition:
                     "tooltip": "Overrides degradation when connected (a GenDeg type name such as rain+haze).",
                 }),
                 "previous": ("GENDEG_COND", {"tooltip": "Conditions to put before this one (for sweeps over types)."}),
+                "custom_phrase": ("STRING", {
+                    "default": "",
+                    "tooltip": "A type learnt by fine-tuning (gendeg train gendeg): its phrase, e.g. 'in underwater "
+                    "conditions' (as in the run's config; the prompt becomes '<caption>, <phrase>'). Empty: the "
+                    "degradation type's own phrase. Custom types have no presets: set preset to custom.",
+                }),
+                "custom_type": ("STRING", {
+                    "default": "",
+                    "tooltip": "Name of the custom type (recorded in the metadata, e.g. underwater); empty: 'custom'. "
+                    "Only used with custom_phrase.",
+                }),
             },
         }
 
     def condition(self, degradation: str, caption: str, preset: str, mu: float, sigma: float, mu_sweep: str = "",
-                  type_name: str | None = None, previous: list[Condition] | None = None):
-        kind = normalize_type(type_name if type_name else degradation)
+                  type_name: str | None = None, previous: list[Condition] | None = None, custom_phrase: str = "",
+                  custom_type: str = ""):
+        phrase = clean_phrase(custom_phrase)
+        if phrase:
+            kind = custom_type_name(custom_type or type_name or "custom")
+        else:
+            kind = normalize_type(type_name if type_name else degradation)
         if mu_sweep and mu_sweep.strip():
             try:
                 mus = [float(v) for v in mu_sweep.replace(";", ",").split(",") if v.strip()]
             except ValueError:
                 raise InputError(f"mu_sweep: expected numbers separated by commas, got {mu_sweep!r}") from None
-            conds = condition_sweep([kind], caption, mus)
+            conds = condition_sweep([kind], caption, mus, phrase=phrase, reference=(mu, sigma) if phrase else None)
         else:
-            conds = [make_condition(kind, caption, mu=mu, sigma=sigma, preset=preset)]
+            conds = [make_condition(kind, caption, mu=mu, sigma=sigma, preset=preset, phrase=phrase)]
         out = list(previous or []) + conds
         return (out, "\n".join(c.prompt for c in out))
 
@@ -311,6 +372,10 @@ class GenDegSample:
                 "model": str(model.info.get("name") or Path(str(model.info.get("path", ""))).name),
                 "ema": bool(model.info.get("ema", True)),
             })
+            if c.phrase:  # a fine-tuned type (only then: the keys of old records, hence their pair ids, stay)
+                rows[-1]["phrase"] = c.phrase
+            if model.info.get("lora"):
+                rows[-1]["lora"] = model.info["lora"]
         meta = json.dumps(rows[0] if len(rows) == 1 else rows)
         labels = "\n".join(f"{r['type']} {r['mu_requested']:.3f} -> {r['mu']:.3f}" for r in rows)
         stats = [{"mu": r["mu"], "sigma": r["sigma"], "mu_requested": r["mu_requested"]} for r in rows]

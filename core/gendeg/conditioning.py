@@ -11,6 +11,9 @@ Facts of the official code (sudraj2002/GenDeg, ``edit_dataset.py``):
   length 129; index 128 is the "no intensity" (null) code used for guidance.
 * The two one-hots are stacked to ``[B, 2, 129]`` (μ first, σ second).
 
+A fine-tuned GenDeg (``gendeg train gendeg``) learns new types as new phrases (e.g.
+``"in underwater conditions"``): a :class:`GenDegCondition` with a ``phrase`` names any type.
+
 Intensity presets (light / medium / heavy) are the 20th / 50th / 80th percentiles of the
 official per-type intensity histograms shipped in the GenDeg repository (``data/<type>/
 Mu_*.json`` and ``Sigma_*.json``, pooled over the datasets of that type; ORD counts as
@@ -82,9 +85,26 @@ def normalize_type(name: str) -> str:
 
 def build_prompt(degradation: str, caption: str = DEFAULT_CAPTION) -> str:
     """``"<caption>, <phrase>"`` as in the official training prompts (trailing punctuation trimmed)."""
-    phrase = TYPE_PHRASES[normalize_type(degradation)]
+    return compose_prompt(caption, TYPE_PHRASES[normalize_type(degradation)])
+
+
+def clean_phrase(phrase: str) -> str:
+    """A type phrase as the prompt uses it: ``", in underwater conditions"`` -> ``"in underwater conditions"``."""
+    return " ".join(str(phrase or "").split()).lstrip(",;: ").strip()
+
+
+def compose_prompt(caption: str, phrase: str) -> str:
+    """``"<caption>, <phrase>"``; an empty caption becomes :data:`DEFAULT_CAPTION`."""
     cap = (caption or "").strip().rstrip(",.;: ") or DEFAULT_CAPTION
-    return f"{cap}, {phrase}"
+    return f"{cap}, {clean_phrase(phrase)}"
+
+
+def custom_type_name(name: str) -> str:
+    """A new type's name as recorded (lower case, spaces and hyphens as ``_``); refuses an empty name."""
+    key = "_".join(str(name or "").strip().lower().replace("-", " ").split())
+    if not key:
+        raise InputError("a custom degradation type needs a name (e.g. underwater)")
+    return key
 
 
 def bin_index(value: float, lo: float, hi: float, num_bins: int = NUM_BINS) -> int:
@@ -125,16 +145,24 @@ def null_one_hots(batch: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class GenDegCondition:
-    """One GenDeg condition: degradation type, scene caption and requested intensity (μ, σ in 0..1)."""
+    """One GenDeg condition: degradation type, scene caption and requested intensity (μ, σ in 0..1).
+
+    ``phrase`` (optional) replaces the type's official phrase: a type learnt by fine-tuning
+    (``degradation`` is then any name, e.g. ``underwater``).
+    """
 
     degradation: str
     caption: str = DEFAULT_CAPTION
     mu: float = 0.109
     sigma: float = 0.069
     preset: str = "custom"
+    phrase: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "degradation", normalize_type(self.degradation))
+        phrase = clean_phrase(self.phrase)
+        object.__setattr__(self, "phrase", phrase)
+        kind = custom_type_name(self.degradation) if phrase else normalize_type(self.degradation)
+        object.__setattr__(self, "degradation", kind)
         for name, value, (lo, _hi) in (("mu", self.mu, MU_RANGE), ("sigma", self.sigma, SIGMA_RANGE)):
             if not isinstance(value, (int, float)) or math.isnan(float(value)):
                 raise InputError(f"{name} must be a number, got {value!r}")
@@ -143,7 +171,7 @@ class GenDegCondition:
 
     @property
     def prompt(self) -> str:
-        return build_prompt(self.degradation, self.caption)
+        return compose_prompt(self.caption, self.phrase) if self.phrase else build_prompt(self.degradation, self.caption)
 
     def one_hots(self) -> torch.Tensor:
         """``[2, 129]`` binned one-hots of (μ, σ)."""
@@ -160,8 +188,20 @@ def make_condition(
     mu: float | None = None,
     sigma: float | None = None,
     preset: str = "custom",
+    phrase: str = "",
 ) -> GenDegCondition:
-    """A condition from explicit (μ, σ) or from a preset name (light / medium / heavy)."""
+    """A condition from explicit (μ, σ) or from a preset name (light / medium / heavy).
+
+    With a custom ``phrase`` (a fine-tuned type) there are no presets: give μ and σ.
+    """
+    if clean_phrase(phrase):
+        name = custom_type_name(degradation)
+        if preset != "custom":
+            raise InputError(f"the custom type {name!r} has no intensity presets; set preset to custom and give mu and "
+                             "sigma (the fine-tuning run's summary.json lists light/medium/heavy for its types)")
+        if mu is None or sigma is None:
+            raise InputError(f"the custom type {name!r} needs mu and sigma")
+        return GenDegCondition(name, caption, float(mu), float(sigma), preset, phrase)
     deg = normalize_type(degradation)
     if preset != "custom":
         if preset not in PRESET_NAMES:
@@ -179,20 +219,30 @@ def condition_sweep(
     caption: str,
     mus: Sequence[float],
     sigmas: Sequence[float] | None = None,
+    *,
+    phrase: str = "",
+    reference: tuple[float, float] | None = None,
 ) -> list[GenDegCondition]:
     """Every (type, μ[, σ]) combination; ``sigmas=None`` pairs each μ with the σ of the
-    nearest preset of that type scaled by μ/μ_preset (σ roughly grows with μ in the data)."""
+    nearest preset of that type scaled by μ/μ_preset (σ roughly grows with μ in the data).
+
+    A custom ``phrase`` (a fine-tuned type, no presets) scales σ from ``reference`` = (μ, σ)
+    instead: σ = σ_ref·μ/μ_ref.
+    """
+    custom = bool(clean_phrase(phrase))
+    if custom and sigmas is None and reference is None:
+        raise InputError("a sweep of a custom type needs sigma values or a reference (mu, sigma) to scale sigma from")
     out = []
     for deg in degradations:
-        d = normalize_type(deg)
+        d = custom_type_name(deg) if custom else normalize_type(deg)
         for i, mu in enumerate(mus):
             if sigmas is not None:
                 sig_list = [sigmas[i]] if len(sigmas) == len(mus) else list(sigmas)
             else:
-                m_med, s_med = PRESETS[d]["medium"]
+                m_med, s_med = reference if custom and reference is not None else PRESETS[d]["medium"]
                 sig_list = [min(SIGMA_RANGE[1], s_med * float(mu) / m_med) if m_med > 0 else s_med]
             for s in sig_list:
-                out.append(GenDegCondition(d, caption, float(mu), float(s)))
+                out.append(GenDegCondition(d, caption, float(mu), float(s), phrase=phrase))
     return out
 
 

@@ -329,8 +329,8 @@ def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(cfg, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
 
 
-def save_converted(weights: GenDegWeights, path: str | Path) -> Path:
-    """Write our single-file layout (atomically); returns the path."""
+def save_converted(weights: GenDegWeights, path: str | Path, extra: dict[str, str] | None = None) -> Path:
+    """Write our single-file layout (atomically); returns the path. ``extra``: more metadata (text values)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -347,6 +347,7 @@ def save_converted(weights: GenDegWeights, path: str | Path) -> Path:
         "text_config": json.dumps(weights.text_config),
         "ema": "true" if weights.ema else "false",
     }
+    meta = {**(extra or {}), **meta}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
@@ -366,6 +367,9 @@ def load_converted(path: str | Path) -> GenDegWeights:
     """Read our single-file layout (see module doc)."""
     path = Path(path)
     meta = read_metadata(path)
+    if meta.get("gendeg_lora"):
+        raise WeightsError(f"{path.name} is a GenDeg LoRA, not a whole model: load its base GenDeg as the checkpoint "
+                           "and choose this file as lora_name (GenDeg Model Loader)")
     if meta.get("gendeg_format") != FORMAT_VERSION:
         raise WeightsError(f"{path.name}: not a GenDeg file of our layout (no 'gendeg_format' metadata)")
     sd = load_safetensors(path)
@@ -391,8 +395,17 @@ def load_converted(path: str | Path) -> GenDegWeights:
         vae_config=json.loads(meta["vae_config"]),
         text_config=json.loads(meta["text_config"]),
         ema=meta.get("ema") == "true",
-        info={"source_format": "gendeg-safetensors"},
+        info={"source_format": "gendeg-safetensors", **_phrases(meta)},
     )
+
+
+def _phrases(meta: dict[str, str]) -> dict[str, Any]:
+    """``{"phrases": {type: phrase}}`` of a fine-tuned model (``gendeg train gendeg``), else nothing."""
+    try:
+        phrases = json.loads(meta.get("phrases", "{}"))
+    except ValueError:
+        return {}
+    return {"phrases": phrases} if isinstance(phrases, dict) and phrases else {}
 
 
 def converted_path_for(checkpoint: str | Path, ema: bool) -> Path:
@@ -416,6 +429,8 @@ def read_checkpoint(path: str | Path, *, ema: bool = True, cache: bool = True) -
         raise WeightsError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".safetensors":
         meta = read_metadata(path)
+        if meta.get("gendeg_lora"):
+            return load_converted(path)  # says what the file is and how to use it
         if meta.get("gendeg_format"):
             if (meta.get("ema") == "true") != ema:
                 have, want = ("EMA", "raw") if meta.get("ema") == "true" else ("raw", "EMA")

@@ -150,23 +150,18 @@ class TrainConfig:
     compile: bool = False
 
 
-@dataclass
-class RestorerConfig:
-    #: Name of the run: the exported model is ``<out>/<name>.safetensors``.
-    name: str = "restorer"
-    #: Seed of everything (initialisation, data order, crops, degradations, loss noise).
-    seed: int = 0
-    #: Output folder (``--out`` overrides); default ``runs/<name>``.
-    out: str | None = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    #: Losses and their options, e.g. ``{l1: {weight: 1.0}, diffloss: {weight: 1.0}}`` (see ``--losses``).
-    loss: dict[str, Any] = field(default_factory=lambda: {"l1": {"weight": 1.0}})
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class RunSections:
+    """What every training config shares: ``name``, ``seed``, ``out``, ``optim``, ``schedule``, ``train``
+    (and ``data.workers`` / ``data.cache_images``), their checks, the output folder and the fingerprint."""
 
-    def __post_init__(self) -> None:
+    name: str
+    out: str | None
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    train: TrainConfig
+
+    def check_run_sections(self) -> None:
+        """Raise :class:`ConfigError` for out-of-range loop settings."""
         checks = [
             (self.train.max_steps >= 1, "train.max_steps must be at least 1"),
             (self.train.batch_size >= 1, "train.batch_size must be at least 1"),
@@ -175,23 +170,12 @@ class RestorerConfig:
             (self.train.log_every >= 1 and self.train.save_every >= 1, "train.log_every and train.save_every must be at least 1"),
             (self.train.val_every >= 0, "train.val_every must be 0 or more"),
             (self.train.keep_checkpoints >= 1, "train.keep_checkpoints must be at least 1"),
-            (self.data.crop >= 8, "data.crop must be at least 8 pixels"),
-            (self.data.val_count >= 0 and self.data.workers >= 0, "data.val_count and data.workers must be 0 or more"),
             (self.optim.lr > 0, "optim.lr must be positive"),
             (self.train.clip_grad is None or self.train.clip_grad > 0, "train.clip_grad must be positive or null"),
-            (0.0 <= self.data.otf.chain_probability <= 1.0, "data.otf.chain_probability must be in 0..1"),
-            (bool(self.loss), "loss: give at least one loss, e.g. {l1: {weight: 1.0}}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"config: {msg}")
-        if self.data.source == "pairs" and self.data.pairs is None:
-            raise ConfigError("config: data.source is 'pairs' but data.pairs.root is not set")
-        if self.data.source == "folders" and self.data.folders is None:
-            raise ConfigError("config: data.source is 'folders' but data.folders.gt / data.folders.lq are not set")
-        for name, opts in self.loss.items():
-            if opts is not None and not isinstance(opts, dict):
-                raise ConfigError(f"config: loss.{name} must be a mapping of options, e.g. {{weight: 1.0}}, got {opts!r}")
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / self.name
@@ -212,6 +196,42 @@ class RestorerConfig:
         if sched["kind"] != "cosine":  # only cosine depends on the step budget
             tr.pop("max_steps", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RestorerConfig(RunSections):
+    #: Name of the run: the exported model is ``<out>/<name>.safetensors``.
+    name: str = "restorer"
+    #: Seed of everything (initialisation, data order, crops, degradations, loss noise).
+    seed: int = 0
+    #: Output folder (``--out`` overrides); default ``runs/<name>``.
+    out: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    #: Losses and their options, e.g. ``{l1: {weight: 1.0}, diffloss: {weight: 1.0}}`` (see ``--losses``).
+    loss: dict[str, Any] = field(default_factory=lambda: {"l1": {"weight": 1.0}})
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        self.check_run_sections()
+        checks = [
+            (self.data.crop >= 8, "data.crop must be at least 8 pixels"),
+            (self.data.val_count >= 0 and self.data.workers >= 0, "data.val_count and data.workers must be 0 or more"),
+            (0.0 <= self.data.otf.chain_probability <= 1.0, "data.otf.chain_probability must be in 0..1"),
+            (bool(self.loss), "loss: give at least one loss, e.g. {l1: {weight: 1.0}}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"config: {msg}")
+        if self.data.source == "pairs" and self.data.pairs is None:
+            raise ConfigError("config: data.source is 'pairs' but data.pairs.root is not set")
+        if self.data.source == "folders" and self.data.folders is None:
+            raise ConfigError("config: data.source is 'folders' but data.folders.gt / data.folders.lq are not set")
+        for name, opts in self.loss.items():
+            if opts is not None and not isinstance(opts, dict):
+                raise ConfigError(f"config: loss.{name} must be a mapping of options, e.g. {{weight: 1.0}}, got {opts!r}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, schema: type = RestorerConfig) -> Any:

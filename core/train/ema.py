@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
 
 class EMA:
-    """Shadow copies (float32) of every tensor in a module's ``state_dict``.
+    """Shadow copies (float32) of the tensors ``keys`` of a module's ``state_dict`` (default: all).
 
     After each optimizer step: ``shadow ← d·shadow + (1 − d)·weight`` for floating tensors
     (``d = decay``, or ``min(decay, (1 + step) / (10 + step))`` with ``warmup``); integer
-    buffers are copied. ``decay = 0`` keeps the raw weights.
+    buffers are copied. ``decay = 0`` keeps the raw weights. The shadow lives where the
+    module's tensors are (create it after moving the module to its device).
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True, keys: Iterable[str] | None = None) -> None:
         self.decay, self.warmup = float(decay), bool(warmup)
+        sd = model.state_dict()
+        wanted = list(sd) if keys is None else list(keys)
         self.shadow: dict[str, torch.Tensor] = {
-            k: (v.detach().float().clone() if v.is_floating_point() else v.detach().clone()) for k, v in model.state_dict().items()
+            k: (sd[k].detach().float().clone() if sd[k].is_floating_point() else sd[k].detach().clone()) for k in wanted
         }
 
     def decay_at(self, step: int) -> float:
@@ -30,16 +33,18 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = self.decay_at(step)
-        for k, v in model.state_dict().items():
-            s = self.shadow[k]
+        sd = model.state_dict()
+        for k, s in self.shadow.items():
+            v = sd[k]
             if s.is_floating_point():
                 s.lerp_(v.detach().to(s.dtype), 1.0 - d)
             else:
                 s.copy_(v)
 
     def weights(self, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The shadow weights in the dtypes of ``like`` (a module's state dict), for export or evaluation."""
-        return {k: self.shadow[k].to(like[k].dtype) for k in like}
+        """The shadow weights in the dtypes of ``like`` (a module's state dict), for export or evaluation;
+        entries of ``like`` the EMA does not average are returned as they are."""
+        return {k: self.shadow[k].to(like[k].dtype) if k in self.shadow else like[k] for k in like}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.shadow)

@@ -136,18 +136,21 @@ def worker_init(_worker_id: int) -> None:
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    batch = {
-        "gt": torch.stack([s["gt"] for s in samples]),
-        "lq": torch.stack([s["lq"] for s in samples]),
-        "type": [s["type"] for s in samples],
-        "mu": torch.tensor([s["mu"] for s in samples]),
-    }
-    if "positive_lq" in samples[0]:  # a second crop of each degraded image (tasks that ask for it)
-        batch["positive_lq"] = torch.stack([s["positive_lq"] for s in samples])
-    return batch
+    """A batch of samples: tensors stacked (``gt``, ``lq``, ``positive_lq`` …), numbers as one float tensor
+    (``mu``), anything else (types, prompts) as a list."""
+    out: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if torch.is_tensor(values[0]):
+            out[key] = torch.stack(values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = torch.tensor([float(v) for v in values])
+        else:
+            out[key] = values
+    return out
 
 
-def make_loader(dataset: torch.utils.data.Dataset, start_step: int, config: RestorerConfig, rank: int, world: int,
+def make_loader(dataset: torch.utils.data.Dataset, start_step: int, config: Any, rank: int, world: int,
                 ) -> Iterator[dict[str, Any]]:
     sampler = StepSampler(start_step, config.train.batch_size, config.train.grad_accum, rank, world)
     workers = config.data.workers
@@ -293,6 +296,27 @@ class TrainTask:
     def metadata(self) -> dict[str, Any]:
         return {}
 
+    def param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        """What the optimizer trains: AdamW parameter groups; ``lr_scale`` (default 1) multiplies the
+        scheduled learning rate of a group. Default: every parameter that requires a gradient."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def ema_keys(self, model: torch.nn.Module, trained: list[str]) -> list[str]:
+        """``state_dict`` keys the EMA averages (``trained``: every entry that is not a frozen parameter);
+        the others are exported as trained."""
+        return trained
+
+    def validator(self, samples: list[dict[str, Any]], folder: Path, models_dir: Path | None) -> Any:
+        """What validates: an object with ``run(net, weights, step, device) -> dict`` (``weights``: the EMA of
+        the trained entries), or None. Default: restore the held-out pairs and score them."""
+        return Validator(samples, folder, self.restore, models_dir=models_dir) if samples else None
+
+
+def trained_keys(net: torch.nn.Module) -> list[str]:
+    """``state_dict`` keys a run trains, saves and exports: all but frozen parameters (e.g. a VAE, a LoRA's base)."""
+    frozen = {name for name, p in net.named_parameters() if not p.requires_grad}
+    return [k for k in net.state_dict() if k not in frozen]
+
 
 class RestorerTask(TrainTask):
     """A feed-forward restorer ``out = net(lq)`` under the configured losses."""
@@ -376,12 +400,15 @@ def run_training(
         prepare_out_dir(out, resume)
     accelerator.wait_for_everyone()
 
-    # -- network, frozen helpers, optimizer, EMA --------------------------------------
+    # -- network, frozen helpers, optimizer ------------------------------------------
     model = task.build_network()
     task.setup(accelerator.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
+    keys = trained_keys(model)  # what checkpoints hold and the export gets
+    groups = [{**g, "lr_scale": float(g.get("lr_scale", 1.0))} for g in task.param_groups(model)]
+    for g in groups:
+        g["lr"] = config.optim.lr * g["lr_scale"]
+    optimizer = torch.optim.AdamW(groups, lr=config.optim.lr, betas=tuple(config.optim.betas),
                                   weight_decay=config.optim.weight_decay, eps=config.optim.eps)
-    ema = EMA(model, config.train.ema_decay, config.train.ema_warmup)
 
     # -- resume -----------------------------------------------------------------------
     start_step = 0
@@ -397,9 +424,11 @@ def run_training(
                 raise InputError(f"{out}: the config changed since the checkpoint at step {start_step} (model, data, loss, "
                                  "optimizer or seed); resuming would not continue the same run. Use the config in "
                                  f"{out / 'config.yaml'} or another --out")
-            model.load_state_dict(state["model"])
+            if set(state["model"]) != set(keys):
+                raise InputError(f"{out}: the checkpoint at step {start_step} holds other tensors than this network "
+                                 "trains; it was written by another version. Start a new run (another --out)")
+            model.load_state_dict(state["model"], strict=False)
             optimizer.load_state_dict(state["optimizer"])
-            ema.load_state_dict(state["ema"])
             log.info("[GenDeg] resuming %s at step %d", out, start_step)
     if main:
         atomic_write_bytes(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode("utf-8"))
@@ -411,12 +440,19 @@ def run_training(
         accelerator.scaler.load_state_dict(state["scaler"])
     net = accelerator.unwrap_model(model)
     net = getattr(net, "_orig_mod", net)  # the module torch.compile wrapped
+    ema = EMA(net, config.train.ema_decay, config.train.ema_warmup, keys=task.ema_keys(net, keys))  # on the device
+    if "ema" in state:
+        ema.load_state_dict(state["ema"])
+
+    def trained_state() -> dict[str, torch.Tensor]:
+        sd = net.state_dict()
+        return {k: sd[k] for k in keys}
 
     max_steps = config.train.max_steps
     metrics = CsvLog(out / "metrics.csv", start_step if resume else None) if main else None
     val_log = CsvLog(out / "val.csv", start_step if resume else None) if main else None
     tb = tensorboard_writer(out) if main else None
-    validator = Validator(data.val, out / "val", task.restore, models_dir=models_dir) if main else None
+    validator = task.validator(data.val, out / "val", models_dir) if main else None
     model_path = out / f"{config.name}.safetensors"
     metadata = task.metadata()
     metadata["gendeg.training"] = {**metadata.get("gendeg.training", {}), "task": task.name, "config": config.to_dict(),
@@ -425,18 +461,18 @@ def run_training(
     def save(step: int) -> None:
         """Checkpoint after ``step`` optimizer steps, and export the EMA network."""
         if main:
-            state = {"step": step, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            state = {"step": step, "model": trained_state(), "optimizer": optimizer.state_dict(),
                      "ema": ema.state_dict(), "fingerprint": fingerprint}
             if accelerator.scaler is not None:
                 state["scaler"] = accelerator.scaler.state_dict()
             save_checkpoint(out / "checkpoints", step, state, config.train.keep_checkpoints)
-            task.export(model_path, ema.weights(net.state_dict()), {**metadata, "gendeg.steps": step})
+            task.export(model_path, ema.weights(trained_state()), {**metadata, "gendeg.steps": step})
         accelerator.wait_for_everyone()
 
     def validate(step: int) -> dict[str, float]:
-        if not main or validator is None or not validator.samples:
+        if not main or validator is None:
             return {}
-        row = validator.run(net, ema.weights(net.state_dict()), step, accelerator.device)
+        row = validator.run(net, ema.weights(trained_state()), step, accelerator.device)
         val_log.write({"step": step, **row})
         if tb is not None:
             for k, v in row.items():
@@ -459,7 +495,7 @@ def run_training(
         while step < max_steps:
             lr = lr_at(step, config.optim.lr, config.schedule, max_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             torch.manual_seed(derive_seed(config.seed, STREAM_INIT, step, rank))  # dropout / drop-path
 
             for micro in range(accum):

@@ -29,6 +29,8 @@ class ConfigError(InputError):
     """A training config has an unknown key, a wrong type or a missing value."""
 
 
+_YAML11_EXP = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
 REQUIRED = "<required>"
 """Default of a field the user must set (strings only)."""
 
@@ -38,7 +40,15 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """``{field: doc}`` from the ``#:`` comments in ``cls``'s source (above a field or after it)."""
+    """``{field: doc}`` from the ``#:`` comments in the source of ``cls`` and its base classes (above a field or
+    after it; a subclass's comment wins)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     try:
         lines = inspect.getsource(cls).splitlines()
     except (OSError, TypeError):
@@ -119,6 +129,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise wrong
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML11_EXP.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise wrong
         if not math.isfinite(float(value)):

@@ -26,6 +26,7 @@ class PairFiles:
     name: str
     type: str = ""
     mu: float | None = None
+    caption: str | None = None  # the record's scene caption (pack datasets made by GenDeg Sample)
 
 
 def _normal_type(name: str) -> str:
@@ -62,7 +63,10 @@ def list_dataset_pairs(root: str | Path, types: list[str] | None = None, mu_rang
         for p in (gt, lq):
             if not p.is_file():
                 raise InputError(f"{meta}: line {n} names {p}, which does not exist (was the dataset moved or pruned?)")
-        out.append(PairFiles(gt, lq, str(rec.get("pair_id", Path(clean).stem)), kind, None if mu is None else float(mu)))
+        caption = rec.get("caption")
+        caption = caption.strip() if isinstance(caption, str) and caption.strip() else None
+        out.append(PairFiles(gt, lq, str(rec.get("pair_id", Path(clean).stem)), kind, None if mu is None else float(mu),
+                             caption))
     if not out:
         what = f" after filtering (types {sorted(wanted) or 'any'}, mu_range {mu_range})" if wanted or mu_range else ""
         raise InputError(f"{meta}: no pairs{what}")
