@@ -358,3 +358,14 @@ def test_condition_node_selects_a_custom_type_by_its_phrase():
         node.condition("haze", "a reef", "medium", 0.2, 0.1, custom_phrase=PHRASE)
     (same,), text = node.condition("haze", "a reef", "heavy", 0.5, 0.3)  # without the new inputs: as before
     assert text == "a reef, in hazy conditions" and same.phrase == "" and (same.mu, same.sigma) == (0.168, 0.104)
+
+
+def test_example_config_and_documented_schema():
+    from comfyui_gendeg.core.train.schema import describe
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "configs" / "train" / "gendeg_lora.yaml", schema=GenDegTrainConfig)
+    assert cfg.model.mode == "lora" and cfg.data.phrases == {"underwater": PHRASE} and cfg.optim.lr == 1e-4
+    assert cfg.model.projection_lr_scale == 10.0 and cfg.objective.uncond == 0.05
+    doc = (root / "docs" / "gendeg_training.md").read_text(encoding="utf-8")
+    assert "\n".join(describe(GenDegTrainConfig)) in doc, "regenerate the schema block: gendeg train gendeg --schema"
