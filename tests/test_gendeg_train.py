@@ -369,3 +369,23 @@ def test_example_config_and_documented_schema():
     assert cfg.model.projection_lr_scale == 10.0 and cfg.objective.uncond == 0.05
     doc = (root / "docs" / "gendeg_training.md").read_text(encoding="utf-8")
     assert "\n".join(describe(GenDegTrainConfig)) in doc, "regenerate the schema block: gendeg train gendeg --schema"
+
+
+def test_workflows_saved_before_the_new_inputs_still_validate():
+    import copy
+
+    from comfyui_gendeg.core.graph.executor import Executor
+    from comfyui_gendeg.core.graph.formats import load_any
+    from comfyui_gendeg.core.graph.object_info import object_info
+    from comfyui_gendeg.nodes.standins import runner_registry
+
+    classes, names, modules = runner_registry()
+    doc = json.loads((Path(__file__).resolve().parent.parent / "workflows" / "gendeg_gendeg_sweep.json").read_text())
+    for n in doc["nodes"]:  # as saved before lora_name / lora_strength / custom_phrase / custom_type existed
+        if n["type"] == "GenDegModelLoader":
+            n["widgets_values"] = n["widgets_values"][:4]
+        elif n["type"] == "GenDegCondition":
+            n["widgets_values"] = n["widgets_values"][:6]
+    prompt, _ = load_any(doc, object_info(classes, names, modules))
+    assert not Executor(classes).validate(copy.deepcopy(prompt), check_files=False)
+    assert not any(k in node["inputs"] for node in prompt.values() for k in ("lora_name", "custom_phrase"))
