@@ -389,3 +389,31 @@ def test_workflows_saved_before_the_new_inputs_still_validate():
     prompt, _ = load_any(doc, object_info(classes, names, modules))
     assert not Executor(classes).validate(copy.deepcopy(prompt), check_files=False)
     assert not any(k in node["inputs"] for node in prompt.values() for k in ("lora_name", "custom_phrase"))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(world):
+    root, ckpt = world
+    grads = []
+    for flag in ("false", "true"):
+        _, data, task, net = task_and_net(root, ckpt, f"model.gradient_checkpointing={flag}")
+        batch = collate([data.train[k] for k in range(4)])
+        ctx = StepContext(0, 0, generator(1, 0), lambda: torch.autocast("cpu", enabled=False))
+        task.loss_terms(net, batch, ctx)["mse"].backward()
+        grads.append({n: p.grad for n, p in net.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and all(g is not None for g in grads[1].values())
+    assert all(torch.allclose(grads[0][k], grads[1][k], atol=1e-7) for k in grads[0])
+
+
+def test_ema_averages_only_its_keys_and_passes_the_others_through():
+    from comfyui_gendeg.core.train.ema import EMA
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    ema = EMA(net, 0.5, warmup=False, keys=["0.weight", "0.bias"])
+    w0 = net[0].weight.detach().clone()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(net, 0)
+    out = ema.weights(net.state_dict())
+    assert torch.allclose(out["0.weight"], w0 + 0.5) and torch.equal(out["1.weight"], net[1].weight)
+    assert set(ema.state_dict()) == {"0.weight", "0.bias"}
