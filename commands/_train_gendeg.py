@@ -13,8 +13,8 @@ def register_train(ts: argparse._SubParsersAction) -> None:
         "gendeg",
         help="fine-tune GenDeg (LoRA or full) on your own clean/degraded pairs: new degradation types, camera looks",
         description="Fine-tune the GenDeg generator on pairs (a pack dataset, or gt/ + lq/ folders) under the official "
-        "objective: eps-MSE on the SD 1.5 schedule, classifier-free-guidance dropout (5 %% text+intensity, 5 %% all, "
-        "5 %% image), each pair's intensity measured as GenDeg does, prompt = caption + the type's phrase (a new type "
+        "objective: eps-MSE on the SD 1.5 schedule, classifier-free-guidance dropout (5 % text+intensity, 5 % all, "
+        "5 % image), each pair's intensity measured as GenDeg does, prompt = caption + the type's phrase (a new type "
         "is a new phrase), the intensity projections at 10x the UNet's learning rate, EMA. Writes "
         "<out>/<name>.safetensors: a LoRA (GenDeg Model Loader's lora_name) or a whole model (its ckpt_name), "
         "checkpoints, metrics.csv, val.csv and validation images. Example: configs/train/gendeg_lora.yaml.",
