@@ -169,6 +169,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(format_errors(errors), file=sys.stderr)
         return 2
     order = executor.execution_order(prompt)
+    ray_options = _ray_options(args)
     if args.validate_only:
         print(f"{args.workflow}: valid ({len(prompt)} nodes, {len(order)} would run)")
         return 0
@@ -179,6 +180,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except Exception:  # noqa: BLE001 - the PNG then carries the prompt only
             ui = None
     extra = {"workflow": ui} if ui is not None else None
+    if ray_options is not None:
+        from ..core.scale.graph import plan_folder_job
+
+        job = plan_folder_job(prompt, executor.registry, order)
+        if not isinstance(job, str):
+            return _run_on_ray(args, prompt, job, order, ray_options, extra)
+        print(f"gendeg: note: --ray runs folder-driven workflows per batch; this one runs as usual: {job}", file=sys.stderr)
     step = {"i": 0}
     saved: list[str] = []
 
@@ -206,6 +214,57 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     shown = f", saved {len(saved)} image(s)" if saved else ""
     print(f"done in {time.perf_counter() - start:.1f} s: ran {len(order)} nodes{shown}; output folder {host.output_dir()}")
+    return 0
+
+
+def _ray_options(args: argparse.Namespace):  # noqa: ANN202 - RayOptions | None
+    """``--ray*`` → :class:`RayOptions` (None without ``--ray``); checked before anything runs."""
+    flags = ("--ray-address", "--ray-workers", "--ray-batch", "--ray-gpus-per-worker", "--ray-cpus-per-worker")
+    values = {flag: getattr(args, flag[2:].replace("-", "_"), None) for flag in flags}
+    given = [flag for flag, value in values.items() if value is not None]
+    if not getattr(args, "ray", False):
+        if given:
+            raise InputError(f"{given[0]} only applies with --ray; add --ray (or leave out {given[0]})")
+        return None
+    from ..core.scale.ray_job import RayOptions
+
+    options = RayOptions(
+        address=values["--ray-address"] or None,
+        workers=values["--ray-workers"],
+        batch_size=8 if values["--ray-batch"] is None else values["--ray-batch"],
+        cpus_per_worker=1.0 if values["--ray-cpus-per-worker"] is None else values["--ray-cpus-per-worker"],
+        gpus_per_worker=0.0 if values["--ray-gpus-per-worker"] is None else values["--ray-gpus-per-worker"],
+    )
+    options.check()
+    return options
+
+
+def _run_on_ray(args: argparse.Namespace, prompt, job, order, options, extra) -> int:  # noqa: ANN001
+    """``gendeg run --ray`` of a folder-driven workflow: batches on Ray actors, then the driver's finishing step."""
+    import time
+
+    from ..core.scale.ray_job import BatchError
+    from ..nodes import host
+    from ..scale import run_prompt_on_ray
+
+    start = time.perf_counter()
+    where = f"the Ray cluster at {options.address}" if options.address else "a local Ray"
+    if not args.quiet:
+        print(f"gendeg: running the nodes downstream of node {job.loader} on {where}, {options.batch_size} image(s) "
+              "per batch", file=sys.stderr)
+    try:
+        summary = run_prompt_on_ray(prompt, job, order, options, extra_pnginfo=extra, progress=not args.quiet)
+    except BatchError as exc:
+        print(f"gendeg: error: {exc}", file=sys.stderr)
+        return 1
+    parts = [f"{summary.files} image(s)"]
+    if summary.written or summary.skipped:
+        parts.append(f"{summary.written} pair(s) written, {summary.skipped} already there")
+    if summary.images:
+        parts.append(f"saved {len(summary.images)} image(s)")
+    if summary.score_rows:
+        parts.append(f"{summary.score_rows} score row(s)")
+    print(f"done in {time.perf_counter() - start:.1f} s on Ray: {', '.join(parts)}; output folder {host.output_dir()}")
     return 0
 
 
@@ -238,6 +297,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--cache", action="store_true", help="reuse outputs of unchanged nodes within this process")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    r = p.add_argument_group("Ray", "scale a folder-driven workflow out on Ray (pip install 'comfyui-gendeg[scale]')")
+    r.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the nodes downstream of GenDeg Load Image Folder per batch on Ray workers (same files as without)",
+    )
+    r.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (HOST:PORT, auto, ray://HOST:PORT); default: start a local Ray")
+    r.add_argument("--ray-workers", type=int, metavar="N", help="number of workers (default: as many as the CPUs/GPUs allow)")
+    r.add_argument("--ray-gpus-per-worker", type=float, metavar="F", help="GPUs per worker (default 0; 0.5 puts two workers on a GPU)")
+    r.add_argument("--ray-cpus-per-worker", type=float, metavar="F", help="CPUs (torch threads) per worker (default 1)")
+    r.add_argument("--ray-batch", type=int, metavar="N", help="images per batch (default 8)")
     p.set_defaults(func=_cmd_run)
 
     n = sub.add_parser("nodes", help="list the node classes the runner knows, with inputs and outputs")

@@ -101,14 +101,18 @@ class GenDegLoadImageFolder:
         except Exception:  # noqa: BLE001 - the run itself reports the problem
             return float("nan")
 
+    def select(self, root: Path, pattern: str, recursive: bool, start: int, limit: int) -> list[str]:
+        """The file names this run loads: the window, cut to this run's shard (a Ray worker loads its batch)."""
+        everything = list_folder(root, pattern, recursive, start, limit)
+        if not everything:
+            raise InputError(f"{root}: no images match {pattern!r} (recursive={recursive}, start={start}, limit={limit})")
+        return list_folder(root, pattern, recursive, start, limit, host.shard())
+
     def load(self, folder: str, pattern: str = "*", recursive: bool = False, start: int = 0, limit: int = 0, output: str = "list"):
         if not (folder or "").strip().strip("\"'"):
             raise InputError("folder is empty; give a folder of images (relative to the input folder, or absolute)")
         root = _folder_path(folder)
-        everything = list_folder(root, pattern, recursive, start, limit)
-        if not everything:
-            raise InputError(f"{root}: no images match {pattern!r} (recursive={recursive}, start={start}, limit={limit})")
-        names = list_folder(root, pattern, recursive, start, limit, host.shard())
+        names = self.select(root, pattern, recursive, start, limit)
         loaded = load_folder_images(root, names, host.progress(len(names), "load images"))
         images = [rgb.permute(0, 2, 3, 1).contiguous() for rgb, _ in loaded]
         masks = [mask for _, mask in loaded]
@@ -138,6 +142,8 @@ class GenDegSaveDatasetPairs:
     FUNCTION = "save"
     OUTPUT_NODE = True
     INPUT_IS_LIST = True
+    #: Rebuild metadata.jsonl when the node finishes (a Ray job does it once, on the driver, at the end).
+    FINALIZE = True
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -239,8 +245,9 @@ class GenDegSaveDatasetPairs:
             done += d.shape[0]
             written += report.written
             skipped += report.skipped
-        for writer in writers.values():
-            writer.finalize()
+        if self.FINALIZE:
+            for writer in writers.values():
+                writer.finalize()
         dirs = sorted({str(w.root) for w in writers.values()})
         return {"ui": ui.stats_ui([{"written": written, "skipped": skipped}]), "result": ("\n".join(dirs),)}
 

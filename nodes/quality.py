@@ -423,7 +423,8 @@ class GenDegSaveScores:
             },
         }
 
-    def save(self, scores, report, filenames=None, extra=None):
+    def rows(self, scores, report, filenames=None, extra=None):
+        """``(report path, rows)`` this call appends (a Ray job appends every batch's rows once, at the end)."""
         rows = [r for recs in _records(scores) for r in recs]
         listed = [s.strip() for f in (filenames or []) for s in str(f).splitlines() if s.strip()]
         consts = json.loads(extra[0]) if extra and extra[0].strip() else {}
@@ -433,7 +434,11 @@ class GenDegSaveScores:
         for i, r in enumerate(rows):
             file = r.get("file") or (listed[i] if len(listed) == len(rows) else "")
             out.append({"file": file, **consts, **{k: v for k, v in r.items() if k != "file"}})
-        path = append_rows(safe_join(host.output_dir(), report[0].strip() or "gendeg_scores.csv"), out)
+        return safe_join(host.output_dir(), report[0].strip() or "gendeg_scores.csv"), out
+
+    def save(self, scores, report, filenames=None, extra=None):
+        path, out = self.rows(scores, report, filenames, extra)
+        path = append_rows(path, out)
         return {"ui": {"text": [f"{len(out)} rows -> {path}"]}, "result": (str(path),)}
 
 

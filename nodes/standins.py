@@ -110,6 +110,15 @@ def save_image_path(prefix: str, output_dir: Path, width: int = 0, height: int =
     The counter is one more than the highest ``<filename>_<digits>_`` already in the folder.
     A prefix that leads outside ``output_dir`` raises :class:`UnsafePathError`.
     """
+    folder, filename, subfolder = resolve_prefix(prefix, output_dir, width, height)
+    return folder, filename, next_counter(folder, filename), subfolder
+
+
+def resolve_prefix(prefix: str, output_dir: Path, width: int = 0, height: int = 0) -> tuple[Path, str, str]:
+    """``(folder, filename, subfolder)`` of a SaveImage prefix (``%width%``-style fields filled in).
+
+    A prefix that leads outside ``output_dir`` raises :class:`UnsafePathError`.
+    """
     if "%" in prefix:
         prefix = _compute_vars(prefix, width, height)
     norm = os.path.normpath(prefix)
@@ -118,6 +127,11 @@ def save_image_path(prefix: str, output_dir: Path, width: int = 0, height: int =
     folder = Path(os.path.abspath(root / subfolder))
     if os.path.commonpath((str(root), str(folder))) != str(root) or os.path.isabs(subfolder):
         raise UnsafePathError(f"filename_prefix {prefix!r} leads outside the output folder {root}; use a relative prefix")
+    return folder, filename, subfolder
+
+
+def next_counter(folder: Path, filename: str) -> int:
+    """One more than the highest ``<filename>_<digits>_`` file in ``folder`` (1 when there is none)."""
     counter = 1
     if folder.is_dir():
         best = 0
@@ -130,7 +144,7 @@ def save_image_path(prefix: str, output_dir: Path, width: int = 0, height: int =
             except ValueError:
                 continue
         counter = best + 1
-    return folder, filename, counter, subfolder
+    return counter
 
 
 def _encode_png_like_comfyui(image: torch.Tensor, text: dict[str, str], compress_level: int) -> bytes:
@@ -195,21 +209,29 @@ class SaveImage:
             raise InputError(f"images must be an IMAGE tensor [B,H,W,C], got {getattr(images, 'shape', type(images))}")
         root = self._root()
         root.mkdir(parents=True, exist_ok=True)
-        folder, filename, counter, subfolder = save_image_path(
-            filename_prefix + self.prefix_append, root, images.shape[2], images.shape[1]
-        )
+        folder, filename, subfolder = resolve_prefix(filename_prefix + self.prefix_append, root, images.shape[2], images.shape[1])
         text: dict[str, str] = {}
         if prompt is not None:
             text["prompt"] = json.dumps(prompt)
         for key, value in (extra_pnginfo or {}).items():
             text[key] = json.dumps(value)
+        blobs = [_encode_png_like_comfyui(image, text, self.compress_level) for image in images]
+        return {"ui": {"images": self._place(folder, filename, subfolder, blobs)}}
+
+    def _place(self, folder: Path, filename: str, subfolder: str, blobs: list[bytes]) -> list[dict[str, str]]:
+        """Write the encoded PNGs as ``<filename>_<counter>_.png``, the counter continued from the folder."""
+        counter = next_counter(folder, filename)
         results = []
-        for batch_number, image in enumerate(images):
-            name = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
-            atomic_write_bytes(folder / name, _encode_png_like_comfyui(image, text, self.compress_level))
+        for batch_number, blob in enumerate(blobs):
+            name = numbered_name(filename, batch_number, counter + batch_number)
+            atomic_write_bytes(folder / name, blob)
             results.append({"filename": name, "subfolder": subfolder, "type": self.kind})
-            counter += 1
-        return {"ui": {"images": results}}
+        return results
+
+
+def numbered_name(filename: str, batch_number: int, counter: int) -> str:
+    """ComfyUI's file name for image ``batch_number`` of a call: ``<filename>_<counter:05>_.png``."""
+    return f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
 
 
 class PreviewImage(SaveImage):

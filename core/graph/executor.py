@@ -14,6 +14,8 @@
 * Events: ``on_event(kind, data)`` with ``executing`` {node}, ``progress`` {node, value,
   max}, ``executed`` {node, output}, ``execution_error`` {node, message}, and
   ``execution_cached`` {nodes} when ``cache=True`` reused outputs.
+* ``cacheable(node_id)`` (with ``cache=True``) limits what is kept between runs to the nodes
+  it accepts: a Ray worker keeps its model loaders but not the images of the last batch.
 
 This module is plain Python: the host (progress listeners, interruption flag) is injected
 by the caller (``commands/run.py``, the studio), so ``core`` never imports ``nodes``.
@@ -66,9 +68,11 @@ class Executor:
         progress_listeners: MutableSequence[Callable[[int, int], None]] | None = None,
         interrupted: Callable[[], bool] | None = None,
         file_hint: Callable[[str, str, Any], str] | None = None,
+        cacheable: Callable[[str], bool] | None = None,
     ) -> None:
         self.registry = registry
         self.cache_enabled = cache
+        self.cacheable = cacheable or (lambda nid: True)
         self.progress_listeners = progress_listeners
         self.interrupted = interrupted or (lambda: False)
         self.file_hint = file_hint
@@ -153,7 +157,7 @@ class Executor:
                 if is_link(v):
                     src = str(v[0])
                     consumers[src] -= 1
-                    if consumers[src] == 0 and not self.cache_enabled:
+                    if consumers[src] == 0 and not (self.cache_enabled and self.cacheable(src)):
                         outputs[src] = []
 
         if self.progress_listeners is not None:
@@ -191,7 +195,7 @@ class Executor:
                 release(nid)
                 if ui:
                     uis[nid] = ui
-                if self.cache_enabled:
+                if self.cache_enabled and self.cacheable(nid):
                     self._cache[keys[nid]] = (out, ui)
                 emit("executed", {"node": nid, "output": ui, "prompt_id": prompt_id})
             if cached_nodes:
