@@ -170,6 +170,7 @@ def connect(options: RayOptions) -> Iterator[Any]:
                 include_dashboard=False,
                 object_store_memory=256 * 2**20,  # only file names and reports travel through it
                 _temp_dir=session,
+                _node_ip_address="127.0.0.1",  # the local Ray listens on loopback only
                 logging_level=logging.WARNING,
                 log_to_driver=True,
             )
