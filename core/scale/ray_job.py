@@ -220,8 +220,13 @@ def resolve_workers(ray: Any, options: RayOptions) -> RayOptions:
 
 
 @contextlib.contextmanager
-def _quiet_ray_data() -> Iterator[None]:
-    """Ray Data's console log (plan, progress notes) off for the block; its log files stay."""
+def _quiet_ray_data(ray: Any) -> Iterator[None]:
+    """Ray Data's own progress bars and console log off for the block (the caller shows progress); its log files stay."""
+    ctx = ray.data.DataContext.get_current()
+    settings = {"enable_progress_bars": False, "print_on_execution_start": False}
+    saved_ctx = {k: getattr(ctx, k) for k in settings if hasattr(ctx, k)}
+    for k in saved_ctx:
+        setattr(ctx, k, settings[k])
     logger = logging.getLogger("ray.data")
     handlers = [h for h in logger.handlers if type(h).__name__ != "SessionFileHandler"]
     saved = [h.level for h in handlers]
@@ -232,6 +237,8 @@ def _quiet_ray_data() -> Iterator[None]:
     finally:
         for h, level in zip(handlers, saved, strict=True):
             h.setLevel(level)
+        for k, v in saved_ctx.items():
+            setattr(ctx, k, v)
 
 
 class _GraphWorker:
@@ -276,23 +283,20 @@ def run_batches(
         raise InputError(f"{len(names)} names but {len(positions)} positions")
     if not names:
         return []
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
+    options = resolve_workers(ray, options)
     rows = [{"name": n, "position": int(p)} for n, p in zip(names, positions, strict=True)]
     blocks = max(1, min(math.ceil(len(rows) / options.batch_size), 10_000))
-    ds = ray.data.from_items(rows, override_num_blocks=blocks)
-    mapped = ds.map_batches(
-        _GraphWorker,
-        fn_constructor_args=(make_runner,),
-        batch_size=options.batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=options.workers),
-        num_cpus=options.cpus_per_worker,
-        num_gpus=options.gpus_per_worker or None,
-    )
     reports: dict[int, dict[str, Any]] = {}
-    with _quiet_ray_data():
+    with _quiet_ray_data(ray):  # datasets copy the context when made: quiet from here on
+        mapped = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+            _GraphWorker,
+            fn_constructor_args=(make_runner,),
+            batch_size=options.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=options.workers),
+            num_cpus=options.cpus_per_worker,
+            num_gpus=options.gpus_per_worker or None,
+        )
         for row in mapped.iter_rows():
             report = json.loads(row["report"])
             if report["first"] in reports:  # delivered twice: the first one counts

@@ -1,0 +1,173 @@
+"""Benchmark: the synth dataset workflow on Ray (2 local workers) vs. one process, in the same run.
+
+``workflows/gendeg_synth_dataset.json`` (folder → balanced plan → synthesize with μ
+calibration → dataset pairs) over a folder of generated images, three ways:
+
+* ``1 process, 1 thread``: ``gendeg run`` in a subprocess with one torch thread (the
+  reference a worker is compared with);
+* ``1 process, default threads``: ``gendeg run`` as a user runs it;
+* ``Ray, 2 workers × 1 thread``: ``gendeg run --ray`` through the Python API, a local Ray of
+  2 CPUs, ``--ray-batch`` images per batch.
+
+Pairs/s of the two single-process runs is images over the executor's run time (what
+``gendeg run`` reports: imports excluded). For Ray, the one-time costs are reported on their
+own — starting Ray, starting the workers (process, imports, first batch queued), the
+driver's finishing step — and pairs/s is images over the time the workers were busy with
+batches (first batch started → last batch reported). Ray's own overhead per pair is the
+worker time not spent inside the per-batch runner (scheduling, transfers, waiting at the
+end), per pair: ``(busy span × workers − Σ runner seconds) / pairs``. The target is
+``Ray 2 workers ≥ 1.8 × 1 process, 1 thread``. Outputs are checked equal (pairs, records).
+
+Usage::
+
+    python bench/ray_dataset.py --smoke   # 12 images of 64²: seconds of work, Ray start dominates
+    python bench/ray_dataset.py           # 96 images of 192²
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / "workflows" / "gendeg_synth_dataset.json"
+
+ONE_THREAD = "import sys, torch; torch.set_num_threads(1); from comfyui_gendeg import cli; sys.exit(cli.main(sys.argv[1:]))"
+DEFAULT = "import sys; from comfyui_gendeg import cli; sys.exit(cli.main(sys.argv[1:]))"
+
+
+def make_images(folder: Path, n: int, size: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        w, h = size + 8 * (i % 3), size - 8 * (i % 2)  # mixed sizes
+        ramp = np.linspace(0, 255, w)[None, :, None] * np.ones((h, 1, 3))
+        img = np.clip(0.6 * ramp + 0.4 * 255 * rng.random((h, w, 3)), 0, 255).astype("uint8")
+        Image.fromarray(img).save(folder / f"img{i:04d}.png")
+
+
+def run_plain(code: str, input_dir: Path, out: Path) -> float:
+    """Seconds ``gendeg run`` reports for running the graph (imports and start-up excluded)."""
+    cmd = [sys.executable, "-c", code, "run", str(WORKFLOW), "--input-dir", str(input_dir), "--output-dir", str(out),
+           "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "GENDEG_NO_PROGRESS": "1"})
+    if proc.returncode != 0:
+        raise SystemExit(f"gendeg run failed:\n{proc.stderr[-3000:]}")
+    m = re.search(r"done in ([0-9.]+) s", proc.stdout)
+    if not m:
+        raise SystemExit(f"no timing in: {proc.stdout!r}")
+    return float(m.group(1))
+
+
+def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
+    import torch
+    from comfyui_gendeg.core.scale.ray_job import RayOptions, connect
+    from comfyui_gendeg.scale import run_workflow_on_ray
+
+    torch.set_num_threads(1)
+    options = RayOptions(workers=2, batch_size=batch)
+    t0 = time.perf_counter()
+    with connect(options):
+        t_init = time.perf_counter() - t0
+        arrivals: list[tuple[float, dict]] = []
+        t_submit = time.perf_counter()
+        summary = run_workflow_on_ray(WORKFLOW, input_dir=input_dir, output_dir=out, workers=2, batch_size=batch,
+                                      progress=False, on_report=lambda r: arrivals.append((time.perf_counter(), r)))
+        t_done = time.perf_counter()
+    first_start = min(t - r["seconds"] for t, r in arrivals)  # when the first batch began computing
+    last = max(t for t, _ in arrivals)
+    busy = last - first_start
+    runner = sum(r["seconds"] for _, r in arrivals)
+    n = summary.files
+    return {
+        "pairs": n,
+        "ray_init_s": t_init,
+        "workers_start_s": first_start - t_submit,
+        "finish_s": t_done - last,
+        "busy_s": busy,
+        "pairs_per_s": n / busy,
+        "overhead_per_pair_ms": 1000 * (busy * 2 - runner) / n,
+        "runner_s_per_pair": runner / n,
+        "workers_seen": len({r["pid"] for _, r in arrivals}),
+    }
+
+
+def same_dataset(a: Path, b: Path) -> bool:
+    def snap(root: Path) -> dict:
+        out = {}
+        for p in sorted((root / "gendeg_synth_dataset").rglob("*")):
+            if p.is_file() and p.suffix in (".png", ".json"):
+                data = p.read_bytes()
+                if p.suffix == ".json":
+                    rec = json.loads(data)
+                    rec.pop("created", None)
+                    data = json.dumps(rec, sort_keys=True).encode()
+                out[p.relative_to(root).as_posix()] = data
+        return out
+
+    return snap(a) == snap(b)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="12 images of 64² (CI)")
+    ap.add_argument("--images", type=int, default=None)
+    ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None, help="images per Ray batch")
+    args = ap.parse_args()
+    n = args.images or (12 if args.smoke else 96)
+    size = args.size or (64 if args.smoke else 192)
+    batch = args.batch or (2 if args.smoke else 4)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print(json.dumps({"skipped": "ray is not installed (pip install 'comfyui-gendeg[scale]')"}))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="gendeg-bench-ray-"))
+    try:
+        make_images(work / "input" / "clean", n, size)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        t1 = run_plain(ONE_THREAD, work / "input", work / "one_thread")
+        td = run_plain(DEFAULT, work / "input", work / "default")
+        r = run_ray(work / "input", work / "ray", batch)
+        result = {
+            "images": n,
+            "size": size,
+            "batch": batch,
+            "cpus": os.cpu_count(),
+            "load_1min_before": round(load, 2),
+            "load_1min_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            "one_process_1_thread_pairs_per_s": round(n / t1, 3),
+            "one_process_default_threads_pairs_per_s": round(n / td, 3),
+            "ray_2_workers_pairs_per_s": round(r["pairs_per_s"], 3),
+            "ray_vs_1_thread": round(r["pairs_per_s"] / (n / t1), 3),
+            "ray_vs_default": round(r["pairs_per_s"] / (n / td), 3),
+            "ray_overhead_per_pair_ms": round(r["overhead_per_pair_ms"], 1),
+            "ray_runner_s_per_pair": round(r["runner_s_per_pair"], 4),
+            "ray_init_s": round(r["ray_init_s"], 2),
+            "ray_workers_start_s": round(r["workers_start_s"], 2),
+            "ray_finish_s": round(r["finish_s"], 3),
+            "ray_workers_seen": r["workers_seen"],
+            "same_pairs_as_plain": same_dataset(work / "one_thread", work / "ray"),
+        }
+        print(json.dumps(result, indent=1))
+        if not result["same_pairs_as_plain"]:
+            raise SystemExit("the Ray run wrote different pairs than gendeg run")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
