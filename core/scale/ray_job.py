@@ -254,13 +254,14 @@ class _GraphWorker:
 
         names = [str(n) for n in batch["name"]]
         positions = [int(p) for p in batch["position"]]
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         report = dict(self.runner(names, positions))
         report.update(
             first=positions[0] if positions else -1,
             count=len(names),
             pid=self.pid,
             host=self.host,
+            started=started,
             seconds=time.perf_counter() - start,
         )
         return {"report": np.array([json.dumps(report)], dtype=object)}
