@@ -16,7 +16,9 @@ driver's finishing step — and pairs/s is images over the time the workers were
 batches (first batch started → last report reached the driver). Ray's own overhead per pair
 is the worker time not spent inside the per-batch runner (scheduling, transfers, waiting at
 the end), per pair: ``(busy span × workers − Σ runner seconds) / pairs``; the latency of a
-report (batch done → driver told) is shown too. The target is
+report (batch done → driver told) is shown too. CPU seconds per pair inside a worker and in
+the one-thread process show whether a worker does the same work at the same cost: on a
+machine shared with other jobs, a gap between wall and CPU time is waiting for a core. The target is
 ``Ray 2 workers ≥ 1.8 × 1 process, 1 thread``. Outputs are checked equal (pairs, records).
 
 Usage::
@@ -44,8 +46,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "workflows" / "gendeg_synth_dataset.json"
 
-ONE_THREAD = "import sys, torch; torch.set_num_threads(1); from comfyui_gendeg import cli; sys.exit(cli.main(sys.argv[1:]))"
-DEFAULT = "import sys; from comfyui_gendeg import cli; sys.exit(cli.main(sys.argv[1:]))"
+# `gendeg run` in a fresh process; prints the CPU seconds of the run (imports done before)
+RUN = (
+    "import sys, time, torch; {threads}from comfyui_gendeg import cli, nodes; t = time.process_time(); "
+    "code = cli.main(sys.argv[1:]); print('cpu', time.process_time() - t, file=sys.stderr); sys.exit(code)"
+)
+ONE_THREAD = RUN.format(threads="torch.set_num_threads(1); ")
+DEFAULT = RUN.format(threads="")
 
 
 def make_images(folder: Path, n: int, size: int) -> None:
@@ -58,17 +65,18 @@ def make_images(folder: Path, n: int, size: int) -> None:
         Image.fromarray(img).save(folder / f"img{i:04d}.png")
 
 
-def run_plain(code: str, input_dir: Path, out: Path) -> float:
-    """Seconds ``gendeg run`` reports for running the graph (imports and start-up excluded)."""
+def run_plain(code: str, input_dir: Path, out: Path) -> tuple[float, float]:
+    """Seconds ``gendeg run`` reports for running the graph (imports and start-up excluded), and its CPU seconds."""
     cmd = [sys.executable, "-c", code, "run", str(WORKFLOW), "--input-dir", str(input_dir), "--output-dir", str(out),
            "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "GENDEG_NO_PROGRESS": "1"})
     if proc.returncode != 0:
         raise SystemExit(f"gendeg run failed:\n{proc.stderr[-3000:]}")
     m = re.search(r"done in ([0-9.]+) s", proc.stdout)
-    if not m:
-        raise SystemExit(f"no timing in: {proc.stdout!r}")
-    return float(m.group(1))
+    c = re.search(r"^cpu ([0-9.]+)$", proc.stderr, re.M)
+    if not m or not c:
+        raise SystemExit(f"no timing in: {proc.stdout!r} {proc.stderr[-500:]!r}")
+    return float(m.group(1)), float(c.group(1))
 
 
 def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
@@ -102,6 +110,7 @@ def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
         "pairs_per_s": n / busy,
         "overhead_per_pair_ms": 1000 * (busy * 2 - runner) / n,
         "runner_s_per_pair": runner / n,
+        "runner_cpu_s_per_pair": sum(r["cpu_seconds"] for _, r in arrivals) / n,
         "workers_seen": len({r["pid"] for _, r in arrivals}),
     }
 
@@ -142,8 +151,8 @@ def main() -> None:
     try:
         make_images(work / "input" / "clean", n, size)
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        t1 = run_plain(ONE_THREAD, work / "input", work / "one_thread")
-        td = run_plain(DEFAULT, work / "input", work / "default")
+        t1, cpu1 = run_plain(ONE_THREAD, work / "input", work / "one_thread")
+        td, _ = run_plain(DEFAULT, work / "input", work / "default")
         r = run_ray(work / "input", work / "ray", batch)
         result = {
             "images": n,
@@ -159,6 +168,9 @@ def main() -> None:
             "ray_vs_default": round(r["pairs_per_s"] / (n / td), 3),
             "ray_overhead_per_pair_ms": round(r["overhead_per_pair_ms"], 1),
             "ray_runner_s_per_pair": round(r["runner_s_per_pair"], 4),
+            "one_process_1_thread_s_per_pair": round(t1 / n, 4),
+            "ray_runner_cpu_s_per_pair": round(r["runner_cpu_s_per_pair"], 4),
+            "one_process_1_thread_cpu_s_per_pair": round(cpu1 / n, 4),
             "ray_init_s": round(r["ray_init_s"], 2),
             "ray_workers_start_s": round(r["workers_start_s"], 2),
             "ray_finish_s": round(r["finish_s"], 3),
