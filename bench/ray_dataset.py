@@ -4,7 +4,8 @@
 calibration → dataset pairs) over a folder of generated images, three ways:
 
 * ``1 process, 1 thread``: ``gendeg run`` in a subprocess with one torch thread (the
-  reference a worker is compared with);
+  reference a worker is compared with), cold (its first calls initialise torch and the
+  synthesizers) and warm (after a first run of the job in the same process);
 * ``1 process, default threads``: ``gendeg run`` as a user runs it;
 * ``Ray, 2 workers × 1 thread``: ``gendeg run --ray`` through the Python API, a local Ray of
   2 CPUs, ``--ray-batch`` images per batch.
@@ -19,7 +20,8 @@ the end), per pair: ``(busy span × workers − Σ runner seconds) / pairs``; th
 report (batch done → driver told) is shown too. CPU seconds per pair inside a worker and in
 the one-thread process show whether a worker does the same work at the same cost: on a
 machine shared with other jobs, a gap between wall and CPU time is waiting for a core. The target is
-``Ray 2 workers ≥ 1.8 × 1 process, 1 thread``. Outputs are checked equal (pairs, records).
+``Ray 2 workers ≥ 1.8 × 1 process, 1 thread``; both are also given in steady state (Ray
+without each worker's first batch, against the warm process). Outputs are checked equal.
 
 Usage::
 
@@ -46,12 +48,23 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "workflows" / "gendeg_synth_dataset.json"
 
-# `gendeg run` in a fresh process; prints the CPU seconds of the run (imports done before)
-RUN = (
-    "import sys, time, torch; {threads}from comfyui_gendeg import cli, nodes; t = time.process_time(); "
-    "code = cli.main(sys.argv[1:]); print('cpu', time.process_time() - t, file=sys.stderr); sys.exit(code)"
-)
-ONE_THREAD = RUN.format(threads="torch.set_num_threads(1); ")
+# `gendeg run` in a fresh process, twice: a warm-up into another folder (first calls initialise
+# torch and the synthesizers, as each Ray worker's first batch does), then the measured run;
+# prints the measured run's CPU seconds
+RUN = """
+import sys, time, torch
+{threads}
+from comfyui_gendeg import cli, nodes
+warm = sys.argv.pop()
+args = sys.argv[1:]
+if warm != "-":
+    cli.main(args + ["--output-dir", warm])
+t = time.process_time()
+code = cli.main(args)
+print("cpu", time.process_time() - t, file=sys.stderr)
+sys.exit(code)
+"""
+ONE_THREAD = RUN.format(threads="torch.set_num_threads(1)")
 DEFAULT = RUN.format(threads="")
 
 
@@ -65,10 +78,13 @@ def make_images(folder: Path, n: int, size: int) -> None:
         Image.fromarray(img).save(folder / f"img{i:04d}.png")
 
 
-def run_plain(code: str, input_dir: Path, out: Path) -> tuple[float, float]:
-    """Seconds ``gendeg run`` reports for running the graph (imports and start-up excluded), and its CPU seconds."""
+def run_plain(code: str, input_dir: Path, out: Path, warm: Path | None) -> tuple[float, float]:
+    """Seconds ``gendeg run`` reports for running the graph (imports and start-up excluded), and its CPU seconds.
+
+    ``warm``: first run the same job into this folder in the same process (untimed).
+    """
     cmd = [sys.executable, "-c", code, "run", str(WORKFLOW), "--input-dir", str(input_dir), "--output-dir", str(out),
-           "--quiet"]
+           "--quiet", str(warm) if warm else "-"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "GENDEG_NO_PROGRESS": "1"})
     if proc.returncode != 0:
         raise SystemExit(f"gendeg run failed:\n{proc.stderr[-3000:]}")
@@ -100,7 +116,14 @@ def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
     busy = last - first_start
     runner = sum(r["seconds"] for _, r in arrivals)
     n = summary.files
+    # steady state: without each worker's first batch (its first calls initialise torch and the
+    # synthesizers); the other worker's first batch may overlap the window uncounted (conservative)
+    firsts = {min((r["started"], r["first"]) for _, r in arrivals if r["pid"] == pid)[1] for pid in
+              {r["pid"] for _, r in arrivals}}
+    rest = [r for _, r in arrivals if r["first"] not in firsts]
+    steady = sum(r["count"] for r in rest) / (last - min(r["started"] for r in rest)) if rest else float("nan")
     return {
+        "steady_pairs_per_s": steady,
         "pairs": n,
         "ray_init_s": t_init,
         "workers_start_s": first_start - t_submit,
@@ -151,8 +174,9 @@ def main() -> None:
     try:
         make_images(work / "input" / "clean", n, size)
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        t1, cpu1 = run_plain(ONE_THREAD, work / "input", work / "one_thread")
-        td, _ = run_plain(DEFAULT, work / "input", work / "default")
+        t1, cpu1 = run_plain(ONE_THREAD, work / "input", work / "one_thread", None)
+        t1w, _ = run_plain(ONE_THREAD, work / "input", work / "one_thread_warm", work / "warm_up")
+        td, _ = run_plain(DEFAULT, work / "input", work / "default", None)
         r = run_ray(work / "input", work / "ray", batch)
         result = {
             "images": n,
@@ -166,6 +190,9 @@ def main() -> None:
             "ray_2_workers_pairs_per_s": round(r["pairs_per_s"], 3),
             "ray_vs_1_thread": round(r["pairs_per_s"] / (n / t1), 3),
             "ray_vs_default": round(r["pairs_per_s"] / (n / td), 3),
+            "one_process_1_thread_warm_pairs_per_s": round(n / t1w, 3),
+            "ray_2_workers_steady_pairs_per_s": round(r["steady_pairs_per_s"], 3),
+            "ray_steady_vs_1_thread_warm": round(r["steady_pairs_per_s"] / (n / t1w), 3),
             "ray_overhead_per_pair_ms": round(r["overhead_per_pair_ms"], 1),
             "ray_runner_s_per_pair": round(r["runner_s_per_pair"], 4),
             "one_process_1_thread_s_per_pair": round(t1 / n, 4),

@@ -299,7 +299,7 @@ def run_batches(
             num_cpus=options.cpus_per_worker,
             num_gpus=options.gpus_per_worker or None,
         )
-        for row in mapped.iter_rows():
+        for row in _rows(mapped):
             report = json.loads(row["report"])
             if report["first"] in reports:  # delivered twice: the first one counts
                 continue
@@ -309,6 +309,18 @@ def run_batches(
             if report.get("error"):
                 raise BatchError(report["error"], report)
     return [reports[k] for k in sorted(reports)]
+
+
+def _rows(dataset: Any) -> Iterator[dict[str, Any]]:
+    """The dataset's rows; a failure inside Ray (a worker that cannot start, a bug) becomes one :class:`BatchError`."""
+    try:
+        yield from dataset.iter_rows()
+    except GenDegError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in its own types
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        detail = lines[-1] if lines else type(exc).__name__
+        raise BatchError(f"the Ray job failed: {detail} (Ray's logs have the details)", {}) from exc
 
 
 class BatchError(GenDegError):
