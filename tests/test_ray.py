@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,10 +28,21 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray with 2 CPUs, started the way `gendeg run --ray` starts one; the jobs below reuse it."""
-    with connect(RayOptions(workers=2)) as r:
-        assert r.cluster_resources().get("CPU") == 2
-        yield r
+    """A local Ray with 2 CPUs, started the way `gendeg run --ray` starts one; the jobs below reuse it.
+
+    Its token is set here (not made up by `connect`) so that a second driver can join it.
+    """
+    saved = os.environ.get("RAY_AUTH_TOKEN")
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    try:
+        with connect(RayOptions(workers=2)) as r:
+            assert r.cluster_resources().get("CPU") == 2
+            yield r
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AUTH_TOKEN", None)
+        else:
+            os.environ["RAY_AUTH_TOKEN"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +108,14 @@ def test_a_killed_worker_does_not_change_the_result(local_ray, job, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_job_resumes_where_it_stopped(local_ray, job, tmp_path):
+    """`gendeg run --ray --ray-address` joins the module's Ray; killed, its rerun skips the finished pairs."""
     root, wf, reference = job
     out = tmp_path / "ray"
     seed_output(out)
+    address = local_ray.get_runtime_context().gcs_address
     cmd = [sys.executable, "-m", "comfyui_gendeg", "run", str(wf), "--input-dir", str(root / "input"),
-           "--output-dir", str(out), "--ray", "--ray-workers", "2", "--ray-batch", "1", "--quiet"]
+           "--output-dir", str(out), "--ray", "--ray-address", address, "--ray-workers", "2", "--ray-batch", "1",
+           "--quiet"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     records = out / "pairs" / "records"
     deadline = time.monotonic() + 240
@@ -110,7 +125,7 @@ def test_a_killed_job_resumes_where_it_stopped(local_ray, job, tmp_path):
             assert time.monotonic() < deadline, "no pair was written in time"
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver, its local Ray and the workers: the whole job
+        os.killpg(proc.pid, signal.SIGKILL)  # the job's driver: Ray ends the job's workers with it
         proc.wait()
     done_before = len(list(records.glob("*.json")))
     assert done_before < 6 and not (out / "pairs" / "metadata.jsonl").exists()
