@@ -136,6 +136,37 @@ def test_batches_run_twice_and_in_any_order_give_the_plain_runs_files(tmp_path):
     assert summary.score_rows == 12 and summary.files == 6
 
 
+def test_a_shard_in_batches_plans_and_writes_as_the_plain_shard_run(tmp_path):
+    """`--shard 1/2 --ray`: the batches get the files' positions in the whole folder (the balanced plan needs them)."""
+    import argparse
+
+    from comfyui_gendeg.commands.run import apply_host_settings
+    from comfyui_gendeg.nodes import _ray_batch
+    from comfyui_gendeg.scale import _listing
+
+    make_folder(tmp_path / "input")
+    prompt = every_writer_prompt()
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(prompt))
+    assert cli.main(["run", str(wf), "--input-dir", str(tmp_path / "input"), "--output-dir", str(tmp_path / "plain"),
+                     "--shard", "1/2", "--quiet"]) == 0
+    reference = snapshot(tmp_path / "plain")
+    assert len([k for k in reference if k.startswith("pairs/degraded/")]) == 3
+
+    apply_host_settings(argparse.Namespace(input_dir=tmp_path / "input", output_dir=tmp_path / "out", shard="1/2"))
+    ex = make_executor()
+    order = ex.execution_order(prompt)
+    job = plan_folder_job(prompt, ex.registry, order)
+    names, positions = _listing(job)
+    assert names == ["img1.png", "img3.png", "img5.png"] and positions == [1, 3, 5]
+    spec = _spec(tmp_path, prompt, job)
+    run = _ray_batch.make_runner(spec)
+    reports = [dict(run(names[i:i + 2], positions[i:i + 2]), first=positions[i], count=len(names[i:i + 2]))
+               for i in (0, 2)]
+    _ray_batch.finalize(spec, reports, order)
+    assert snapshot(tmp_path / "out") == reference
+
+
 # --- the command line -----------------------------------------------------------------------------
 
 
