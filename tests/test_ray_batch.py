@@ -92,6 +92,28 @@ def test_the_shipped_folder_workflows_split_and_the_others_say_why():
     assert "no GenDeg Load Image Folder" in verdict["gendeg_synth_sweep"]
 
 
+def test_the_executor_caches_only_what_cacheable_accepts():
+    """A Ray worker's executor keeps its loaders between batches, never the last batch's images."""
+    prompt = {
+        "1": {"class_type": "GenDegSampleImage", "inputs": {"sample": "coffee.png"}},
+        "2": {"class_type": "GenDegSynthesize", "inputs": {"image": ["1", 0], "type": "noise", "intensity_mode": "strength",
+                                                            "mu": 0.05, "strength": 0.3, "seed": 1,
+                                                            "depth_near_is_bright": True, "tolerance": 0.005,
+                                                            "expert_params": ""}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+    from comfyui_gendeg.core.graph.executor import Executor
+
+    ex = Executor(make_executor().registry, cache=True, cacheable=lambda nid: nid == "1")
+    events = []
+    for _ in range(2):
+        ex.execute(prompt, on_event=lambda kind, data: events.append((kind, data.get("node"), data.get("nodes"))))
+    ran = [node for kind, node, _ in events if kind == "executing" and node]
+    assert ran == ["1", "2", "3", "2", "3"]  # the second run reused node 1 only
+    assert ("execution_cached", None, ["1"]) in events
+    assert ex.last_outputs["2"] == []  # released after its consumer ran, not kept
+
+
 # --- at-least-once delivery: a batch run twice changes nothing ------------------------------------
 
 
