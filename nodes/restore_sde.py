@@ -87,7 +87,8 @@ class GenDegIRSDELoader:
                     list(PRESET_NAMES),
                     {"default": "auto", "tooltip": "Which official task config the network was trained with (sets "
                      "max_sigma: 10 for IR-SDE deraining/deblurring, 30 for other IR-SDE tasks, 50 for Refusion and "
-                     "DA-CLIP). auto: from the weights manifest or the file name; asks you to choose if unsure."},
+                     "DA-CLIP). auto: the settings a gendeg train irsde file carries, else from the weights manifest or the file "
+                     "name; asks you to choose if unsure."},
                 ),
                 "daclip": (
                     [NONE, *host.model_choices("restore", _is_controller)],

@@ -318,6 +318,29 @@ def resolve_preset(preset: str, arch: str, filename: str) -> str:
 
 # --- public entry points ------------------------------------------------------------------
 
+#: The preset name of a network trained with ``gendeg train irsde`` (its SDE comes from the file).
+TRAINED_PRESET = "from the file (gendeg train irsde)"
+
+
+def trained_sde_settings(path: str | Path) -> dict[str, Any] | None:
+    """The SDE settings stored by ``gendeg train irsde`` in a safetensors header (None for other files)."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        return None
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            text = (fh.metadata() or {}).get("gendeg.irsde")
+        data = json.loads(text) if text else None
+    except Exception:  # noqa: BLE001 - unreadable here means "no settings"; reading the tensors reports the damage
+        return None
+    if not isinstance(data, dict) or not {"max_sigma", "T", "schedule", "eps"} <= set(data):
+        return None
+    return {k: data[k] for k in ("max_sigma", "T", "schedule", "eps")} | {"arch": data.get("arch")}
+
 
 def load_sde_restorer(
     path: str | Path,
@@ -333,8 +356,14 @@ def load_sde_restorer(
     """
     path = Path(path)
     net, arch, cfg = build_noise_net(read_checkpoint(path))
-    name = resolve_preset(preset, arch, path.name)
-    p = TASK_PRESETS[name]
+    trained = trained_sde_settings(path) if preset in ("auto", TRAINED_PRESET) else None
+    if trained is not None:
+        name, p = TRAINED_PRESET, trained
+    elif preset == TRAINED_PRESET:
+        raise InputError(f"{path.name} holds no SDE settings of gendeg train irsde; choose its task preset")
+    else:
+        name = resolve_preset(preset, arch, path.name)
+        p = TASK_PRESETS[name]
     sde = IRSDE.create(p["max_sigma"], T or p["T"], p["schedule"], p["eps"])
     daclip = None
     if arch == "daclip-unet":
