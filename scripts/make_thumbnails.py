@@ -31,6 +31,7 @@ PLAN = {
     "gendeg_restore_perceive_ir": ("chelsea.png", "haze", 0.5, "haze", "Perceive-IR + scores", "left"),
     "gendeg_restore_feedforward": ("coffee.png", "noise", 0.6, "noise", "NAFNet", "left"),
     "gendeg_restore_compare_loop": ("chelsea.png", "noise", 0.5, "noise", "3 restorers scored", "left"),
+    "gendeg_restore_driftrec": ("coffee.png", "jpeg", 0.95, "JPEG q10", "DriftRec vs FBCNN", "left"),
     "gendeg_quality_folder_csv": ("coffee.png", "jpeg", 0.8, "reference", "scored -> CSV", "right"),
     "gendeg_quality_degrade_restore_score": ("rocket.png", "noise", 0.5, "noise", "restored + scored", "left"),
     "gendeg_quality_dataset_gate": ("chelsea.png", "haze", 0.4, "clean", "quality gate", "right"),
