@@ -37,7 +37,8 @@ class GenDegDriftRecLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = [n for n in host.list_models("restore") if not n.endswith(".raw.driftrec.safetensors")]
+        files = [n for n in host.model_choices("restore", lambda e: e.family == "driftrec")
+                 if not n.endswith(".raw.driftrec.safetensors")]
         return {
             "required": {
                 "checkpoint": (files, {"tooltip": "DriftRec checkpoint in models/gendeg/restore: the official .ckpt, its "
@@ -50,6 +51,10 @@ class GenDegDriftRecLoader:
                         "(the official D2KF2K model uses OUVE, the CelebA-HQ one CosVE)."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint: str | None = None):
+        return host.validate_model("restore", checkpoint)
 
     def load(self, checkpoint: str, weights: str = "ema", sde: str = "auto"):
         path = resolve(checkpoint, host.model_search_dirs("restore"))

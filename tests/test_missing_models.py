@@ -151,7 +151,8 @@ def test_workflows_with_downloadable_weights_declare_them():
         for n in json.loads(p.read_text())["nodes"]
         for m in n.get("properties", {}).get("models", [])
     }
-    assert set(declared) == {"scunet_color_real_psnr.pth", "daclip/universal-ir.pth", "daclip/daclip_ViT-B-32.pt"}
+    assert set(declared) == {"scunet_color_real_psnr.pth", "daclip/universal-ir.pth", "daclip/daclip_ViT-B-32.pt",
+                             "fbcnn_color.pth"}
     hub = declared["daclip/universal-ir.pth"]
     assert hub["url"] == "https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/resolve/main/universal-ir.pth"
     assert hub["directory"] == "gendeg_restore" and hub["hash_type"] == "sha256"
