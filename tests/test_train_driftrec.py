@@ -158,3 +158,12 @@ def test_task_restores_validation_images_with_the_sampler(tmp_path):
     lq = torch.rand(1, 3, 20, 20)
     a, b = task.restore(net, lq), task.restore(net, lq)
     assert torch.equal(a, b) and a.shape == lq.shape and math.isfinite(float(a.sum()))
+
+
+def test_docs_carry_the_sde_schemas():
+    from comfyui_gendeg.core.train.schema import describe
+    from comfyui_gendeg.core.train.sde_config import IRSDEConfig
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+    for cls in (DriftRecConfig, IRSDEConfig):
+        assert "\n".join(describe(cls)) in doc, f"regenerate the {cls.__name__} schema block in docs/training.md"
