@@ -154,3 +154,16 @@ def test_example_config_is_valid_and_official():
     assert cfg.train.batch_size == 4 and cfg.data.crop == 128
     # defaults are the official ones even without the file
     assert IRSDEConfig().optim.lr == 1e-4 and IRSDEConfig().train.max_steps == 700_000
+
+
+def test_refusion_nafnet_gets_gradients_from_the_matching_loss(tmp_path):
+    cfg = load_config(write_config(tmp_path / "c.yaml", _config(tmp_path, model={"arch": "refusion-nafnet", "options": {
+        "width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1]}})), schema=IRSDEConfig)
+    task = IRSDETask(cfg)
+    net = task.build_network()
+    from comfyui_gendeg.core.train.engine import StepContext
+
+    batch = {"gt": torch.rand(2, 3, 16, 16), "lq": torch.rand(2, 3, 16, 16)}
+    terms = task.loss_terms(net, batch, StepContext(0, 0, torch.Generator().manual_seed(0), lambda: torch.autocast("cpu", enabled=False)))
+    terms["matching"].backward()
+    assert torch.isfinite(terms["matching"]) and net.intro.weight.grad is not None and float(net.intro.weight.grad.abs().sum()) > 0
