@@ -35,6 +35,7 @@ from .data.seeding import STREAM_INIT, derive_seed
 from .data.sources import list_clean
 from .engine import StepContext, TrainResult, TrainTask, run_training
 from .sde_config import DriftRecConfig
+from .validate import Validator
 
 
 def score_matching_loss(net: torch.nn.Module, sde: Any, x0: torch.Tensor, y: torch.Tensor, t_eps: float,
@@ -73,14 +74,26 @@ def build_driftrec_data(config: DriftRecConfig) -> TrainData:
     return build_data(generic, config.seed)
 
 
+class _WithFrozen(Validator):
+    """The loop hands over the trained entries only: the frozen Fourier ``W`` is taken from the network itself."""
+
+    def run(self, net: torch.nn.Module, weights: Mapping[str, torch.Tensor], step: int, device: torch.device) -> dict[str, float]:
+        return super().run(net, {**net.state_dict(), **weights}, step, device)
+
+
 class DriftRecTask(TrainTask):
-    """NCSN++ score network on ``cat(x_t, y)`` under DriftRec's score-matching objective."""
+    """NCSN++ score network on ``cat(x_t, y)`` under DriftRec's score-matching objective.
+
+    The Fourier embedding's ``W`` is a frozen parameter (as officially): the loop neither trains nor
+    checkpoints it; it is the same for a seed (initialisation) and goes into every export.
+    """
 
     name = "driftrec"
 
     def __init__(self, config: DriftRecConfig) -> None:
         self.config = config
         self.sde = make_sde(config.sde.name, config.sde.gamma, config.sde.sigma_min, config.sde.sigma_max)
+        self.net: NCSNpp | None = None
 
     def build_network(self) -> torch.nn.Module:
         cfg = self.config
@@ -94,6 +107,7 @@ class DriftRecTask(TrainTask):
                 raise InputError(f"{cfg.model.pretrained}: does not fit the configured NCSN++ (file: {file_cfg.get('nf')} "
                                  f"nf, ch_mult {file_cfg.get('ch_mult')}); set model.* to the file's settings")
             net.load_state_dict(sd)
+        self.net = net
         return net
 
     def loss_terms(self, model: torch.nn.Module, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
@@ -108,7 +122,12 @@ class DriftRecTask(TrainTask):
         g = torch.Generator().manual_seed(s.seed)
         return restore_driftrec(restorer, lq, steps=s.steps, t_end=s.t_end, generator=g, device=lq.device)
 
+    def validator(self, samples: list[dict[str, Any]], folder: Path, models_dir: Path | None) -> Any:
+        return _WithFrozen(samples, folder, self.restore, models_dir=models_dir) if samples else None
+
     def export(self, path: Path, weights: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
+        assert self.net is not None, "build_network() first"
+        weights = {**self.net.state_dict(), **weights}  # the frozen Fourier W with the (EMA) trained entries
         meta = {"format": "1", "arch": ARCH, "net": self.config.net_config(), "sde": self.sde.config(), "weights": "ema",
                 "t_eps": self.config.sde.t_eps, "source_format": "gendeg-train"}
         return export_model(path, weights, {**metadata, META_KEY: meta})
