@@ -35,7 +35,6 @@ from .data.seeding import STREAM_INIT, derive_seed
 from .data.sources import list_clean
 from .engine import StepContext, TrainResult, TrainTask, run_training
 from .sde_config import DriftRecConfig
-from .validate import Validator
 
 
 def score_matching_loss(net: torch.nn.Module, sde: Any, x0: torch.Tensor, y: torch.Tensor, t_eps: float,
@@ -72,13 +71,6 @@ def build_driftrec_data(config: DriftRecConfig) -> TrainData:
                          rot90=data.rot90, val_count=data.val_count, val_crop=data.val_crop, workers=data.workers,
                          cache_images=data.cache_images)
     return build_data(generic, config.seed)
-
-
-class _WithFrozen(Validator):
-    """The loop hands over the trained entries only: the frozen Fourier ``W`` is taken from the network itself."""
-
-    def run(self, net: torch.nn.Module, weights: Mapping[str, torch.Tensor], step: int, device: torch.device) -> dict[str, float]:
-        return super().run(net, {**net.state_dict(), **weights}, step, device)
 
 
 class DriftRecTask(TrainTask):
@@ -121,9 +113,6 @@ class DriftRecTask(TrainTask):
         restorer = DriftRecRestorer(net, self.sde, {})
         g = torch.Generator().manual_seed(s.seed)
         return restore_driftrec(restorer, lq, steps=s.steps, t_end=s.t_end, generator=g, device=lq.device)
-
-    def validator(self, samples: list[dict[str, Any]], folder: Path, models_dir: Path | None) -> Any:
-        return _WithFrozen(samples, folder, self.restore, models_dir=models_dir) if samples else None
 
     def export(self, path: Path, weights: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
         assert self.net is not None, "build_network() first"

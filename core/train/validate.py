@@ -59,7 +59,8 @@ class Validator:
     def run(self, net: torch.nn.Module, weights: Mapping[str, torch.Tensor], step: int, device: torch.device) -> dict[str, float]:
         """Scores of the network with ``weights`` (the EMA) on every validation pair; writes the grid."""
         model = copy.deepcopy(net)
-        model.load_state_dict(weights)
+        # ``weights`` holds the trained entries (EMA); frozen ones (e.g. DriftRec's Fourier W) stay as in ``net``
+        model.load_state_dict({**net.state_dict(), **weights})
         model.eval()
         rows: list[dict[str, float]] = []
         base_rows: list[dict[str, float]] = []
