@@ -435,6 +435,6 @@ def _ms_ssim_tiles(src: _Source, levels: int) -> int:
         total += _ssim_tiles(src.b, src.c, h, w, budget)
         if level < levels - 1:
             pad = max(h % 2, w % 2)
-            total += src.b * len(_spans((h + pad) // 2, _down_rows(c_read, w, budget)))
+            total += 2 * src.b * len(_spans((h + pad) // 2, _down_rows(c_read, w, budget)))  # both images
             h, w, c_read = (h + pad) // 2, (w + pad) // 2, src.c
     return total
