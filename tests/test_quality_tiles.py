@@ -76,7 +76,7 @@ def test_tiles_equal_the_whole_image_computation(case, tiny_tiles):
     x, y = x.to(o.get("dtype", torch.float32)), y.to(o.get("dtype", torch.float32))
     # the tiling really splits this image in rows and columns
     c = 1 if y_channel or x.shape[1] == 1 else 3
-    rows, cols = fullref._ssim_plan(c, x.shape[-1] - 2 * crop, fullref.CPU_TILE_ELEMENTS)
+    rows, cols = fullref._ssim_plan(c, x.shape[-2] - 2 * crop, x.shape[-1] - 2 * crop, fullref.CPU_TILE_ELEMENTS)
     assert rows < x.shape[-2] - 2 * crop - 10 and cols < x.shape[-1] - 2 * crop - 10
     xe = x.expand(y.shape[0], -1, -1, -1)
     kw = dict(y_channel=y_channel, crop=crop)

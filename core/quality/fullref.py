@@ -280,7 +280,7 @@ def _spans(n: int, step: int) -> list[tuple[int, int]]:
 
 
 def _sse_rows(src: _Source) -> int:
-    return max(1, 4 * src.tile_elements // (src.t.shape[1] * src.w))
+    return min(src.h, max(1, 4 * src.tile_elements // (src.t.shape[1] * src.w)))
 
 
 def _sse_tiles(src: _Source) -> int:
@@ -314,16 +314,16 @@ def _sse(a: _Source, b: _Source, tick: _Ticker) -> torch.Tensor:
 # SSIM: tiles with a 10-pixel halo; five moment maps filtered by separable 11-tap passes.
 
 
-def _ssim_plan(c: int, w: int, budget: int) -> tuple[int, int]:
-    """(output rows, output columns) per tile of a ``c``-channel image ``w`` pixels wide."""
-    wo = w - _HALO
+def _ssim_plan(c: int, h: int, w: int, budget: int) -> tuple[int, int]:
+    """(output rows, output columns) per tile of a ``c``-channel ``h``×``w`` image."""
+    ho, wo = h - _HALO, w - _HALO
     cols = wo if c * w * (MIN_TILE + _HALO) <= budget else max(MIN_TILE, budget // (c * (MIN_TILE + _HALO)) - _HALO)
-    rows = max(MIN_TILE, budget // (c * (cols + _HALO)) - _HALO)
-    return rows, cols
+    rows = max(MIN_TILE, budget // (c * (min(cols, wo) + _HALO)) - _HALO)
+    return min(rows, ho), min(cols, wo)
 
 
 def _ssim_tiles(b: int, c: int, h: int, w: int, budget: int) -> int:
-    rows, cols = _ssim_plan(c, w, budget)
+    rows, cols = _ssim_plan(c, h, w, budget)
     return b * len(_spans(h - _HALO, rows)) * len(_spans(w - _HALO, cols))
 
 
@@ -379,7 +379,7 @@ def _ssim_tile(x: torch.Tensor, y: torch.Tensor, buf: _SsimBuffers, want_ssim: b
 
 def _ssim_sums(a: _Source, b: _Source, tick: _Ticker, *, want_ssim: bool, want_cs: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Sums over the valid region of the SSIM / contrast-structure maps, ``[B,C]`` float64 each."""
-    rows, cols = _ssim_plan(a.c, a.w, a.tile_elements)
+    rows, cols = _ssim_plan(a.c, a.h, a.w, a.tile_elements)
     buf = _SsimBuffers(a.c, rows, cols, a.t.device)
     ho, wo = a.h - _HALO, a.w - _HALO
     s_out, cs_out = [], []
