@@ -120,6 +120,10 @@ def test_every_tile_is_checked(metric, tiny_tiles):
     bad[0, 1, 1, 100] = -0.5  # inside the cropped border: never tiled, still checked
     with pytest.raises(InputError, match=r"image: values must be in 0\.\.1"):
         getattr(fullref, metric)(x, bad, crop=4)
+    bad[0, 1, 1, 100] = 0.5
+    bad[1, 2, 60, -2] = float("nan")
+    with pytest.raises(InputError, match="image: contains NaN"):
+        getattr(fullref, metric)(x, bad, crop=4)
     bad = x[:1].clone()
     bad[0, 0, -1, -1] = float("inf")  # one reference for the whole batch
     with pytest.raises(InputError, match="reference: contains NaN or infinite"):

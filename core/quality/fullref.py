@@ -262,9 +262,8 @@ def _check_border(t: torch.Tensor, border: int, name: str) -> None:
         crop_border(t, border)  # raises the usual message
     t = t[:1] if t.stride(0) == 0 else t
     parts = (t[..., :border, :], t[..., h - border:, :], t[..., border:h - border, :border], t[..., border:h - border, w - border:])
-    lo = min(float(torch.aminmax(p.detach())[0]) for p in parts)
-    hi = max(float(torch.aminmax(p.detach())[1]) for p in parts)
-    check_value_range(lo, hi, name)
+    ext = torch.stack([torch.stack(torch.aminmax(p.detach())) for p in parts])  # [4, (min, max)]; NaN propagates
+    check_value_range(float(ext[:, 0].min()), float(ext[:, 1].max()), name)
 
 
 def _check_values(*sources: _Source) -> None:
@@ -303,9 +302,10 @@ def _sse(a: _Source, b: _Source, tick: _Ticker) -> torch.Tensor:
         for r0, r1 in _spans(a.h, rows):
             x, y = a.tile(i, r0, r1), b.tile(i, r0, r1)
             order = _memory_order(y)  # the sum does not care about the order: read both in the image's
-            d = flat[: x.numel()].view([x.shape[k] for k in order])
-            torch.sub(x.permute(order), y.permute(order), out=d)
-            parts.append(torch.dot(d.view(-1), d.view(-1)))
+            x, y = x.permute(order), y.permute(order)
+            d = flat[: x.numel()]
+            torch.sub(x, y, out=d.view(x.shape))
+            parts.append(torch.dot(d, d))
             tick()
         out.append(torch.stack(parts).double().sum())
     return torch.stack(out)
