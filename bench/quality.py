@@ -10,17 +10,17 @@ reference alternate inside every repeat, so both see the same machine load; the 
 the median wall-clock and process CPU time per batch, the ratios (reference / ours: above 1
 means ours is faster) and the largest |ours − reference|. The 1-minute load average is printed
 before and after (the machine may be shared). PIQE, NIQE (a random pristine model), LPIPS and
-DISTS (random full-size backbones) are timed too, ours only. With CUDA present (and not
+DISTS (random full-size backbones, one pair) are timed too, ours only. With CUDA present (and not
 ``--smoke``) our metrics are also timed on the GPU.
 
 Big images (``--big``): one image pair per size (same aspect 3:2), each metric in its own child
-process so that its peak resident memory (``ru_maxrss``, the whole process: interpreter, torch,
+process so that its peak resident memory (``VmHWM``, the whole process: interpreter, torch,
 both images) and seconds are its own; the whole-image computation (the differentiable
 ``ssim_values`` / ``ms_ssim_values`` cores, a plain float64 MSE for PSNR) is the reference for
-the values and for memory, up to ``--whole-max-mp``. Then ``gendeg score REF IMG -m
+the values and for memory, up to ``--whole-max-mp`` (not in ``--smoke``). Then ``gendeg score REF IMG -m
 psnr,ssim,ms_ssim`` end to end on PNG files of each size (loading included). Usage::
 
-    python bench/quality.py --smoke        # CPU, ~30 s: 2 images of 512², networks at 256², tiny --big sizes
+    python bench/quality.py --smoke        # CPU, ~25 s of CPU: 2 images of 512², networks at 256², one tiny --big size
     python bench/quality.py                # 8 images of 512², 9 repeats, CPU (and CUDA when present)
     python bench/quality.py --big          # 1.5, 6 and 24 MP pairs: peak RSS and seconds per metric and end to end
 """
@@ -114,19 +114,21 @@ def speed(args) -> dict:
                          "speedup_wall": t["ref_ms"] / t["ours_ms"], "speedup_cpu": t["ref_cpu_ms"] / t["ours_cpu_ms"],
                          "max_abs_diff": diff})
     load_after = _load()
-    if not args.no_nets:
+    if not args.no_nets:  # speed only, ours: one pair for the networks (their memory grows with the batch)
         mu, cov = torch.zeros(36), torch.eye(36)
-        n_net, s_net = (1, 256) if args.smoke else (b, s)
-        r, x = ref[:n_net, :, :s_net, :s_net], img[:n_net, :, :s_net, :s_net]
+        s_net = 256 if args.smoke else s
         n_niqe = 1 if args.smoke else b
-        others = {"piqe": (lambda: piqe(img), b, s), "niqe": (lambda: niqe(img[:n_niqe], mu, cov), n_niqe, s)}
-        with torch.no_grad():
+        cases = [("piqe", "cpu", lambda: piqe(img), b, s), ("niqe", "cpu", lambda: niqe(img[:n_niqe], mu, cov), n_niqe, s)]
+        for dev in devices:
+            r, x = ref[:1, :, :s_net, :s_net].to(dev), img[:1, :, :s_net, :s_net].to(dev)
             for name, net in (("lpips_alex", LPIPS("alex")), ("lpips_vgg", LPIPS("vgg")), ("dists", DISTS())):
-                others[name] = (lambda net=net: net(r, x), n_net, s_net)
-            for name, (fn, n, size) in others.items():
+                cases.append((name, dev.type, lambda net=net.to(dev), r=r, x=x: net(r, x), 1, s_net))
+        with torch.no_grad():
+            for name, dev_type, fn, n, size in cases:
+                dev = torch.device(dev_type)
                 fn()
-                ts = [_time(fn) for _ in range(max(1, args.repeats // 3))]
-                rows.append({"metric": name, "device": "cpu", "batch": n, "size": size, "ours_ms": statistics.median(t[0] for t in ts),
+                ts = [_time(fn, dev) for _ in range(max(1, args.repeats // 3))]
+                rows.append({"metric": name, "device": dev_type, "batch": n, "size": size, "ours_ms": statistics.median(t[0] for t in ts),
                              "ours_cpu_ms": statistics.median(t[1] for t in ts)})
     return {"load_before": load_before, "load_after": load_after, "rows": rows}
 
