@@ -110,7 +110,8 @@ def run_score(args: argparse.Namespace) -> int:
     for path in images:
         img = load_image(path)
         with explain_out_of_memory("score", img.shape[-1], img.shape[-2], device=device):
-            s = api.score(img.to(device), metrics, ref, models=models, y_channel=args.y_channel, crop=args.crop_border)
+            s = api.score(img.to(device), metrics, ref, models=models, y_channel=args.y_channel, crop=args.crop_border,
+                          progress=_progress_for(img, path))
         records.append({"file": path, **{k: float(v[0]) for k, v in s.items()}})
     keys = [k for k in records[0] if k != "file"]
     mean = {k: sum(r[k] for r in records) / len(records) for k in keys}
@@ -121,6 +122,19 @@ def run_score(args: argparse.Namespace) -> int:
     json.dump(_finite(out), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
     return 0
+
+
+#: Images from this many pixels on get a progress bar while they are scored.
+PROGRESS_PIXELS = 4_000_000
+
+
+def _progress_for(img, path: str):  # noqa: ANN202 - a progress callable or None
+    """A progress bar (stderr; off with GENDEG_NO_PROGRESS=1) for a big image, else None."""
+    if img.shape[-2] * img.shape[-1] < PROGRESS_PIXELS:
+        return None
+    from ..nodes import host
+
+    return host.progress(1, f"score {Path(path).name}")
 
 
 def _finite(obj):

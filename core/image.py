@@ -22,11 +22,14 @@ from .errors import InputError
 MAX_SIDE = 16384
 
 
-def check_image(x: torch.Tensor, name: str = "image", *, layout: str = "BCHW", allow_range: bool = False) -> None:
+def check_image(x: torch.Tensor, name: str = "image", *, layout: str = "BCHW", allow_range: bool = False,
+                values: bool = True) -> None:
     """Raise :class:`InputError` unless ``x`` is a finite float image batch of 1-4 channels.
 
     ``layout`` is ``"BCHW"`` (core) or ``"BHWC"`` (ComfyUI IMAGE). Values must lie in 0..1
-    (a tolerance of 1e-3 is allowed for rounding) unless ``allow_range``.
+    (a tolerance of 1e-3 is allowed for rounding) unless ``allow_range``. ``values=False`` checks
+    type and shape only, for callers that check the values in the same pass as their own work
+    (with :func:`check_value_range`).
     """
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
@@ -45,9 +48,16 @@ def check_image(x: torch.Tensor, name: str = "image", *, layout: str = "BCHW", a
         raise InputError(f"{name}: {w}x{h} is larger than the {MAX_SIDE}px limit; downscale or tile it first")
     if not x.is_floating_point():
         raise InputError(f"{name}: expected a float tensor with values in 0..1, got dtype {x.dtype}")
+    if not values:
+        return
     # one pass: min and max propagate NaN, and an infinity shows up in one of them
     lo_t, hi_t = torch.aminmax(x.detach())
-    lo, hi = float(lo_t), float(hi_t)
+    check_value_range(float(lo_t), float(hi_t), name, allow_range=allow_range)
+
+
+def check_value_range(lo: float, hi: float, name: str = "image", *, allow_range: bool = False) -> None:
+    """Raise :class:`InputError` unless the minimum ``lo`` and maximum ``hi`` of an image are finite
+    and (unless ``allow_range``) within 0..1 give or take 1e-3."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError(f"{name}: contains NaN or infinite values; check the node that produced it")
     if not allow_range and (lo < -1e-3 or hi > 1 + 1e-3):

@@ -16,6 +16,12 @@ clip_iqa    CLIP     0..1            higher (IQA_MODEL clip-iqa: ResNet-50 CLIP 
                                             a ViT CLIP folder = variant, not comparable with published numbers)
 perceiver   CLIP+p.  0..1            higher (IQA_MODEL perceiver; also p_excellent/p_mediocre/p_terrible)
 =========== ======== =============== ======================================
+
+Image size: psnr, ssim and ms_ssim read the images tile by tile (bounded memory, time linear in
+the pixels, any size the loaders accept). lpips and dists run whole images through VGG16/AlexNet,
+whose activations take about 1.8 KB (VGG) / 0.2 KB (AlexNet) per pixel; images above
+:data:`NET_MEMORY_BUDGET` worth of them (2.3 MP for VGG, 19.5 MP for AlexNet) are refused with
+a one-line error, because tiling would change their whole-image pooling.
 """
 
 from __future__ import annotations
@@ -34,12 +40,20 @@ from . import fullref
 from .piqe import piqe
 
 FULL_REFERENCE = ("psnr", "ssim", "ms_ssim", "lpips", "dists")
+#: Full-reference metrics without weights, computed tile by tile (any image size).
+PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
 NO_REFERENCE = ("piqe", "niqe", "clip_iqa", "perceiver")
 HIGHER_IS_BETTER = {
     "psnr": True, "ssim": True, "ms_ssim": True, "lpips": False, "dists": False,
     "piqe": False, "niqe": False, "clip_iqa": True, "perceiver": True,
     "p_excellent": True, "p_mediocre": False, "p_terrible": False,
 }
+#: Peak memory of one reference/image pair through the LPIPS/DISTS networks, bytes per pixel
+#: (measured on the CPU at 512² and 1024², batch 1; about the same on a GPU).
+NET_BYTES_PER_PIXEL = {"lpips-alex": 220, "lpips-vgg": 1800, "dists": 1850}
+#: Memory LPIPS/DISTS may use per call: larger images are refused (4 GiB: 2.3 MP for the VGG
+#: ones, e.g. 1536x1536; 19.5 MP for LPIPS-alex), batches are split to stay below it.
+NET_MEMORY_BUDGET = 4 * 2**30
 #: Metrics computed by an IQA_MODEL (kind -> metric name).
 MODEL_KINDS = {"lpips-alex": "lpips", "lpips-vgg": "lpips", "dists": "dists", "niqe": "niqe",
                "clip-iqa": "clip_iqa", "perceiver": "perceiver"}
@@ -179,8 +193,10 @@ def score(image: torch.Tensor, metrics: Sequence[str], reference: torch.Tensor |
     """Every requested metric for ``[B,C,H,W]`` images in 0..1 -> ``{name: [B] float32 CPU}``.
 
     Full-reference metrics need ``reference`` (batch 1 or B, same size and channels).
-    ``y_channel``/``crop`` apply to PSNR, SSIM and MS-SSIM. Work is split in batches of
-    ``batch_size``; ``progress(i, n)`` is called after each.
+    ``y_channel``/``crop`` apply to PSNR, SSIM and MS-SSIM; those three read the images in
+    tiles, in bounded memory whatever their size. LPIPS and DISTS refuse images above
+    :data:`NET_MAX_PIXELS`. Work is split in batches of ``batch_size``; ``progress(i, n)``
+    reports the share done (every tile of the pixel metrics, every batch of the others).
     """
     metrics = list(metrics)
     if image.ndim != 4 or image.shape[0] == 0:
@@ -191,9 +207,14 @@ def score(image: torch.Tensor, metrics: Sequence[str], reference: torch.Tensor |
     if reference is not None:
         from .common import check_pair
 
-        check_pair(reference, image)  # clear errors before any work
+        # clear errors before any work; the pixel metrics check the values in their own pass
+        check_pair(reference, image, values=not set(metrics) <= set(PIXEL_METRICS))
+    nets = {m: _model_for(m, models) for m in metrics if m in ("lpips", "dists")}
+    for model in nets.values():
+        check_net_size(model.kind, image)
     b = image.shape[0]
     chunks = list(range(0, b, batch_size))
+    steps = len(chunks) * len(metrics)
     out: dict[str, list[torch.Tensor]] = {}
     for ci, start in enumerate(chunks):
         img = image[start : start + batch_size]
@@ -201,19 +222,50 @@ def score(image: torch.Tensor, metrics: Sequence[str], reference: torch.Tensor |
         if reference is not None:
             ref = reference if reference.shape[0] == 1 else reference[start : start + batch_size]
             ref = ref.to(img.device)
-        for m in metrics:
-            if m in ("psnr", "ssim", "ms_ssim"):
+        for mi, m in enumerate(metrics):
+            step = ci * len(metrics) + mi
+            if m in PIXEL_METRICS:
                 fn = getattr(fullref, m)
-                res = {m: fn(ref, img, y_channel=y_channel, crop=crop).cpu()}
+                res = {m: fn(ref, img, y_channel=y_channel, crop=crop, progress=_share(progress, step, steps)).cpu()}
             elif m == "piqe":
                 res = {"piqe": piqe(img).cpu()}
+            elif m in nets:  # as many images per call as fit the memory budget
+                per_call = max(1, NET_MEMORY_BUDGET // (img.shape[-2] * img.shape[-1] * NET_BYTES_PER_PIXEL[nets[m].kind]))
+                parts = [nets[m](img[j : j + per_call], ref if ref.shape[0] == 1 else ref[j : j + per_call])[m]
+                         for j in range(0, img.shape[0], per_call)]
+                res = {m: torch.cat(parts)}
             else:
                 res = _model_for(m, models)(img, ref)
             for k, v in res.items():
                 out.setdefault(k, []).append(v.float())
-        if progress is not None:
-            progress(ci + 1, len(chunks))
+            if progress is not None:
+                progress((step + 1) * _SHARE, steps * _SHARE)
     return {k: torch.cat(v) for k, v in out.items()}
+
+
+_SHARE = 100
+
+
+def _share(progress: Callable[[int, int], None] | None, step: int, steps: int) -> Callable[[int, int], None] | None:
+    """``progress`` for the ``step``-th of ``steps`` equal parts of a job, as ``_SHARE`` sub-steps."""
+    if progress is None:
+        return None
+    return lambda i, n: progress(step * _SHARE + (_SHARE * i) // max(n, 1), steps * _SHARE)
+
+
+def check_net_size(kind: str, image: torch.Tensor) -> None:
+    """Refuse LPIPS/DISTS (model ``kind``) on images whose network activations would need more than
+    :data:`NET_MEMORY_BUDGET`; their scores pool over the whole image, so tiles would change them."""
+    h, w = image.shape[-2:]
+    per_px = NET_BYTES_PER_PIXEL[kind]
+    if h * w * per_px > NET_MEMORY_BUDGET:
+        limit = NET_MEMORY_BUDGET // per_px
+        side = math.isqrt(limit)
+        raise InputError(
+            f"{MODEL_KINDS[kind]} ({kind}) on {w}x{h} ({h * w / 1e6:.1f} MP) would need about {h * w * per_px / 2**30:.1f} GB "
+            f"for its network; the limit is {limit / 1e6:.1f} MP per image (e.g. {side}x{side}): downscale or crop both "
+            "images first (psnr, ssim and ms_ssim have no size limit)"
+        )
 
 
 def rows(scores: Mapping[str, torch.Tensor], names: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -36,14 +36,16 @@ def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
     return (Y_OFFSET + (x[:, :3] * w).sum(dim=1, keepdim=True)) / 255.0
 
 
-def check_pair(reference: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def check_pair(reference: torch.Tensor, image: torch.Tensor, *, values: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a full-reference pair; returns both with alpha dropped and batch sizes matched.
 
-    A reference batch of 1 is compared against every image of ``image``. Shapes must agree
-    otherwise (same H, W and channel count); the error says what to do.
+    A reference batch of 1 is compared against every image of ``image`` (expanded, not copied).
+    Shapes must agree otherwise (same H, W and channel count); the error says what to do.
+    ``values=False`` skips the pass over the pixels (finite, 0..1) for callers that check them
+    while they compute (see :func:`check_value_range`).
     """
-    check_image(reference, "reference")
-    check_image(image, "image")
+    check_image(reference, "reference", values=values)
+    check_image(image, "image", values=values)
     if reference.shape[1] != image.shape[1]:
         raise InputError(
             f"reference has {reference.shape[1]} channels and image has {image.shape[1]}; "
