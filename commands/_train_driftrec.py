@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._sde_train import add_common_arguments, run_command
+from ._common_train import add_common_arguments, run_command
 
 
 def register_train(ts: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register_train(ts: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train_driftrec)
 
 
-def _check(config) -> dict:
+def _check(config):
     import torch
 
     from ..core.restore.nets.ncsnpp import NCSNpp
@@ -29,7 +29,7 @@ def _check(config) -> dict:
 
     with torch.device("meta"):
         NCSNpp(**config.net_config())
-    return build_driftrec_data(config).summary
+    return build_driftrec_data(config)
 
 
 def run_train_driftrec(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 
 
 def register_train(ts: argparse._SubParsersAction) -> None:
-    from ._sde_train import add_common_arguments
+    from ._common_train import add_common_arguments
 
     p = ts.add_parser(
         "irsde",
@@ -27,13 +27,13 @@ def _check(config) -> dict:
     from ..core.train.irsde_task import build_irsde_net
 
     build_irsde_net(config.model.arch, config.model.options)
-    return build_data(config.data, config.seed).summary
+    return build_data(config.data, config.seed)
 
 
 def run_train_irsde(args: argparse.Namespace) -> int:
     from ..core.train.irsde_task import ARCH_DOCS, ARCH_OPTIONS, train_irsde
     from ..core.train.sde_config import IRSDEConfig
-    from ._sde_train import run_command
+    from ._common_train import run_command
 
     if args.archs:
         for name, opts in ARCH_OPTIONS.items():

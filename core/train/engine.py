@@ -364,6 +364,17 @@ class RestorerTask(TrainTask):
 # the loop
 
 
+def restorer_task(config: RestorerConfig, models_dir: str | Path | None = None) -> TrainTask:
+    """The task that trains ``config.model.arch``: the plain restorer objective, or the architecture's own."""
+    task_class = get_arch(config.model.arch).task or RestorerTask  # an architecture may bring its own objective
+    return task_class(config, Path(models_dir or os.environ.get("GENDEG_MODELS_DIR", "models")))
+
+
+def restorer_data(config: RestorerConfig) -> TrainData:
+    """The training data of ``config`` (with second crops when the architecture's objective needs them)."""
+    return build_data(config.data, config.seed, positive=restorer_task(config).positive_crops)
+
+
 def train_restorer(
     config: RestorerConfig,
     *,
@@ -374,9 +385,8 @@ def train_restorer(
     data: TrainData | None = None,
 ) -> TrainResult:
     """Train the restorer described by ``config``; returns where the model went and the last figures."""
-    task_class = get_arch(config.model.arch).task or RestorerTask  # an architecture may bring its own objective
-    task = task_class(config, Path(models_dir or os.environ.get("GENDEG_MODELS_DIR", "models")))
-    data = data or build_data(config.data, config.seed, positive=task.positive_crops)
+    task = restorer_task(config, models_dir)
+    data = data or restorer_data(config)
     return run_training(config, task, data, device=device, resume=resume, progress=progress, models_dir=task.models_dir)
 
 
