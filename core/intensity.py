@@ -68,13 +68,43 @@ def _pil_weights(in_size: int, out_size: int) -> torch.Tensor:
 
 def _resample_axis(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """One Pillow pass along the last axis: ``x`` holds integers 0..255 (float64)."""
-    acc = x @ weights.T.to(x.device) + float(1 << (_PRECISION_BITS - 1))
+    acc = _banded_matmul(x, weights) + float(1 << (_PRECISION_BITS - 1))
     return torch.floor(acc / float(1 << _PRECISION_BITS)).clamp_(0, 255)
+
+
+@lru_cache(maxsize=64)
+def _bands(in_size: int, out_size: int, block: int = 16) -> tuple[tuple[int, int, int, int, torch.Tensor], ...]:
+    """The non-zero part of Pillow's weight matrix as dense blocks of ``block`` outputs:
+    ``(out0, out1, in0, in1, weights[in0:in1, out0:out1])`` (each output reads a narrow window)."""
+    w = _pil_weights(in_size, out_size)
+    nz = w != 0
+    first = torch.where(nz.any(dim=1), nz.float().argmax(dim=1), torch.zeros(out_size, dtype=torch.long))
+    last = in_size - 1 - nz.flip(1).float().argmax(dim=1)
+    out = []
+    for j0 in range(0, out_size, block):
+        j1 = min(out_size, j0 + block)
+        c0, c1 = int(first[j0:j1].min()), int(last[j0:j1].max()) + 1
+        out.append((j0, j1, c0, c1, w[j0:j1, c0:c1].T.contiguous()))
+    return tuple(out)
+
+
+def _banded_matmul(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``x @ weights.T`` (float64, along the last axis) reading only each output's window.
+
+    Sums of integer products are exact in float64 in any order, so this equals the dense product.
+    """
+    out_size, in_size = weights.shape
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, in_size)  # rows of the image: each block reads a column window of them
+    dev = x.device
+    y = torch.cat([torch.mm(x2[:, c0:c1], blk.to(dev)) for _, _, c0, c1, blk in _bands(in_size, out_size)], dim=1)
+    return y.view(*lead, out_size)
 
 
 def quantize8(x: torch.Tensor) -> torch.Tensor:
     """0..1 floats -> integers 0..255 (as float64), rounding like 8-bit image writing."""
-    return torch.floor(x.double().clamp(0, 1) * 255.0 + 0.5)
+    q = x.to(torch.float64, copy=True)
+    return q.clamp_(0, 1).mul_(255.0).add_(0.5).floor_()
 
 
 def pil_lanczos_resize(x8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -110,6 +140,8 @@ def measure_intensity(
     degraded: torch.Tensor,
     size: int | None = MEASURE_SIZE,
     quantize: bool = True,
+    *,
+    clean_reduced: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image GenDeg intensity (μ, σ), each ``[B]`` float32, of ``[B,C,H,W]`` images in 0..1.
 
@@ -118,7 +150,18 @@ def measure_intensity(
     Like the official code, the two images may differ in size (each is squashed to 256×256).
     ``size=None`` measures at the native resolution; ``quantize=False`` skips the 8-bit
     rounding and uses a float Lanczos with the same weights (for differentiable-ish use).
+    ``clean_reduced``: :func:`reduce_for_measure` of ``clean``, to compare many degraded
+    versions of one clean image without reducing it again (default size and quantisation only).
+    Images of any size are read in row strips: memory stays bounded (a few tens of MB).
     """
+    if clean_reduced is not None:
+        if size != MEASURE_SIZE or not quantize:
+            raise InputError("clean_reduced only applies to the default measure (256x256, 8-bit)")
+        if degraded.ndim != 4 or clean_reduced.shape[0] != degraded.shape[0]:
+            raise InputError(f"clean_reduced has {clean_reduced.shape[0]} images, degraded {tuple(degraded.shape)}")
+        reduced = reduce_for_measure(degraded).to(clean_reduced.device)
+        diff = (clean_reduced - reduced).abs_().div_(255.0).flatten(1)
+        return diff.mean(dim=1).float(), diff.std(dim=1, unbiased=False).float()
     if clean.ndim != 4 or degraded.ndim != 4:
         raise InputError(f"expected [B,C,H,W] images, got shapes {tuple(clean.shape)} and {tuple(degraded.shape)}")
     if clean.shape[0] != degraded.shape[0]:
@@ -137,28 +180,69 @@ def measure_intensity(
     return torch.cat(mus), torch.cat(sigmas)
 
 
+def reduce_for_measure(x: torch.Tensor, size: int = MEASURE_SIZE) -> torch.Tensor:
+    """``[B,C,H,W]`` 0..1 -> ``[B,3,size,size]`` float64 8-bit values: what :func:`measure_intensity`
+    compares (RGB, quantised, Pillow Lanczos), one image at a time, in row strips."""
+    if x.ndim != 4:
+        raise InputError(f"expected [B,C,H,W] images, got shape {tuple(x.shape)}")
+    parts = []
+    for i in range(x.shape[0]):
+        xi = _rgb(x[i : i + 1])
+        parts.append(_downscale(xi.cpu() if xi.device.type == "mps" else xi, size, True))
+    return torch.cat(parts)
+
+
+#: the measure reads images in row strips of about this many pixels (bounded memory for any size)
+MEASURE_STRIP_PIXELS = 1 << 20
+
+
 def _measure(clean: torch.Tensor, degraded: torch.Tensor, size: int | None, quantize: bool) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = _rgb(clean), _rgb(degraded)
     if a.device.type == "mps":  # no float64 on Apple GPUs: the exact integer sums run on the CPU
         a, b = a.cpu(), b.cpu()
+    if size is None:
+        n = a[0].numel()
+        total = torch.zeros((), dtype=torch.float64, device=a.device)
+        total_sq = torch.zeros((), dtype=torch.float64, device=a.device)
+        for y0, y1 in _row_strips(a.shape[-2], a.shape[-1]):
+            d = (_prepare(a[..., y0:y1, :], quantize) - _prepare(b[..., y0:y1, :], quantize)).abs_()
+            if quantize:
+                d.div_(255.0)
+            total += d.sum()
+            total_sq += (d * d).sum()
+        mean = total / n
+        std = (total_sq / n - mean * mean).clamp_min(0).sqrt()
+        return mean.view(1).float(), std.view(1).float()
+    a, b = _downscale(a, size, quantize), _downscale(b, size, quantize)
+    diff = (a - b).abs().flatten(1)
     if quantize:
-        a, b = quantize8(a), quantize8(b)
-        if size is not None:
-            a, b = pil_lanczos_resize(a, (size, size)), pil_lanczos_resize(b, (size, size))
-        diff = ((a - b).abs() / 255.0).flatten(1)
-    else:
-        a, b = a.double(), b.double()
-        if size is not None:
-            a, b = _float_lanczos(a, size), _float_lanczos(b, size)
-        diff = (a - b).abs().flatten(1)
+        diff = diff / 255.0
     return diff.mean(dim=1).float(), diff.std(dim=1, unbiased=False).float()
 
 
-def _float_lanczos(x: torch.Tensor, size: int) -> torch.Tensor:
+def _row_strips(h: int, w: int) -> list[tuple[int, int]]:
+    rows = max(1, MEASURE_STRIP_PIXELS // max(w, 1))
+    return [(y0, min(h, y0 + rows)) for y0 in range(0, h, rows)]
+
+
+def _prepare(x: torch.Tensor, quantize: bool) -> torch.Tensor:
+    return quantize8(x) if quantize else x.double()
+
+
+def _downscale(x: torch.Tensor, size: int, quantize: bool) -> torch.Tensor:
+    """``[1,3,H,W]`` -> ``[1,3,size,size]`` float64: Pillow's Lanczos on 8-bit values (``quantize``)
+    or the same weights in floating point; horizontal pass strip by strip, then the vertical pass."""
     h, w = x.shape[-2:]
     one = float(1 << _PRECISION_BITS)
-    if w != size:
-        x = x @ (_pil_weights(w, size) / one).T.to(x.device)
+    parts = []
+    for y0, y1 in _row_strips(h, w):
+        xr = _prepare(x[..., y0:y1, :], quantize)
+        if w != size:
+            xr = _resample_axis(xr, _pil_weights(w, size)) if quantize else _banded_matmul(xr, _pil_weights(w, size)) / one
+        parts.append(xr)
+    xh = torch.cat(parts, dim=-2) if len(parts) > 1 else parts[0]
     if h != size:
-        x = (x.transpose(-1, -2) @ (_pil_weights(h, size) / one).T.to(x.device)).transpose(-1, -2)
-    return x
+        xt = xh.transpose(-1, -2).contiguous()
+        xt = _resample_axis(xt, _pil_weights(h, size)) if quantize else _banded_matmul(xt, _pil_weights(h, size)) / one
+        xh = xt.transpose(-1, -2)
+    return xh

@@ -9,7 +9,7 @@ import pytest
 import torch
 from comfyui_gendeg.core.errors import InputError
 from comfyui_gendeg.core.intensity import measure_intensity, pil_lanczos_resize
-from comfyui_gendeg.core.synth import TYPES
+from comfyui_gendeg.core.synth import TYPES, get
 from comfyui_gendeg.core.synth.calibrate import degrade_at_strength, degrade_to_mu, reachable_range
 from helpers import scene
 from PIL import Image
@@ -74,11 +74,41 @@ def test_unreachable_targets_are_clamped_with_the_range_in_the_warning(caplog):
     x = scene(1, 40, 40)
     with caplog.at_level(logging.WARNING, logger="gendeg"):
         r = degrade_to_mu(x, "motion_blur", 0.8, seed=0)
-    assert float(r.strength[0]) == 1.0
-    assert len(r.warnings) == 1 and "reachable range 0.0000.." in r.warnings[0] and "clamped to strength 1" in r.warnings[0]
+    # motion blur extends past its default top until the path length is half the shorter side
+    limit = get("motion_blur").strength_limit(get("motion_blur").resolve_params(None))
+    assert limit == pytest.approx(0.5 / 0.15)
+    assert float(r.strength[0]) == pytest.approx(limit)
+    assert len(r.warnings) == 1 and "reachable range 0.0000.." in r.warnings[0]
+    assert f"clamped to strength {limit:g}" in r.warnings[0]
     assert "reachable range" in caplog.text
+    # low light does not extend (its noise model is fixed at the top of Brooks et al.'s range)
+    r1 = degrade_to_mu(x, "low_light", 0.9, seed=0)
+    assert float(r1.strength[0]) == 1.0 and "clamped to strength 1 " in r1.warnings[0]
     r0 = degrade_to_mu(x, "noise", 0.0, seed=0)
     assert float(r0.strength[0]) == 0.0 and float(r0.mu[0]) == 0.0 and r0.warnings == []
+
+
+@pytest.mark.parametrize("kind", ["haze", "motion_blur", "raindrop", "noise"])
+def test_targets_past_the_default_top_are_reached_with_the_extended_model(kind):
+    x = scene(1, 64, 80, seed=4)
+    params = get(kind).resolve_params(None)
+    limit = get(kind).strength_limit(params)
+    assert limit > 1
+    mu1 = float(degrade_at_strength(x, kind, 1.0, seed=2).mu[0])
+    mu_top = float(degrade_at_strength(x, kind, limit, seed=2).mu[0])
+    assert mu_top > mu1 + 0.01
+    target = (mu1 + mu_top) / 2
+    r = degrade_to_mu(x, kind, target, seed=2)
+    assert r.warnings == [] and abs(float(r.mu[0]) - target) <= 0.005
+    assert 1.0 < float(r.strength[0]) <= limit
+    # a strength past 1 is the same model with the scaled parameter: e.g. haze at strength 2 is beta_max 4 at 1
+    key = {"haze": "beta_max", "motion_blur": "length_max", "raindrop": "coverage", "noise": "sigma_max"}[kind]
+    s = float(r.strength[0])
+    same = degrade_at_strength(x, kind, 1.0, seed=2, params={key: params[key] * s})
+    assert float(same.mu[0]) == pytest.approx(float(r.mu[0]), abs=2e-3)
+    # beyond the limit is refused with the range in the message
+    with pytest.raises(InputError, match="strength must be in 0"):
+        degrade_at_strength(x, kind, limit * 1.01, seed=2)
 
 
 def test_jpeg_calibration_keeps_the_closest_quality_step():

@@ -217,8 +217,11 @@ def test_cli_synth_and_measure(tmp_path, capsys):
     assert measured["mu"] == pytest.approx(report["mu"], abs=1e-6) and measured["sigma"] == pytest.approx(report["sigma"], abs=1e-6)
     assert cli.main(["synth", str(src), str(out), "--type", "noise", "--strength", "0.3"]) == 0
     assert json.loads(capsys.readouterr().out)["strength"] == 0.3
-    assert cli.main(["synth", str(src), str(out), "--type", "noise", "--strength", "2"]) == 2
-    assert "strength must be in 0..1" in capsys.readouterr().err
+    assert cli.main(["synth", str(src), str(out), "--type", "low_light", "--strength", "2"]) == 2
+    assert "strength must be in 0..1," in capsys.readouterr().err
+    # noise extends past strength 1 until its sigma reaches 1 (the top of sigma_max's range)
+    assert cli.main(["synth", str(src), str(out), "--type", "noise", "--strength", "4"]) == 2
+    assert "strength must be in 0..3.33333" in capsys.readouterr().err
     assert cli.main(["measure", str(src), str(tmp_path / "missing.png")]) == 2
 
 

@@ -9,12 +9,13 @@ jpeg, noise`` and the mixed ``rain+haze, snow+haze`` (:mod:`.mixed`) to them;
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ..errors import InputError
-from . import haze, jpeg, low_light, mixed, motion_blur, noise, rain, raindrop, snow
+from . import haze, jpeg, low_light, mixed, motion_blur, noise, rain, raindrop, snow, strips
 from .base import Degradation, Param, as_strength
 
 REGISTRY: dict[str, Degradation] = {
@@ -73,17 +74,21 @@ def synthesize(
     *,
     depth: torch.Tensor | None = None,
     params: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Degrade ``[B,3,H,W]`` images in 0..1 (any device) with ``kind`` at ``strength`` (float or ``[B]``, 0..1).
+    """Degrade ``[B,3,H,W]`` images in 0..1 (any device) with ``kind`` at ``strength`` (float or ``[B]``, 0..1;
+    up to :meth:`Degradation.strength_limit` where the model extends past its defaults, see :mod:`.base`).
 
     ``depth`` (haze, rain+haze, snow+haze): ``[B|1,1,H,W]`` 0..1 depth map (see :mod:`.haze` for the convention).
     ``params``: expert parameters of that degradation (defaults in its module). Returns
     ``[B,3,H,W]`` 0..1 on the same device; the same inputs and seed give the same output.
+    Images above :data:`.strips.STRIP_PIXELS` pixels are processed in strips (bounded memory,
+    same result); ``progress(i, n)`` hears about each finished strip.
     """
     deg = get(kind)
     _check_rgb(x)
     p = deg.resolve_params(params)
-    s = as_strength(strength, x.shape[0], x.device)
+    s = as_strength(strength, x.shape[0], x.device, deg.strength_limit(p))
     g = make_generator(seed, x.device)
     kwargs = dict(p)
     if deg.uses_depth:
@@ -92,7 +97,7 @@ def synthesize(
         raise InputError(f"a depth map only applies to haze, rain+haze and snow+haze, not to {deg.name}; disconnect it")
     x = x.float()
     step = chunk_size(x)
-    with torch.no_grad():
+    with torch.no_grad(), strips.reporting(progress):
         if deg.per_image:
             return deg.fn(x, s, g, **kwargs)
         if step >= x.shape[0]:

@@ -7,6 +7,11 @@ images' device. All random fields are drawn *before* the strength is applied, in
 order, so that re-running with a re-seeded generator and another strength changes only the
 amount of degradation, never the pattern (the intensity calibration relies on this).
 
+Strengths above 1 ("reach"): a degradation may declare how far past its default top the same
+physical model extends (:meth:`Degradation.strength_limit`, e.g. haze up to β = 8, the top of
+``beta_max``'s range). The calibration uses that extension only for requested intensities
+that strength 1 does not reach, so results at strengths 0..1 are unchanged.
+
 Lengths that must look the same at any resolution (blur lengths, drop sizes) are given as
 fractions of the image's shorter side, or in pixels "at 512 px" and scaled by ``min(H,W)/512``.
 """
@@ -23,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from .strips import conv_rows, conv_valid
 
 REF_SIDE = 512.0
 
@@ -51,6 +57,12 @@ class Degradation:
     uses_depth: bool = False
     discrete: bool = False  # output changes in steps (JPEG quality), calibration keeps the closest step
     per_image: bool = False  # fn codes image by image itself (own threads): gets the batch as is, any memory layout
+    #: largest strength the resolved parameters allow (≥ 1; see module doc); ``None`` = 1
+    reach: Callable[[dict[str, Any]], float] | None = None
+
+    def strength_limit(self, params: dict[str, Any]) -> float:
+        """The largest strength allowed with the resolved ``params`` (1 unless the model extends further)."""
+        return max(1.0, float(self.reach(params))) if self.reach is not None else 1.0
 
     def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with ``params``, each checked; unknown names raise :class:`InputError`."""
@@ -93,16 +105,28 @@ def check_param(deg: str, key: str, value: Any, spec: Param) -> Any:
     return int(round(v)) if isinstance(spec.default, int) else v
 
 
-def as_strength(strength: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
-    """A float or ``[B]`` tensor of strengths -> ``[B]`` float32 on ``device``, checked to lie in 0..1."""
+def as_strength(strength: float | torch.Tensor, batch: int, device: torch.device, limit: float = 1.0) -> torch.Tensor:
+    """A float or ``[B]`` tensor of strengths -> ``[B]`` float32 on ``device``, checked to lie in 0..``limit``."""
     s = torch.as_tensor(strength, dtype=torch.float32, device=device).flatten()
     if s.numel() == 1:
         s = s.expand(batch)
     if s.numel() != batch:
         raise InputError(f"strength: expected one value or {batch} (one per image), got {s.numel()}")
-    if not torch.isfinite(s).all() or float(s.min()) < 0.0 or float(s.max()) > 1.0:
-        raise InputError(f"strength must be in 0..1, got {s.tolist()}")
+    if not torch.isfinite(s).all() or float(s.min()) < 0.0 or float(s.max()) > limit * (1 + 1e-6):
+        raise InputError(f"strength must be in 0..{limit:g}, got {s.tolist()}")
     return s.contiguous()
+
+
+def reach_of(spec: Param, key: str) -> Callable[[dict[str, Any]], float]:
+    """A :attr:`Degradation.reach` for degradations whose strength scales parameter ``key``
+    (spec ``spec``) linearly: strength may grow until strength × ``key`` is the top of its range."""
+    top = float(spec.hi)
+
+    def limit(params: dict[str, Any]) -> float:
+        value = float(params[key])
+        return 1.0 if value <= 0 else top / value
+
+    return limit
 
 
 #: random fields of at least this many values are drawn in RANDOM_PARTS parts (see random_field)
@@ -234,21 +258,30 @@ def render_sparse(seeds: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "r
     dropped tails change the result by less than that fraction of a seed's peak) at its
     position. Falls back to :func:`fft_conv` when seeds × taps exceeds ``budget`` (dense seeds).
     """
-    b, c, h, w = seeds.shape
+    h, w = seeds.shape[-2:]
+    p = kernels.shape[-1] // 2
+    sp = F.pad(seeds, (p, p, p, p), mode=border_mode(pad_mode, p, h, w)) if p > 0 else seeds
+    return render_sparse_padded(sp, kernels, rel_threshold, budget)
+
+
+def render_sparse_padded(sp: torch.Tensor, kernels: torch.Tensor, rel_threshold: float = 1e-4,
+                         budget: int = 6_000_000) -> torch.Tensor:
+    """:func:`render_sparse` of seeds already padded by ``K // 2`` on every side (``[B,C,h+2p,w+2p]``
+    -> ``[B,C,h,w]``); falls back to the FFT ('valid' part) when seeds × taps exceeds ``budget``."""
+    b, c = sp.shape[:2]
     k = kernels.shape[-1]
     p = k // 2
-    kern = kernels if kernels.ndim == 4 else kernels[:, None].expand(b, c, k, k)
-    mode = pad_mode if (pad_mode != "reflect" or (p < h and p < w)) else "replicate"
-    sp = F.pad(seeds, (p, p, p, p), mode=mode) if p > 0 else seeds
     hp, wp = sp.shape[-2:]
+    h, w = hp - 2 * p, wp - 2 * p
+    kern = kernels if kernels.ndim == 4 else kernels[:, None].expand(b, c, k, k)
     flat = sp.reshape(b * c, hp * wp)
     counts = (flat != 0).sum(dim=1).tolist()
     taps = (kern.reshape(b * c, -1) > rel_threshold * kern.reshape(b * c, -1).amax(dim=1, keepdim=True))
     ntaps = taps.sum(dim=1).tolist()
     if sum(n * t for n, t in zip(counts, ntaps, strict=True)) > budget:
-        return fft_conv(seeds, kernels, pad_mode)
-    out = torch.zeros(b * c, h * w, device=seeds.device, dtype=seeds.dtype)
-    t = torch.arange(k, device=seeds.device)
+        return conv_valid(sp, kernels)
+    out = torch.zeros(b * c, h * w, device=sp.device, dtype=sp.dtype)
+    t = torch.arange(k, device=sp.device)
     for i in range(b * c):
         if counts[i] == 0:
             continue
@@ -273,19 +306,16 @@ def fft_conv(x: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "reflect") 
     borders extended by ``pad_mode`` (reflect, falling back to replicate for tiny images).
     Computed with real FFTs over the padded image, batched over images and channels.
     """
-    b, c, h, w = x.shape
-    k = kernels.shape[-1]
-    p = k // 2
-    mode = pad_mode if (pad_mode != "reflect" or (p < h and p < w)) else "replicate"
-    xp = F.pad(x, (p, p, p, p), mode=mode) if p > 0 else x
+    h, w = x.shape[-2:]
+    p = kernels.shape[-1] // 2
     # FFT sizes with only small prime factors are much faster; the extra zeros only touch
     # outputs that are cropped away (the linear part starts at index 2p ≥ K − 1)
-    hp, wp = fast_len(xp.shape[-2]), fast_len(xp.shape[-1])
-    kf = torch.fft.rfft2(kernels.to(x.dtype), s=(hp, wp))  # [B,(C,)hp,wp//2+1]
-    yf = torch.fft.rfft2(xp, s=(hp, wp))
-    yf.mul_(kf if kernels.ndim == 4 else kf[:, None])
-    y = torch.fft.irfft2(yf, s=(hp, wp))
-    return y[..., 2 * p : 2 * p + h, 2 * p : 2 * p + w]
+    return conv_valid(F.pad(x, (p, p, p, p), mode=border_mode(pad_mode, p, h, w)) if p > 0 else x, kernels)
+
+
+def border_mode(pad_mode: str, p: int, h: int, w: int) -> str:
+    """``pad_mode``, or ``replicate`` where a reflection of ``p`` pixels does not fit an ``h × w`` image."""
+    return pad_mode if (pad_mode != "reflect" or (p < h and p < w)) else "replicate"
 
 
 def stationary_conv(seeds: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
@@ -307,6 +337,16 @@ def stationary_conv(seeds: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     y = torch.fft.irfft2(yf, s=(h, w))
     p = k // 2
     return torch.roll(y, shifts=(-p, -p), dims=(-2, -1))  # kernel centre, not its corner, on the seed
+
+
+def stationary_rows(seeds: torch.Tensor, kernels: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
+    """Rows ``y0..y1−1`` of :func:`stationary_conv` (the whole result when they are all rows)."""
+    h, w = seeds.shape[-2:]
+    if y0 == 0 and y1 == h:
+        return stationary_conv(seeds, kernels)
+    k = kernels.shape[-1]
+    circular = not (k > min(h, w) or fast_len(h) != h or fast_len(w) != w)
+    return conv_rows(seeds, kernels, y0, y1, "circular" if circular else border_mode("reflect", k // 2, h, w))
 
 
 def fast_len(n: int) -> int:
@@ -340,6 +380,15 @@ def segment_kernels(length: torch.Tensor, angle: torch.Tensor, width: torch.Tens
     w = width.clamp_min(0.3).view(-1, 1, 1)
     k = torch.exp(-0.5 * d2 / w**2)
     return k / k.sum(dim=(-2, -1), keepdim=True)
+
+
+def streak_area(length: float, width: float) -> float:
+    """Area in px² of a :func:`segment_kernels` streak of peak 1: ``∫ exp(−d²/2w²)`` over the plane,
+    ``√(2π)·w·L + 2π·w²`` (the width clamped at 0.3 px as there). Seed densities are scaled by the
+    ratio of this area at 512 px to the area at the image's size, so particles cover the same
+    fraction of the frame at any resolution."""
+    w = max(0.3, width)
+    return math.sqrt(2 * math.pi) * w * length + 2 * math.pi * w * w
 
 
 def odd(n: float) -> int:

@@ -4,7 +4,9 @@
 (0 = nearest, 1 = farthest), ``A`` the airlight (global atmospheric light, 0..1) and ``β``
 the scattering coefficient. RESIDE draws A in [0.7, 1.0] and β in [0.6, 1.8]; here
 ``β = strength · beta_max`` (default ``beta_max`` 2.0, so strengths 0.3..0.9 span RESIDE's
-β range) and A is drawn from [airlight_min, airlight_max] per image unless given.
+β range) and A is drawn from [airlight_min, airlight_max] per image unless given. For
+intensities that strength 1 does not reach, the calibration continues up to β = 8 (the top of
+``beta_max``'s range: dense fog, as in the real Dense-Haze / NH-HAZE sets).
 
 Depth: an optional ``depth`` ``[B,1,H,W]`` map in 0..1 from any depth node. Monocular depth
 nodes (MiDaS, Depth Anything, ZoeDepth previews) output *inverse* depth where near = bright,
@@ -21,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .base import Degradation, Param, bview, gaussian_blur, luminance, uniform
+from .base import Degradation, Param, bview, gaussian_blur, luminance, reach_of, uniform
+from .strips import bilinear_rows, is_split, strips
 
 PARAMS = {
     "beta_max": Param(2.0, 0.1, 8.0, "scattering coefficient β at strength 1 (β = strength·beta_max), per unit depth"),
@@ -101,15 +104,27 @@ def haze(
     a_rand = uniform((b,), generator, x.device, airlight_min, airlight_max)
     a = torch.full_like(a_rand, float(airlight)) if airlight is not None else a_rand
     beta = bview(strength * beta_max)
+    h, w = x.shape[-2:]
     if depth is None:
         # the proxy is smooth: transmission at its reduced resolution, upsampled bilinearly
-        t = torch.exp(-beta * depth_proxy_small(x))
-        if t.shape[-2:] != x.shape[-2:]:
-            t = F.interpolate(t, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        t_small = torch.exp(-beta * depth_proxy_small(x))
+        t_full = t_small if t_small.shape[-2:] == (h, w) else None
     else:
-        t = torch.exp(-beta * prepare_depth(depth, x, depth_near_is_bright))
-    # I = J·t + A·(1 − t) in one pass over the colour image
-    return torch.addcmul(bview(a) * (1.0 - t), x, t).clamp_(0, 1)
+        t_full = torch.exp(-beta * prepare_depth(depth, x, depth_near_is_bright))
+    out = torch.empty_like(x) if is_split(h, w) else None
+    for y0, y1 in strips(h, w):
+        if t_full is not None:
+            t = t_full[..., y0:y1, :]
+        elif out is None:  # one strip: the whole-image upsampling
+            t = F.interpolate(t_small, size=(h, w), mode="bilinear", align_corners=False)
+        else:
+            t = bilinear_rows(t_small, (h, w), y0, y1)
+        # I = J·t + A·(1 − t) in one pass over the colour image
+        y = torch.addcmul(bview(a) * (1.0 - t), x[..., y0:y1, :], t).clamp_(0, 1)
+        if out is None:
+            return y
+        out[..., y0:y1, :] = y
+    return out
 
 
-DEGRADATION = Degradation("haze", haze, PARAMS, __doc__ or "", uses_depth=True)
+DEGRADATION = Degradation("haze", haze, PARAMS, __doc__ or "", uses_depth=True, reach=reach_of(PARAMS["beta_max"], "beta_max"))

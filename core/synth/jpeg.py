@@ -1,7 +1,8 @@
 """JPEG compression with the real codec (libjpeg via torchvision or Pillow), per image.
 
 ``quality = round(100 − strength·(100 − quality_min))`` (default ``quality_min`` 5), or the
-``quality`` parameter when set; strength 0 returns the image untouched (quality 100 would
+``quality`` parameter when set; strengths above 1 continue down to quality 1 (the calibration
+uses them for intensities that quality_min does not reach); strength 0 returns the image untouched (quality 100 would
 still change it). Each image is rounded to 8 bits, encoded with libjpeg at that quality
 (``subsampling`` as given; 4:2:0 is Pillow's default for RGB) and decoded back, so the output
 is exactly what a JPEG file written at that quality decodes to (4:2:0 runs through
@@ -17,12 +18,14 @@ import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .base import Degradation, Param
+from .strips import is_split, strips
 
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
@@ -35,7 +38,7 @@ PARAMS = {
 
 def quality_for(strength: float, quality_min: int = 5) -> int:
     """JPEG quality factor that ``strength`` in 0..1 maps to (100 at 0, ``quality_min`` at 1)."""
-    return int(round(100.0 - float(strength) * (100.0 - quality_min)))
+    return max(1, int(round(100.0 - float(strength) * (100.0 - quality_min))))
 
 
 def jpeg_roundtrip_uint8(arr: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
@@ -60,8 +63,13 @@ def jpeg(
     # 8-bit rounding (half up): x is checked to lie in 0..1 (±1e-3), so 255·x + 0.5 truncates to
     # 0..255 without a clamp. Computed in x's memory order (ComfyUI images are channels-last,
     # which is the HWC layout libjpeg reads: no transposing copies on the way in).
-    u8 = torch.add(torch.tensor(0.5, dtype=x.dtype, device=x.device), x.detach(), alpha=255.0)
-    u8 = u8.clamp_(0, 255).to(torch.uint8).cpu()
+    h, w = x.shape[-2:]
+    if is_split(h, w):  # large images: converted strip by strip (no full-size float temporaries)
+        u8 = torch.empty_like(x, dtype=torch.uint8, device="cpu")
+        for y0, y1 in strips(h, w):
+            u8[..., y0:y1, :] = _to_u8(x[..., y0:y1, :])
+    else:
+        u8 = _to_u8(x)
     out = torch.empty(u8.shape, dtype=torch.uint8)
     strengths = strength.detach().cpu().tolist()
     coder = _torchvision_coder() if subsampling == "4:2:0" else None
@@ -85,7 +93,18 @@ def jpeg(
     else:
         for i in range(u8.shape[0]):
             one(i)
-    return out.to(dtype=x.dtype).div_(255.0).to(x.device)
+    if not is_split(h, w):
+        return out.to(dtype=x.dtype).div_(255.0).to(x.device)
+    y = torch.empty(out.shape, dtype=x.dtype, device=x.device)
+    for y0, y1 in strips(h, w):
+        y[..., y0:y1, :] = out[..., y0:y1, :].to(dtype=x.dtype).div_(255.0)
+    return y
+
+
+def _to_u8(x: torch.Tensor) -> torch.Tensor:
+    """0..1 floats (checked to lie within ±1e-3 of it) -> uint8 on the CPU, rounding half up, same memory order."""
+    u8 = torch.add(torch.tensor(0.5, dtype=x.dtype, device=x.device), x.detach(), alpha=255.0)
+    return u8.clamp_(0, 255).to(torch.uint8).cpu()
 
 
 def _torchvision_coder():
@@ -109,4 +128,9 @@ def _torchvision_coder():
 
     return code
 
-DEGRADATION = Degradation("jpeg", jpeg, PARAMS, __doc__ or "", stochastic=False, discrete=True, per_image=True)
+def reach(params: dict[str, Any]) -> float:
+    """Largest strength: the one that maps to quality 1 (1 when the quality is fixed)."""
+    return 1.0 if params["quality"] is not None else 99.0 / (100.0 - params["quality_min"])
+
+
+DEGRADATION = Degradation("jpeg", jpeg, PARAMS, __doc__ or "", stochastic=False, discrete=True, per_image=True, reach=reach)

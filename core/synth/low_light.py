@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from .base import Degradation, Param, bview, random_field
+from .strips import is_split, strips
 
 PARAMS = {
     "stops_max": Param(5.0, 0.0, 12.0, "exposure drop at strength 1, in stops (factor 2^-stops)"),
@@ -35,17 +36,28 @@ def low_light(
     noise: bool = True,
 ) -> torch.Tensor:
     """Dark, noisy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1."""
-    b = x.shape[0]
+    b, _, h, w = x.shape
     z_read = torch.randn((b,), generator=generator, device=x.device)
     n = random_field(tuple(x.shape), generator, x.device, normal=True, dtype=x.dtype)
-    lin = x.clamp(0, 1).pow_(gamma).mul_(bview(torch.exp2(-strength * stops_max)))
-    if noise and shot_max > 0:
+    gain = bview(torch.exp2(-strength * stops_max))
+    add_noise = noise and shot_max > 0
+    if add_noise:
         shot = strength * shot_max
         log_read = 2.18 * torch.log(shot.clamp_min(1e-12)) + 1.20 + 0.26 * z_read
         read = torch.where(shot > 0, torch.exp(log_read), torch.zeros_like(shot))
-        std = (lin * bview(shot)).add_(bview(read)).sqrt_()
-        lin.addcmul_(n, std)
-    return lin.clamp_(0, 1).pow_(1.0 / gamma)
+
+    def rows(xr: torch.Tensor, nr: torch.Tensor) -> torch.Tensor:
+        lin = xr.clamp(0, 1).pow_(gamma).mul_(gain)
+        if add_noise:
+            std = (lin * bview(shot)).add_(bview(read)).sqrt_()
+            lin.addcmul_(nr, std)
+        return lin.clamp_(0, 1).pow_(1.0 / gamma)
+
+    if not is_split(h, w):
+        return rows(x, n)
+    for y0, y1 in strips(h, w):  # large images: in place over the noise field, strip by strip
+        n[..., y0:y1, :] = rows(x[..., y0:y1, :], n[..., y0:y1, :])
+    return n
 
 DEGRADATION = Degradation("low_light", low_light, PARAMS, __doc__ or "")
 

@@ -7,7 +7,9 @@ and big-shake terms of Boracchi & Foi are drawn per image from their published r
 anxiety U(0, 0.1)·``shake``, centripetal U(0, 0.7), Gaussian U(0, 10), big-shake frequency
 U(0, 0.2)). The walk is rescaled so that its total path length is
 ``strength · length_max · min(H, W)`` pixels, the first ``exposure`` fraction of it is kept,
-and it is rasterised into a point-spread function by bilinear splatting of densely
+(for intensities that strength 1 does not reach, the calibration continues up to the top of
+``length_max``'s range, half the shorter side), and it is rasterised into a point-spread
+function by bilinear splatting of densely
 resampled trajectory points. The kernel is normalised to sum 1 (so the mean brightness is
 preserved) and applied as a true convolution via the FFT, reflecting the borders.
 """
@@ -18,7 +20,8 @@ import math
 
 import torch
 
-from .base import Degradation, Param, fft_conv, odd
+from .base import Degradation, Param, border_mode, fft_conv, odd, reach_of
+from .strips import conv_rows, is_split, strips
 
 PARAMS = {
     "length_max": Param(0.15, 0.0, 0.5, "path length of the camera trajectory at strength 1, as a fraction of the shorter side"),
@@ -116,7 +119,15 @@ def motion_blur(
                        length_max=length_max, exposure=exposure, shake=shake, steps=steps)
     if k.shape[-1] == 1:
         return x.clone()
-    return fft_conv(x, k).clamp(0, 1)
+    h, w = x.shape[-2:]
+    if not is_split(h, w):
+        return fft_conv(x, k).clamp(0, 1)
+    p = k.shape[-1] // 2
+    mode = border_mode("reflect", p, h, w)
+    out = torch.empty_like(x)
+    for y0, y1 in strips(h, w, halo=p):  # large images: the same convolution, strip by strip
+        out[..., y0:y1, :] = conv_rows(x, k, y0, y1, mode).clamp_(0, 1)
+    return out
 
 
-DEGRADATION = Degradation("motion_blur", motion_blur, PARAMS, __doc__ or "")
+DEGRADATION = Degradation("motion_blur", motion_blur, PARAMS, __doc__ or "", reach=reach_of(PARAMS["length_max"], "length_max"))

@@ -6,15 +6,22 @@
   standard heteroscedastic Gaussian approximation of the Poisson–Gaussian model
   (Foi et al., IEEE TIP 2008): ``I = J + sqrt(a·J + b²)·n``.
 
+For intensities that strength 1 does not reach (large images: GenDeg's μ is measured after a
+downscale to 256×256, which averages per-pixel noise away), the calibration continues until a
+gain reaches the top of its range (σ = 1, a = 1).
+
 ``n`` is standard normal per pixel and channel (``per_channel=False``: one field shared by
 the three channels, i.e. luminance noise). The result is clipped to 0..1.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .base import Degradation, Param, bview, random_field
+from .strips import strips
 
 PARAMS = {
     "model": Param("gaussian", doc="noise model", choices=("gaussian", "poisson_gaussian")),
@@ -43,9 +50,22 @@ def noise(
     s = bview(strength)
     if model == "gaussian":
         std = s * sigma_max
-    else:
-        std = torch.sqrt(s * poisson_max * x.clamp(0, 1) + (s * sigma_max * read_fraction) ** 2)
-    return n.mul_(std).add_(x).clamp_(0, 1)  # in place on the noise field: one temporary in all
+        return n.mul_(std).add_(x).clamp_(0, 1)  # in place on the noise field: one temporary in all
+    out = torch.empty_like(x) if not per_channel else n  # the noise field becomes the output where it can
+    for y0, y1 in strips(h, w):
+        xr = x[..., y0:y1, :]
+        std = torch.sqrt(s * poisson_max * xr.clamp(0, 1) + (s * sigma_max * read_fraction) ** 2)
+        out[..., y0:y1, :] = std.mul_(n[..., y0:y1, :]).add_(xr).clamp_(0, 1)
+    return out
 
 
-DEGRADATION = Degradation("noise", noise, PARAMS, __doc__ or "")
+def reach(params: dict[str, Any]) -> float:
+    """Largest strength: the scaled gains stay within their ranges (σ ≤ 1, a ≤ 1)."""
+    gains = [("sigma_max", params["sigma_max"])]
+    if params["model"] == "poisson_gaussian":
+        gains.append(("poisson_max", params["poisson_max"]))
+    limits = [PARAMS[k].hi / v for k, v in gains if v > 0]
+    return min(limits) if limits else 1.0
+
+
+DEGRADATION = Degradation("noise", noise, PARAMS, __doc__ or "", reach=reach)

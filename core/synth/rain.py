@@ -2,9 +2,12 @@
 
 The usual photometric recipe of synthetic rain sets (Rain100/Rain1400 style):
 
-1. Streak seeds: each pixel becomes a drop with probability ``strength · density`` (nested
-   thresholds of one fixed uniform field, so more strength only adds drops), with a random
-   brightness in [0.5, 1].
+1. Streak seeds: each pixel becomes a drop with probability ``strength · density · a₅₁₂ / a``,
+   ``density`` being the fraction of pixels at 512 px and ``a₅₁₂ / a`` the ratio of a streak's
+   area there to its area at this size (:func:`~.base.streak_area`: streaks are longer and wider
+   in pixels at higher resolutions, so fewer seeds per pixel give the same rain at any
+   resolution; about ``(512 / min(H,W))²``); nested thresholds of one fixed uniform field, so
+   more strength only adds drops, each with a random brightness in [0.5, 1].
 2. Motion blur of the seeds along the fall direction: an antialiased segment kernel of
    length ``length · min(H,W)`` pixels at ``angle`` degrees from vertical and Gaussian
    cross-section ``width`` pixels (at 512 px). Rain is fast, so each drop becomes a streak.
@@ -23,19 +26,23 @@ from __future__ import annotations
 import torch
 
 from .base import (
+    REF_SIDE,
     Degradation,
     Param,
     bview,
     fall_direction,
-    fft_conv,
     odd,
     scale_of,
     segment_kernels,
     stationary_conv,
+    stationary_rows,
+    streak_area,
 )
+from .strips import is_split, strips
 
 PARAMS = {
-    "density": Param(0.005, 0.0, 0.2, "fraction of pixels that seed a near streak at strength 1 (far layer: twice that)"),
+    "density": Param(0.005, 0.0, 0.2, "fraction of pixels that seed a near streak at strength 1, at 512 px (far layer: "
+                     "twice that; scaled by the streaks' area so the rain looks the same at any resolution)"),
     "length": Param(0.1, 0.005, 0.5, "streak length as a fraction of the shorter side (near layer)"),
     "angle": Param(None, -80.0, 80.0, "fall angle in degrees from vertical (positive leans right); empty = random", optional=True),
     "angle_range": Param(20.0, 0.0, 80.0, "random angles are drawn from ±angle_range degrees"),
@@ -69,16 +76,6 @@ def streak_seeds(b: int, h: int, w: int, strength: torch.Tensor, density: float,
     return seeds.view(b, 1, h, w)
 
 
-def streak_layer(
-    b: int, h: int, w: int, strength: torch.Tensor, generator: torch.Generator, device: torch.device,
-    *, density: float, length_px: float, width_px: float, angle: torch.Tensor, opacity: float,
-) -> torch.Tensor:
-    """One layer of streaks ``[B,1,H,W]`` in 0..1 (draws 2 uniform fields from ``generator``)."""
-    seeds = streak_seeds(b, h, w, strength, density, generator, device)
-    k = streak_kernels(b, length_px, width_px, angle, opacity, odd(length_px + 6 * width_px))
-    return fft_conv(seeds, k).clamp_(0, 1)
-
-
 def rain(
     x: torch.Tensor,
     strength: torch.Tensor,
@@ -98,10 +95,13 @@ def rain(
     theta = fall_direction(b, generator, dev, angle, angle_range)
     sc = scale_of(x)
     length_px = length * min(h, w)
-    # both layers' seeds first (same draw order as one layer at a time), then one FFT pass
-    near_seeds = streak_seeds(b, h, w, strength, density, generator, dev)
-    far_seeds = streak_seeds(b, h, w, strength, 2 * density, generator, dev)
     near_w, far_w = width * sc, max(0.3, width * sc / 2)
+    # seeds per pixel so that the streaks cover the same fraction of the frame at any resolution
+    near_density = density * (streak_area(length * REF_SIDE, width) / streak_area(length_px, near_w))
+    far_density = 2 * density * (streak_area(length * REF_SIDE / 2, max(0.3, width / 2)) / streak_area(length_px / 2, far_w))
+    # both layers' seeds first (same draw order as one layer at a time), then one FFT pass
+    near_seeds = streak_seeds(b, h, w, strength, near_density, generator, dev)
+    far_seeds = streak_seeds(b, h, w, strength, far_density, generator, dev)
     near_size, far_size = odd(length_px + 6 * near_w), odd(length_px / 2 + 6 * far_w)
     size = max(near_size, far_size)
     k = torch.zeros(b, 2, size, size, device=dev)
@@ -109,12 +109,24 @@ def rain(
                                  (far_size, streak_kernels(b, length_px / 2, far_w, theta, opacity * 0.6, far_size)))):
         o = (size - n) // 2
         k[:, j, o : o + n, o : o + n] = kj
-    layers = stationary_conv(torch.cat([near_seeds, far_seeds], dim=1), k).clamp_(0, 1)  # [B,2,H,W]
     # screen blends and the veil in one pass over the colour image:
     # I = (1 − v)·(1 − (1 − J)·T) + 0.9·v with T = (1 − near)(1 − far)
     #   = J·A + (1 − 0.1·v − A),  A = (1 − v)·T
     v = bview(strength * veil)
-    a = (1.0 - layers[:, :1]).mul_(1.0 - layers[:, 1:]).mul_(1.0 - v)
-    return torch.addcmul(1.0 - 0.1 * v - a, x, a).clamp_(0, 1)
+
+    def blend(xr: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
+        a = (1.0 - layers[:, :1]).mul_(1.0 - layers[:, 1:]).mul_(1.0 - v)
+        return torch.addcmul(1.0 - 0.1 * v - a, xr, a).clamp_(0, 1)
+
+    if not is_split(h, w):
+        layers = stationary_conv(torch.cat([near_seeds, far_seeds], dim=1), k).clamp_(0, 1)  # [B,2,H,W]
+        return blend(x, layers)
+    out = torch.empty_like(x)  # large images: the same streak field and blend, strip by strip
+    for y0, y1 in strips(h, w, halo=size // 2):
+        layers = torch.cat([stationary_rows(near_seeds, k[:, :1], y0, y1),
+                            stationary_rows(far_seeds, k[:, 1:], y0, y1)], dim=1).clamp_(0, 1)
+        out[..., y0:y1, :] = blend(x[..., y0:y1, :], layers)
+    return out
+
 
 DEGRADATION = Degradation("rain", rain, PARAMS, __doc__ or "")

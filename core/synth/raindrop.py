@@ -2,8 +2,11 @@
 
 1. Drops: three size classes with radii ``size · (0.6, 1, 1.6) · min(H,W)`` pixels. A pixel
    seeds a drop of class c with probability ``strength · coverage / (3·π·r_c²)``, so at
-   strength 1 about ``coverage`` of the glass is wet whatever the resolution (nested
-   thresholds of fixed uniform fields: more strength only adds drops; touching drops merge).
+   strength 1 the drops' total area is ``coverage`` times the glass whatever the resolution
+   (overlaps counted: a fraction ``1 − exp(−coverage)`` is wet, 50 % at the default 0.7, 95 %
+   at 3; nested thresholds of fixed uniform fields: more strength only adds drops; touching
+   drops merge). For intensities that strength 1 does not reach, the calibration continues
+   until strength × coverage is 3 (the top of ``coverage``'s range).
 2. Height map: every drop is a spherical cap ``z = sqrt(r² − d²)`` (pixels), rendered by
    FFT convolution of the seed map with the cap; classes are combined by their maximum.
 3. Refraction: a drop on a window is a small wide-angle lens that shows an inverted,
@@ -23,10 +26,21 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import Degradation, Param, bview, gaussian_blur, odd, render_sparse, smooth_blur
+from .base import (
+    Degradation,
+    Param,
+    border_mode,
+    bview,
+    gaussian_blur,
+    odd,
+    reach_of,
+    render_sparse_padded,
+    smooth_blur,
+)
+from .strips import is_split, pad_columns, rows_with_border, strips
 
 PARAMS = {
-    "coverage": Param(0.7, 0.0, 1.0, "fraction of the glass covered by drops at strength 1"),
+    "coverage": Param(0.7, 0.0, 3.0, "total drop area per glass area at strength 1 (overlaps counted: 1 − exp(−coverage) is wet)"),
     "size": Param(0.025, 0.003, 0.2, "radius of a middle-sized drop as a fraction of the shorter side"),
     "refraction": Param(3.0, 0.0, 20.0, "extra magnification of the refracted, inverted view inside a drop"),
     "blur": Param(0.35, 0.0, 3.0, "defocus of the view through the drops, σ as a fraction of the middle radius"),
@@ -61,29 +75,69 @@ def raindrop(
     dev = x.device
     side = min(h, w)
     radii = [max(1.0, size * f * side) for f in CLASSES]
-    u = torch.rand((b, len(radii), h, w), generator=generator, device=dev)
     prob = torch.tensor([coverage / (len(radii) * math.pi * r * r) for r in radii], device=dev).view(1, -1, 1, 1)
-    seeds = (u < bview(strength) * prob).float()
+    thresholds = bview(strength) * prob  # [B,3,1,1]
+    split = is_split(h, w)
+    if split and dev.type == "cpu":
+        # large images: the same uniform numbers (CPU draws fill memory in order), one plane at a
+        # time, kept as booleans
+        seeds = torch.empty((b, len(radii), h, w), dtype=torch.bool, device=dev)
+        for i in range(b):
+            for c in range(len(radii)):
+                seeds[i, c] = torch.rand((h, w), generator=generator, device=dev) < thresholds[i, c]
+    else:
+        seeds = torch.rand((b, len(radii), h, w), generator=generator, device=dev) < thresholds
     k = odd(2 * max(radii) + 1)
-    caps = cap_kernels(radii, k, dev)  # [3,k,k]
-    z_c = render_sparse(seeds, caps.expand(b, -1, -1, -1)).clamp_min_(0)  # [B,3,H,W], heights in pixels
+    caps = cap_kernels(radii, k, dev).expand(b, -1, -1, -1)  # [B,3,k,k]
     rad = torch.tensor(radii, device=dev).view(1, -1, 1, 1)
-    z = z_c.amax(dim=1, keepdim=True)
-    hn = (z_c / rad).amax(dim=1, keepdim=True).clamp_(0, 1)  # 0 at glass, 1 at a drop's apex
-    # displacement = (1 + refraction) · ∇(z²/2), in pixels
-    half = F.pad(0.5 * z * z, (1, 1, 1, 1), mode="replicate")[:, 0]  # central differences, any size
     gain = (1 + refraction) / 2
-    disp_x = (half[:, 1:-1, 2:] - half[:, 1:-1, :-2]).mul_(gain)
-    disp_y = (half[:, 2:, 1:-1] - half[:, :-2, 1:-1]).mul_(gain)
     # the defocused background is smooth: blurred at a reduced resolution and sampled from there
     # (grid_sample with align_corners=False addresses any resolution of the same frame)
     background = smooth_blur(x, blur * radii[1], upsample=False)
-    ys = torch.arange(h, device=dev, dtype=x.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=dev, dtype=x.dtype).view(1, 1, w)
-    grid = torch.stack([(disp_x + xs).add_(0.5).mul_(2.0 / w).sub_(1.0), (disp_y + ys).add_(0.5).mul_(2.0 / h).sub_(1.0)], dim=-1)
-    through = F.grid_sample(background, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
-    through.mul_(1 - rim * (1 - hn) ** 2)
-    alpha = gaussian_blur((hn * 4).clamp_(0, 1), 0.08 * radii[1])
-    return torch.lerp(x, through, alpha).clamp_(0, 1)
+    sigma_a = 0.08 * radii[1]
+    g = max(1, gaussian_radius(sigma_a, h, w))  # rows the edge blur reaches (≥ 1 for the gradient)
+    mode = border_mode("reflect", k // 2, h, w)
 
-DEGRADATION = Degradation("raindrop", raindrop, PARAMS, __doc__ or "")
+    def rows(y0: int, y1: int) -> torch.Tensor:
+        """Output rows ``y0..y1`` (drop heights are rendered ``g`` rows further on each side)."""
+        a, e = max(0, y0 - g), min(h, y1 + g)
+        p = k // 2
+        sp = pad_columns(rows_with_border(seeds, a - p, e + p, mode).to(x.dtype), p, mode)
+        z_c = render_sparse_padded(sp, caps).clamp_min_(0)  # [B,3,e-a,W], heights in pixels
+        z = z_c.amax(dim=1, keepdim=True)
+        hn = (z_c / rad).amax(dim=1, keepdim=True).clamp_(0, 1)  # 0 at glass, 1 at a drop's apex
+        del z_c
+        # displacement = (1 + refraction) · ∇(z²/2), in pixels: central differences, edge rows
+        # replicated only at the image's own top and bottom
+        top, bottom = int(a == y0), int(e == y1)
+        half = F.pad(0.5 * z * z, (1, 1, top, bottom), mode="replicate")[:, 0]
+        c0, r = y0 - a + top, y1 - y0
+        disp_x = (half[:, c0 : c0 + r, 2:] - half[:, c0 : c0 + r, :-2]).mul_(gain)
+        disp_y = (half[:, c0 + 1 : c0 + r + 1, 1:-1] - half[:, c0 - 1 : c0 + r - 1, 1:-1]).mul_(gain)
+        ys = torch.arange(y0, y1, device=dev, dtype=x.dtype).view(1, r, 1)
+        xs = torch.arange(w, device=dev, dtype=x.dtype).view(1, 1, w)
+        grid = torch.stack([(disp_x + xs).add_(0.5).mul_(2.0 / w).sub_(1.0),
+                            (disp_y + ys).add_(0.5).mul_(2.0 / h).sub_(1.0)], dim=-1)
+        through = F.grid_sample(background, grid.to(x.dtype), mode="bilinear", padding_mode="reflection",
+                                align_corners=False)
+        hn_r = hn[..., y0 - a : y1 - a, :]
+        through.mul_(1 - rim * (1 - hn_r) ** 2)
+        alpha = gaussian_blur((hn * 4).clamp_(0, 1), sigma_a)[..., y0 - a : y1 - a, :]
+        return torch.lerp(x[..., y0:y1, :], through, alpha).clamp_(0, 1)
+
+    if not split:
+        return rows(0, h)
+    out = torch.empty_like(x)  # large images: the same drops, strip by strip
+    for y0, y1 in strips(h, w, halo=k // 2 + g):
+        out[..., y0:y1, :] = rows(y0, y1)
+    return out
+
+
+def gaussian_radius(sigma: float, h: int, w: int) -> int:
+    """Rows :func:`~.base.gaussian_blur` reaches for ``sigma`` on an ``h × w`` image (0 when it is the identity)."""
+    if sigma < 0.3:
+        return 0
+    return min(max(1, int(math.ceil(3.0 * sigma))), max(1, min(h, w) - 1))
+
+
+DEGRADATION = Degradation("raindrop", raindrop, PARAMS, __doc__ or "", reach=reach_of(PARAMS["coverage"], "coverage"))
