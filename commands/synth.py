@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..core.errors import InputError
@@ -38,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--type", "-t", required=True, choices=TYPES, help="degradation type")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--mu", type=finite_float, help="target GenDeg mu (mean |clean - degraded| at 256x256, 0..1)")
-    g.add_argument("--strength", type=finite_float, help="strength 0..1 (no calibration)")
+    g.add_argument("--strength", type=finite_float,
+                   help="strength 0..1 (no calibration; some types extend past 1, see README)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--param", "-p", type=_param, action="append", default=[], metavar="NAME=VALUE",
                    help="expert parameter of the type, e.g. -p beta_max=2.5 (repeatable)")
@@ -72,7 +76,7 @@ def run_synth(args: argparse.Namespace) -> int:
         raise InputError("--depth only applies to --type haze, rain+haze or snow+haze")
     x = load_image(args.input)
     h, w = x.shape[-2:]
-    with explain_out_of_memory("degrade", w, h, device=device):
+    with explain_out_of_memory("degrade", w, h, device=device), progress_bar(f"synth {args.type}") as progress:
         x = x.to(device)
         rgb, layout = to_rgb(x)
         params = dict(args.param)
@@ -80,10 +84,11 @@ def run_synth(args: argparse.Namespace) -> int:
         finish = grey_finish if layout.channels in (1, 2) else None  # measure what is written
         if args.mu is not None:
             result = degrade_to_mu(rgb, args.type, args.mu, args.seed, depth=depth, params=params, tol=args.tol,
-                                   finish=finish)
+                                   finish=finish, progress=progress)
         else:
             result = degrade_at_strength(rgb, args.type, args.strength, args.seed, depth=depth, params=params,
-                                         finish=finish)
+                                         finish=finish, progress=progress)
+        del x, rgb  # the input is no longer needed: free it before the output is encoded (large images)
         out = restore_channels(result.image, layout).cpu()
     with explain_out_of_memory("write", w, h):
         save_image(args.output, out)
@@ -100,6 +105,27 @@ def run_synth(args: argparse.Namespace) -> int:
     }
     print(json.dumps(report))
     return 0
+
+
+@contextlib.contextmanager
+def progress_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(i, n)`` callable drawing a tqdm bar on stderr: shown on a terminal once a job
+    takes more than half a second (large images), never in pipes/logs or with GENDEG_NO_PROGRESS=1."""
+    from tqdm.auto import tqdm
+
+    disable = True if os.environ.get("GENDEG_NO_PROGRESS") == "1" else None  # None: only on a terminal
+    bar = tqdm(total=1, desc=desc, delay=0.5, leave=False, disable=disable, unit="step")
+
+    def update(i: int, n: int) -> None:
+        if bar.total != n:
+            bar.total = n
+        bar.n = i
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
 
 
 def run_measure(args: argparse.Namespace) -> int:
