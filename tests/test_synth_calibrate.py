@@ -139,3 +139,28 @@ def test_progress_is_reported():
     degrade_to_mu(scene(1, 32, 32), "noise", 0.05, seed=1, progress=lambda i, n: seen.append((i, n)))
     assert seen and seen[-1][0] == seen[-1][1]
     assert TYPES  # the registry is importable alongside
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_large_images_calibrate_on_a_reduced_copy_and_report_the_full_size_mu(kind, monkeypatch):
+    from comfyui_gendeg.core.synth import calibrate, strips
+
+    # make a 150x230 image "large": reduced copy of ~60x90, strips of ~2000 pixels
+    monkeypatch.setattr(calibrate, "LARGE_PIXELS", 10_000)
+    monkeypatch.setattr(calibrate, "REDUCED_PIXELS", 5_000)
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 2_000)
+    x = torch.nn.functional.interpolate(scene(1, 40, 60, seed=7), size=(150, 230), mode="bilinear", align_corners=False)
+    x = (x + 0.05 * torch.rand(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    lo, hi = reachable_range(x, kind, seed=1)
+    target = float(lo[0] + 0.4 * (hi[0] - lo[0]))
+    seen = []
+    r = degrade_to_mu(x, kind, target, seed=1, progress=lambda i, n: seen.append((i, n)))
+    step = 0.02 if kind == "jpeg" else 0.005  # JPEG quality moves in steps
+    assert abs(float(r.mu[0]) - target) <= step, (float(r.mu[0]), target, r.warnings)
+    # the reported numbers are those of the full-size output, which is the output at that strength
+    mu, sigma = measure_intensity(x, r.image)
+    assert float(mu[0]) == pytest.approx(float(r.mu[0]), abs=1e-6) and float(sigma[0]) == pytest.approx(float(r.sigma[0]), abs=1e-6)
+    again = degrade_at_strength(x, kind, r.strength, seed=1)
+    assert torch.allclose(again.image, r.image, atol=1e-5)
+    # progress: monotone, ends complete
+    assert seen and seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] for a, b in zip(seen, seen[1:], strict=False))

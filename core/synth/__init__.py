@@ -97,7 +97,7 @@ def synthesize(
         raise InputError(f"a depth map only applies to haze, rain+haze and snow+haze, not to {deg.name}; disconnect it")
     x = x.float()
     step = chunk_size(x)
-    with torch.no_grad(), strips.reporting(progress):
+    with torch.no_grad(), strips.reporting(progress, deg.passes):
         if deg.per_image:
             return deg.fn(x, s, g, **kwargs)
         if step >= x.shape[0]:

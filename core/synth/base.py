@@ -57,6 +57,7 @@ class Degradation:
     uses_depth: bool = False
     discrete: bool = False  # output changes in steps (JPEG quality), calibration keeps the closest step
     per_image: bool = False  # fn codes image by image itself (own threads): gets the batch as is, any memory layout
+    passes: int = 1  # strip loops one call makes on a large image (progress is counted over them)
     #: largest strength the resolved parameters allow (≥ 1; see module doc); ``None`` = 1
     reach: Callable[[dict[str, Any]], float] | None = None
 

@@ -151,32 +151,55 @@ class _Trials:
         b = x.shape[0]
         self.best_y: torch.Tensor | None = None
         self.x_reduced: torch.Tensor | None = None
+        self.history: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (s, μ, σ) of every trial
+        self.memo: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self.best_s = torch.zeros(b)
         self.best_mu = torch.zeros(b)
         self.best_sg = torch.zeros(b)
         self.best_err = torch.full((b,), float("inf"))
         self.count = 0
 
+    def retarget(self, target: torch.Tensor) -> None:
+        """Aim at ``target`` from now on; the best trials so far are re-picked from the history
+        (trials without kept images only)."""
+        self.target = target
+        self.best_err = torch.full_like(target, float("inf"))
+        for s, mu, sg in self.history:
+            self._update(s, mu, sg)
+
+    def _update(self, s: torch.Tensor, mu: torch.Tensor, sg: torch.Tensor) -> torch.Tensor:
+        err = (mu - self.target).abs()
+        better = err < self.best_err
+        self.best_s = torch.where(better, s, self.best_s)
+        self.best_mu = torch.where(better, mu, self.best_mu)
+        self.best_sg = torch.where(better, sg, self.best_sg)
+        self.best_err = torch.minimum(err, self.best_err)
+        return better
+
     def __call__(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """μ and σ (``[B]``, CPU) of one trial at strengths ``s`` (``[B]``); updates the best trial per image."""
+        s = s.float().cpu()
+        key = tuple(s.tolist())
+        if not self.keep_images and key in self.memo:  # deterministic: a repeated trial is not re-run
+            mu, sg = self.memo[key]
+            self._update(s, mu, sg)
+            return mu, sg
         y = synthesize(self.x, self.kind, s.to(self.x.device), self.seed, depth=self.depth, params=self.params,
                        progress=self.strip_progress)
         y = self.finish(y) if self.finish is not None else y
         if self.x_reduced is None:  # the clean side of μ is the same in every trial: reduced once
             self.x_reduced = reduce_for_measure(self.x)
         mu, sg = (v.cpu() for v in measure_intensity(self.x, y, clean_reduced=self.x_reduced))
-        err = (mu - self.target).abs()
-        better = err < self.best_err
+        better = self._update(s, mu, sg)
         if self.keep_images:
             if self.best_y is None or bool(better.all()):
                 self.best_y = y  # no copy: the whole trial is the best so far
             elif bool(better.any()):
                 self.best_y[better.to(y.device)] = y[better.to(y.device)]
+        else:
+            self.memo[key] = (mu, sg)
         del y
-        self.best_s = torch.where(better, s.float().cpu(), self.best_s)
-        self.best_mu = torch.where(better, mu, self.best_mu)
-        self.best_sg = torch.where(better, sg, self.best_sg)
-        self.best_err = torch.minimum(err, self.best_err)
+        self.history.append((s, mu, sg))
         self.count += 1
         if self.progress is not None:
             self.progress(self.count)
@@ -199,6 +222,13 @@ def _search(trials: _Trials, target: torch.Tensor, limit: float, tol: float, max
         top_mu = torch.where(extend, mu_top, top_mu)
         lo, f_lo = torch.where(extend, hi, lo), torch.where(extend, f_hi, f_lo)
         hi, f_hi = top_s.clone(), top_mu - target
+
+    # earlier trials of the same images (a reused reduced copy) narrow the bracket
+    for s_k, mu_k, _ in trials.history:
+        inside = (s_k > lo) & (s_k < hi)
+        new_lo, new_hi = inside & (mu_k < target), inside & (mu_k > target)
+        lo, f_lo = torch.where(new_lo, s_k, lo), torch.where(new_lo, mu_k - target, f_lo)
+        hi, f_hi = torch.where(new_hi, s_k, hi), torch.where(new_hi, mu_k - target, f_hi)
 
     warnings: list[str] = []
 
@@ -270,15 +300,13 @@ def _degrade_large(
             progress(min(int(done), total), total)
 
     small = reduced_copy(x)
-    n_small = 0
+    small_trials = _Trials(small, kind, seed, depth, params, finish, target, keep_images=False)
 
     def solve_small(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Strength and reduced-copy μ that land the reduced copy on ``t`` (cheap)."""
-        nonlocal n_small
-        tr = _Trials(small, kind, seed, depth, params, finish, t, keep_images=False)
-        _search(tr, t, limit, tol / 4, max_iter, deg.name, deg.discrete, quiet=True)
-        n_small += tr.count
-        return tr.best_s, tr.best_mu
+        """Strength and reduced-copy μ that land the reduced copy on ``t`` (cheap; earlier trials reused)."""
+        small_trials.retarget(t)
+        _search(small_trials, t, limit, tol / 4, max_iter, deg.name, deg.discrete, quiet=True)
+        return small_trials.best_s, small_trials.best_mu
 
     report(0)
     s, r_at_s = solve_small(target)
@@ -325,7 +353,7 @@ def _degrade_large(
         s = torch.where(active & outside & ~both & hi_known, (lo + hi) / 2, s)
         r_at_s = torch.where(active & (s == s_new), r_new, r_at_s)
         if bool((active & (s != s_new)).any()):  # reduced μ at the safeguarded strengths, for the next ratio
-            r_at_s = torch.where(active & (s != s_new), _reduced_mu(small, kind, s, seed, depth, params, finish), r_at_s)
+            r_at_s = torch.where(active & (s != s_new), small_trials(s)[0], r_at_s)
     report(total)
     warnings: list[str] = []
     for i in range(b):
@@ -343,14 +371,7 @@ def _degrade_large(
         warnings.append(msg)
         log.warning("[GenDeg] %s", msg)
     return SynthResult(full.best_y, full.best_s, full.best_mu, full.best_sg, target, resolved, warnings,
-                       full.count + n_small)
-
-
-def _reduced_mu(small: torch.Tensor, kind: str, s: torch.Tensor, seed: int, depth: torch.Tensor | None,
-                params: dict[str, Any] | None, finish: Finish | None) -> torch.Tensor:
-    y = synthesize(small, kind, s.to(small.device), seed, depth=depth, params=params)
-    y = finish(y) if finish is not None else y
-    return measure_intensity(small, y)[0].cpu()
+                       full.count + small_trials.count)
 
 
 def reachable_range(

@@ -133,4 +133,5 @@ def reach(params: dict[str, Any]) -> float:
     return 1.0 if params["quality"] is not None else 99.0 / (100.0 - params["quality_min"])
 
 
-DEGRADATION = Degradation("jpeg", jpeg, PARAMS, __doc__ or "", stochastic=False, discrete=True, per_image=True, reach=reach)
+DEGRADATION = Degradation("jpeg", jpeg, PARAMS, __doc__ or "", stochastic=False, discrete=True, per_image=True, reach=reach,
+                          passes=2)

@@ -49,6 +49,6 @@ def snow_haze(x: torch.Tensor, strength: torch.Tensor, generator: torch.Generato
     return _compose(snow.snow)(x, strength, generator, **params)
 
 
-RAIN_HAZE = Degradation("rain+haze", rain_haze, {**haze.PARAMS, **rain.PARAMS}, __doc__ or "", uses_depth=True)
-SNOW_HAZE = Degradation("snow+haze", snow_haze, {**haze.PARAMS, **snow.PARAMS}, __doc__ or "", uses_depth=True)
+RAIN_HAZE = Degradation("rain+haze", rain_haze, {**haze.PARAMS, **rain.PARAMS}, __doc__ or "", uses_depth=True, passes=2)
+SNOW_HAZE = Degradation("snow+haze", snow_haze, {**haze.PARAMS, **snow.PARAMS}, __doc__ or "", uses_depth=True, passes=2)
 DEGRADATIONS = (RAIN_HAZE, SNOW_HAZE)

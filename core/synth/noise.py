@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .base import Degradation, Param, bview, random_field
-from .strips import strips
+from .strips import is_split, strips
 
 PARAMS = {
     "model": Param("gaussian", doc="noise model", choices=("gaussian", "poisson_gaussian")),
@@ -50,7 +50,11 @@ def noise(
     s = bview(strength)
     if model == "gaussian":
         std = s * sigma_max
-        return n.mul_(std).add_(x).clamp_(0, 1)  # in place on the noise field: one temporary in all
+        if not is_split(h, w):
+            return n.mul_(std).add_(x).clamp_(0, 1)  # in place on the noise field: one temporary in all
+        for y0, y1 in strips(h, w):
+            n[..., y0:y1, :].mul_(std).add_(x[..., y0:y1, :]).clamp_(0, 1)
+        return n
     out = torch.empty_like(x) if not per_channel else n  # the noise field becomes the output where it can
     for y0, y1 in strips(h, w):
         xr = x[..., y0:y1, :]

@@ -27,15 +27,32 @@ import torch.nn.functional as F
 #: images with more pixels are processed in strips of about this many pixels
 STRIP_PIXELS = 1 << 21
 
-_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
-    "gendeg_strip_progress", default=None
-)
+#: strips are at least this many times their halo high (the halo rows are computed twice)
+HALO_FACTOR = 2.0
+
+class _Reporter:
+    """Progress over ``passes`` strip loops of one call (e.g. haze then rain for rain+haze)."""
+
+    def __init__(self, progress: Callable[[int, int], None], passes: int) -> None:
+        self.progress, self.passes, self.started = progress, max(1, passes), 0
+
+    def step(self, i: int, n: int) -> None:
+        if self.passes == 1:
+            self.progress(i, n)
+            return
+        k = min(self.started, self.passes) - 1  # loops already finished before this one
+        unit = 100  # each loop counts as 100 steps (loops may have different strip counts)
+        self.progress(k * unit + (unit * i) // n, self.passes * unit)
+
+
+_PROGRESS: contextvars.ContextVar[_Reporter | None] = contextvars.ContextVar("gendeg_strip_progress", default=None)
 
 
 @contextlib.contextmanager
-def reporting(progress: Callable[[int, int], None] | None) -> Iterator[None]:
-    """Within the block, every strip loop reports ``progress(done, total)`` after each strip."""
-    token = _PROGRESS.set(progress)
+def reporting(progress: Callable[[int, int], None] | None, passes: int = 1) -> Iterator[None]:
+    """Within the block, strip loops report ``progress(done, total)`` after each strip, the
+    ``passes`` loops of one degradation counted one after the other (monotone)."""
+    token = _PROGRESS.set(_Reporter(progress, passes) if progress is not None else None)
     try:
         yield
     finally:
@@ -50,13 +67,15 @@ def is_split(h: int, w: int) -> bool:
 def strips(h: int, w: int, halo: int = 0) -> Iterator[tuple[int, int]]:
     """Row ranges ``(y0, y1)`` covering ``0..h``: one when the image is small, else strips of
     about :data:`STRIP_PIXELS` pixels and at least ``2·halo`` rows. Reports progress after each."""
-    rows = h if not is_split(h, w) else min(h, max(8, 2 * halo, STRIP_PIXELS // max(w, 1)))
+    rows = h if not is_split(h, w) else min(h, max(8, int(HALO_FACTOR * halo), STRIP_PIXELS // max(w, 1)))
     n = math.ceil(h / rows)
     report = _PROGRESS.get()
+    if report is not None:
+        report.started += 1
     for i in range(n):
         yield i * rows, min(h, (i + 1) * rows)
         if report is not None:
-            report(i + 1, n)
+            report.step(i + 1, n)
 
 
 def row_index(y0: int, y1: int, h: int, mode: str, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -85,7 +104,7 @@ def pad_columns(x: torch.Tensor, p: int, mode: str) -> torch.Tensor:
     if p == 0:
         return x
     w = x.shape[-1]
-    if mode != "circular" and p < w:
+    if p < w:
         return F.pad(x, (p, p, 0, 0), mode=mode)
     return x.index_select(-1, row_index(-p, w + p, w, mode, x.device))
 
