@@ -11,8 +11,13 @@ Then calibration accuracy: |achieved μ − requested μ| over many images (the 
 and crops / flips / exposures of them) and targets (the light/medium/heavy presets of every
 type), counting only targets inside each image's reachable range.
 
-    python bench/synth.py --smoke          # CPU, < 60 s
+Large photos (``--big``): 6, 12 and 24 MP JPEGs through ``gendeg synth`` (decode, calibrate to the
+medium preset or a fixed strength, measure, encode), each run in a fresh process for its peak RSS,
+against the whole-image path (no strips, every calibration trial at full size) at 24 MP.
+
+    python bench/synth.py --smoke          # CPU, < 90 s (large-image part at 0.25-1 MP, small strips)
     python bench/synth.py --device cuda    # full run on a GPU (batch 64, more repeats)
+    python bench/synth.py --big --threads 1  # large photos on the CPU (about half an hour)
 """
 
 from __future__ import annotations
@@ -269,6 +274,87 @@ def calibration(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return rows
 
 
+# --- large images: seconds and peak process memory against the pixel count ------------------
+
+BIG_SIZES = {6: (2000, 3000), 12: (2828, 4243), 24: (4000, 6000)}  # MP -> (H, W), 3:2 like a camera
+SMOKE_SIZES = {0.25: (408, 612), 0.5: (578, 866), 1: (816, 1224)}
+
+
+def big_inputs(sizes: dict, folder: Path) -> dict:
+    """JPEG photos of each size (the shipped coffee photo, upscaled) -> {MP: path}."""
+    src = Image.open(ROOT / "samples" / "coffee.png").convert("RGB")
+    out = {}
+    for mp, (h, w) in sizes.items():
+        path = folder / f"photo_{h}x{w}.jpg"
+        src.resize((w, h), Image.Resampling.BICUBIC).save(path, quality=92)
+        out[mp] = path
+    return out
+
+
+def big_child(args: argparse.Namespace) -> int:
+    """One ``gendeg synth`` run in this fresh process (so its peak RSS is the run's); prints one JSON line."""
+    import contextlib
+    import resource
+
+    from comfyui_gendeg import cli
+    from comfyui_gendeg.core import intensity
+    from comfyui_gendeg.core.synth import calibrate, strips
+
+    kind, path, mode, task = args.big_child
+    if mode == "whole":  # the reference: the whole-image path (no strips, every trial at full size)
+        strips.STRIP_PIXELS = calibrate.LARGE_PIXELS = intensity.MEASURE_STRIP_PIXELS = 1 << 62
+    elif args.smoke:  # small images, small strips: the same code paths in seconds
+        strips.STRIP_PIXELS, calibrate.LARGE_PIXELS, calibrate.REDUCED_PIXELS = 1 << 17, 1 << 18, 1 << 16
+    amount = ["--mu", str(PRESETS[kind]["medium"])] if task == "mu" else ["--strength", "0.5"]
+    buf = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(buf):
+        rc = cli.main(["synth", path, str(Path(path).with_suffix(f".{kind}.{mode}.png")), "--type", kind, *amount])
+    seconds = time.perf_counter() - t0
+    report = json.loads(buf.getvalue()) if rc == 0 else {}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+    print(json.dumps({"rc": rc, "seconds": seconds, "peak_rss_mib": peak, "mu": report.get("mu"),
+                      "strength": report.get("strength"), "warnings": report.get("warnings")}))
+    return 0
+
+
+def big(args: argparse.Namespace) -> list[dict]:
+    """Large photos through ``gendeg synth`` (decode, calibrate or fixed strength, measure, encode), each
+    run in a fresh process: seconds and peak RSS per pixel count, and the whole-image path as the
+    reference at the largest size."""
+    import subprocess
+    import tempfile
+
+    sizes = SMOKE_SIZES if args.smoke else BIG_SIZES
+    rows = []
+    env = {**os.environ, "GENDEG_NO_PROGRESS": "1", "OMP_NUM_THREADS": str(args.threads)}
+    with tempfile.TemporaryDirectory(prefix="gendeg-bench-big-") as tmp:
+        inputs = big_inputs(sizes, Path(tmp))
+        top = max(sizes)
+        for kind in args.big_types:
+            for task in args.big_tasks:
+                runs = [(mp, "strips") for mp in sizes] + ([(top, "whole")] if args.big_reference else [])
+                for mp, mode in runs:
+                    cmd = [sys.executable, __file__, "--threads", str(args.threads), "--big-child", kind, str(inputs[mp]), mode,
+                           task] + (["--smoke"] if args.smoke else [])
+                    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+                    if proc.returncode != 0 or not proc.stdout.strip():
+                        raise RuntimeError(f"big run failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    h, w = sizes[mp]
+                    row = {"type": kind, "task": task, "mode": mode, "mp": h * w / 1e6, **r}
+                    row["s_per_mp"] = row["seconds"] / row["mp"]
+                    rows.append(row)
+                    print(f"{kind:12s} {task:8s} {mode:6s} {h}x{w} ({row['mp']:.1f} MP): {row['seconds']:7.1f} s "
+                          f"({row['s_per_mp']:.2f} s/MP), peak RSS {row['peak_rss_mib']:7.0f} MiB, mu {row['mu']}"
+                          + (f", strength {row['strength']}" if task == "mu" else ""), flush=True)
+            ours = [r for r in rows if r["type"] == kind and r["mode"] == "strips" and r["task"] == args.big_tasks[0]]
+            if len(ours) > 1:
+                lin = ours[-1]["s_per_mp"] / ours[0]["s_per_mp"]
+                print(f"{kind:12s} linearity: s/MP at {ours[-1]['mp']:.1f} MP / at {ours[0]['mp']:.1f} MP = {lin:.2f}", flush=True)
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="small CPU run (< 60 s)")
@@ -280,7 +366,19 @@ def main() -> int:
     p.add_argument("--types", default=",".join(TYPES))
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--calibration-only", action="store_true", help="skip the throughput part")
+    p.add_argument("--big", action="store_true",
+                   help="only the large-image part: 6, 12 and 24 MP photos through gendeg synth, seconds and peak RSS "
+                        "(with --smoke: 0.25-1 MP with small strips; --smoke alone runs it too)")
+    p.add_argument("--big-types", default="haze,rain,snow,motion_blur,low_light,raindrop,jpeg,noise,rain+haze,snow+haze")
+    p.add_argument("--big-tasks", default="mu,strength", help="mu: calibrated to the medium preset; strength: 0.5")
+    p.add_argument("--no-big-reference", dest="big_reference", action="store_false",
+                   help="skip the whole-image reference run at the largest size")
+    p.add_argument("--big-child", nargs=4, metavar=("TYPE", "IMAGE", "MODE", "TASK"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.big_child:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return big_child(args)
     device = torch.device(args.device)
     if args.smoke and not args.threads:
         args.threads = 1  # CI smoke: one thread is the fastest on small shared runners (oversubscription)
@@ -306,11 +404,16 @@ def main() -> int:
     print(f"device {device}, torch {torch.__version__}, threads: ours {args.batched_threads}, reference/calibration "
           f"{args.threads}{load}, {args.size}x{args.size}, "
           f"batch {args.batch}", flush=True)
-    rows = [] if args.calibration_only else throughput(args, device)
-    calib = calibration(args, device)
+    args.big_types = [t.strip() for t in args.big_types.split(",") if t.strip()]
+    args.big_tasks = [t.strip() for t in args.big_tasks.split(",") if t.strip()]
+    if args.smoke and not args.big:
+        args.big_types, args.big_tasks = ["haze", "rain"], ["mu"]
+    rows = [] if (args.calibration_only or args.big) else throughput(args, device)
+    calib = [] if args.big else calibration(args, device)
+    big_rows = big(args) if (args.big or args.smoke) else []
     print(f"total {time.time() - t0:.1f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"throughput": rows, "calibration": calib}, indent=1))
+        Path(args.json).write_text(json.dumps({"throughput": rows, "calibration": calib, "big": big_rows}, indent=1))
     return 0
 
 

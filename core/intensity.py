@@ -10,7 +10,11 @@ images as 8-bit RGB, resizes each to 256×256 with PIL's ``Image.resize(..., LAN
 :func:`pil_lanczos_resize`, an exact re-implementation of Pillow's 8-bit resampler (Lanczos-3
 with the support widened by the scale factor when shrinking, 22-bit fixed-point weights,
 horizontal pass then vertical pass, each rounded and clipped to 0..255). Sums of integer
-products are carried in float64, where they are exact, so the result equals Pillow's.
+products are carried in float64, where they are exact in any order, so the result equals
+Pillow's. Images are read in row strips (the horizontal pass, with each output reading only its
+window of the row) and only the 256-wide result is kept for the vertical pass, so memory stays
+at a few tens of MB for any size; :func:`reduce_for_measure` lets a caller reduce a clean image
+once and compare many degraded versions with it.
 The pass order is that of Pillow's C resampler up to at least 10.x (the versions the official
 Python 3.8 environment installs); recent Pillow releases run the vertical pass first when that
 is cheaper (tall reductions), which changes a few pixels by rounding and μ by ~1e-4.
