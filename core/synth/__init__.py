@@ -97,7 +97,8 @@ def synthesize(
         raise InputError(f"a depth map only applies to haze, rain+haze and snow+haze, not to {deg.name}; disconnect it")
     x = x.float()
     step = chunk_size(x)
-    with torch.no_grad(), strips.reporting(progress, deg.passes):
+    chunks = 1 if (deg.per_image or step >= x.shape[0]) else math.ceil(x.shape[0] / step)
+    with torch.no_grad(), strips.reporting(progress, deg.passes * chunks):  # strip loops of every chunk, in order
         if deg.per_image:
             return deg.fn(x, s, g, **kwargs)
         if step >= x.shape[0]:

@@ -34,7 +34,7 @@ def _compose(front: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         hp = {k: v for k, v in params.items() if k in HAZE_KEYS}
         fp = {k: v for k, v in params.items() if k not in HAZE_KEYS}
         hazy = haze.haze(x, strength, generator, depth=depth, **hp)
-        return front(hazy, strength, generator, **fp)
+        return front(hazy, strength, generator, out=hazy, **fp)  # large images: composited in place
 
     return fn
 

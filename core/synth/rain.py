@@ -88,8 +88,13 @@ def rain(
     width: float = 1.2,
     opacity: float = 0.7,
     veil: float = 0.12,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Rainy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1."""
+    """Rainy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1.
+
+    ``out``: where large images are written strip by strip (may be ``x`` itself: a strip reads its
+    rows of ``x`` before writing them); a new tensor when not given.
+    """
     b, _, h, w = x.shape
     dev = x.device
     theta = fall_direction(b, generator, dev, angle, angle_range)
@@ -121,7 +126,7 @@ def rain(
     if not is_split(h, w):
         layers = stationary_conv(torch.cat([near_seeds, far_seeds], dim=1), k).clamp_(0, 1)  # [B,2,H,W]
         return blend(x, layers)
-    out = torch.empty_like(x)  # large images: the same streak field and blend, strip by strip
+    out = torch.empty_like(x) if out is None else out  # large images: the same streak field and blend, strip by strip
     for y0, y1 in strips(h, w, halo=size // 2):
         layers = torch.cat([stationary_rows(near_seeds, k[:, :1], y0, y1),
                             stationary_rows(far_seeds, k[:, 1:], y0, y1)], dim=1).clamp_(0, 1)

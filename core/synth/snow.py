@@ -60,8 +60,13 @@ def snow(
     angle: float | None = None,
     angle_range: float = 30.0,
     veil: float = 0.25,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Snowy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1."""
+    """Snowy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1.
+
+    ``out``: where large images are written strip by strip (may be ``x`` itself: a strip reads its
+    rows of ``x`` before writing them); a new tensor when not given.
+    """
     b, _, h, w = x.shape
     dev = x.device
     theta = fall_direction(b, generator, dev, angle, angle_range)
@@ -101,7 +106,7 @@ def snow(
 
     if not is_split(h, w):
         return composite(x, stationary_conv(torch.cat(seeds, dim=1), kk).clamp_(0, 1))  # masks [B,layers,H,W]
-    out = torch.empty_like(x)  # large images: the same flakes and compositing, strip by strip
+    out = torch.empty_like(x) if out is None else out  # large images: the same flakes and compositing, strip by strip
     for y0, y1 in strips(h, w, halo=size_max // 2):
         masks = torch.cat([stationary_rows(sd, kk[:, j : j + 1], y0, y1) for j, sd in enumerate(seeds)], dim=1)
         out[..., y0:y1, :] = composite(x[..., y0:y1, :], masks.clamp_(0, 1))
