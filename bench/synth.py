@@ -291,10 +291,24 @@ def big_inputs(sizes: dict, folder: Path) -> dict:
     return out
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM`` of its own address space (Linux; unlike
+    ``ru_maxrss`` it does not inherit the parent's size across fork + exec), else ``ru_maxrss``."""
+    import resource
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
 def big_child(args: argparse.Namespace) -> int:
     """One ``gendeg synth`` run in this fresh process (so its peak RSS is the run's); prints one JSON line."""
     import contextlib
-    import resource
 
     from comfyui_gendeg import cli
     from comfyui_gendeg.core import intensity
@@ -307,13 +321,13 @@ def big_child(args: argparse.Namespace) -> int:
         strips.STRIP_PIXELS, calibrate.LARGE_PIXELS, calibrate.REDUCED_PIXELS = 1 << 17, 1 << 18, 1 << 16
     amount = ["--mu", str(PRESETS[kind]["medium"])] if task == "mu" else ["--strength", "0.5"]
     buf = io.StringIO()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(buf):
         rc = cli.main(["synth", path, str(Path(path).with_suffix(f".{kind}.{mode}.png")), "--type", kind, *amount])
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     report = json.loads(buf.getvalue()) if rc == 0 else {}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
-    print(json.dumps({"rc": rc, "seconds": seconds, "peak_rss_mib": peak, "mu": report.get("mu"),
+    peak = peak_rss_mib()
+    print(json.dumps({"rc": rc, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": peak, "mu": report.get("mu"),
                       "strength": report.get("strength"), "warnings": report.get("warnings")}))
     return 0
 
@@ -344,14 +358,18 @@ def big(args: argparse.Namespace) -> list[dict]:
                     h, w = sizes[mp]
                     row = {"type": kind, "task": task, "mode": mode, "mp": h * w / 1e6, **r}
                     row["s_per_mp"] = row["seconds"] / row["mp"]
+                    row["cpu_s_per_mp"] = row["cpu_seconds"] / row["mp"]
                     rows.append(row)
                     print(f"{kind:12s} {task:8s} {mode:6s} {h}x{w} ({row['mp']:.1f} MP): {row['seconds']:7.1f} s "
-                          f"({row['s_per_mp']:.2f} s/MP), peak RSS {row['peak_rss_mib']:7.0f} MiB, mu {row['mu']}"
+                          f"({row['s_per_mp']:.2f} s/MP; CPU {row['cpu_seconds']:.1f} s, {row['cpu_s_per_mp']:.2f} s/MP), "
+                          f"peak RSS {row['peak_rss_mib']:7.0f} MiB, mu {row['mu']}"
                           + (f", strength {row['strength']}" if task == "mu" else ""), flush=True)
             ours = [r for r in rows if r["type"] == kind and r["mode"] == "strips" and r["task"] == args.big_tasks[0]]
             if len(ours) > 1:
                 lin = ours[-1]["s_per_mp"] / ours[0]["s_per_mp"]
-                print(f"{kind:12s} linearity: s/MP at {ours[-1]['mp']:.1f} MP / at {ours[0]['mp']:.1f} MP = {lin:.2f}", flush=True)
+                lin_cpu = ours[-1]["cpu_s_per_mp"] / ours[0]["cpu_s_per_mp"]
+                print(f"{kind:12s} linearity: s/MP at {ours[-1]['mp']:.1f} MP / at {ours[0]['mp']:.1f} MP = {lin:.2f} "
+                      f"(CPU time: {lin_cpu:.2f})", flush=True)
     return rows
 
 
