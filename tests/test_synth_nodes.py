@@ -300,3 +300,32 @@ def test_presets_mean_the_same_mu_in_both_engines():
     for kind, levels in GENDEG.items():
         for level, (mu, _sigma) in levels.items():
             assert PRESETS[kind][level] == mu, (kind, level)
+
+
+def test_cli_progress_bar_is_drawn_on_a_terminal_only(monkeypatch):
+    import io
+    import sys
+    import time
+
+    from comfyui_gendeg.commands.synth import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("GENDEG_NO_PROGRESS", raising=False)
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        with progress_bar("synth haze") as progress:
+            progress(0, 700)
+            time.sleep(0.6)  # the bar appears once a job takes longer than half a second
+            progress(350, 700)
+            progress(700, 700)
+        assert ("synth haze" in stream.getvalue()) is shown, stream.getvalue()
+    monkeypatch.setenv("GENDEG_NO_PROGRESS", "1")
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    with progress_bar("synth haze") as progress:
+        time.sleep(0.6)
+        progress(1, 2)
+    assert stream.getvalue() == ""
