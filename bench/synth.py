@@ -320,6 +320,15 @@ def big_child(args: argparse.Namespace) -> int:
     elif args.smoke:  # small images, small strips: the same code paths in seconds
         strips.STRIP_PIXELS, calibrate.LARGE_PIXELS, calibrate.REDUCED_PIXELS = 1 << 17, 1 << 18, 1 << 16
     amount = ["--mu", str(PRESETS[kind]["medium"])] if task == "mu" else ["--strength", "0.5"]
+    full_trials = 0  # calibration trials at the full size (the reduced copy's are cheap)
+    trial = calibrate._Trials.__call__
+
+    def counted(self, s):  # noqa: ANN001, ANN202 - a counting wrapper
+        nonlocal full_trials
+        full_trials += int(self.x.shape[-2] * self.x.shape[-1] > calibrate.REDUCED_PIXELS * 2)
+        return trial(self, s)
+
+    calibrate._Trials.__call__ = counted
     buf = io.StringIO()
     t0, c0 = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(buf):
@@ -327,7 +336,8 @@ def big_child(args: argparse.Namespace) -> int:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     report = json.loads(buf.getvalue()) if rc == 0 else {}
     peak = peak_rss_mib()
-    print(json.dumps({"rc": rc, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": peak, "mu": report.get("mu"),
+    print(json.dumps({"rc": rc, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": peak, "full_trials": full_trials,
+                      "mu": report.get("mu"),
                       "strength": report.get("strength"), "warnings": report.get("warnings")}))
     return 0
 
@@ -362,7 +372,7 @@ def big(args: argparse.Namespace) -> list[dict]:
                     rows.append(row)
                     print(f"{kind:12s} {task:8s} {mode:6s} {h}x{w} ({row['mp']:.1f} MP): {row['seconds']:7.1f} s "
                           f"({row['s_per_mp']:.2f} s/MP; CPU {row['cpu_seconds']:.1f} s, {row['cpu_s_per_mp']:.2f} s/MP), "
-                          f"peak RSS {row['peak_rss_mib']:7.0f} MiB, mu {row['mu']}"
+                          f"peak RSS {row['peak_rss_mib']:7.0f} MiB, {row['full_trials']} full-size trials, mu {row['mu']}"
                           + (f", strength {row['strength']}" if task == "mu" else ""), flush=True)
             ours = [r for r in rows if r["type"] == kind and r["mode"] == "strips" and r["task"] == args.big_tasks[0]]
             if len(ours) > 1:
