@@ -318,14 +318,13 @@ def big_child(args: argparse.Namespace) -> int:
     if mode == "whole":  # the reference: the whole-image path (no strips, every trial at full size)
         strips.STRIP_PIXELS = calibrate.LARGE_PIXELS = intensity.MEASURE_STRIP_PIXELS = 1 << 62
     elif args.smoke:  # small images, small strips: the same code paths in seconds
-        strips.STRIP_PIXELS, calibrate.LARGE_PIXELS, calibrate.REDUCED_PIXELS = 1 << 17, 1 << 18, 1 << 16
+        strips.STRIP_PIXELS, calibrate.LARGE_PIXELS, calibrate.REDUCED_PIXELS = 1 << 16, 1 << 17, 1 << 15
     amount = ["--mu", str(PRESETS[kind]["medium"])] if task == "mu" else ["--strength", "0.5"]
-    full_trials = 0  # calibration trials at the full size (the reduced copy's are cheap)
+    trial_pixels: list[int] = []  # pixels of every calibration trial (reduced copies are smaller)
     trial = calibrate._Trials.__call__
 
     def counted(self, s):  # noqa: ANN001, ANN202 - a counting wrapper
-        nonlocal full_trials
-        full_trials += int(self.x.shape[-2] * self.x.shape[-1] > calibrate.REDUCED_PIXELS * 2)
+        trial_pixels.append(self.x.shape[-2] * self.x.shape[-1])
         return trial(self, s)
 
     calibrate._Trials.__call__ = counted
@@ -334,6 +333,7 @@ def big_child(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(buf):
         rc = cli.main(["synth", path, str(Path(path).with_suffix(f".{kind}.{mode}.png")), "--type", kind, *amount])
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    full_trials = sum(n == max(trial_pixels) for n in trial_pixels) if trial_pixels else 0
     report = json.loads(buf.getvalue()) if rc == 0 else {}
     peak = peak_rss_mib()
     print(json.dumps({"rc": rc, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": peak, "full_trials": full_trials,

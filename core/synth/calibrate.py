@@ -135,7 +135,7 @@ LARGE_PIXELS = 1 << 22
 #: pixels of that reduced copy
 REDUCED_PIXELS = 1 << 20
 #: full-size trials at most for a large image
-MAX_FULL_TRIALS = 6
+MAX_FULL_TRIALS = 8
 
 
 class _Trials:
@@ -274,8 +274,10 @@ def _search(trials: _Trials, target: torch.Tensor, limit: float, tol: float, max
     return warnings
 
 
-def reduced_copy(x: torch.Tensor, pixels: int = REDUCED_PIXELS) -> torch.Tensor:
-    """``x`` downscaled (antialiased bilinear, aspect kept) to about ``pixels`` pixels; ``x`` if smaller."""
+def reduced_copy(x: torch.Tensor, pixels: int | None = None) -> torch.Tensor:
+    """``x`` downscaled (antialiased bilinear, aspect kept) to about ``pixels`` pixels (default
+    :data:`REDUCED_PIXELS`); ``x`` itself if it is not larger."""
+    pixels = REDUCED_PIXELS if pixels is None else pixels
     h, w = x.shape[-2:]
     f = (pixels / (h * w)) ** 0.5
     if f >= 1:
@@ -321,10 +323,12 @@ def _degrade_large(
     hi = torch.full((b,), limit)
     lo_known, hi_known = torch.zeros(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)
     f_lo, f_hi = torch.zeros(b), torch.zeros(b)
+    side = torch.zeros(b)  # Illinois: which end moved last (-1 lo, +1 hi)
     aim = tol / 2
     tried_top = torch.zeros(b, dtype=torch.bool)
     top_mu = torch.zeros(b)
     active = torch.ones(b, dtype=torch.bool)
+    prev_err = torch.full((b,), float("inf"))
     while k_done < MAX_FULL_TRIALS:
         s = torch.where(active, s, full.best_s)
         mu, _ = full(s)
@@ -335,25 +339,32 @@ def _degrade_large(
         top_mu = torch.where(at_top, mu, top_mu)
         low = active & (f < 0)
         high = active & (f > 0)
+        # Illinois: halve the value kept at the end that did not move twice in a row
+        f_lo = torch.where(high & (side == 1), f_lo / 2, f_lo)
+        f_hi = torch.where(low & (side == -1), f_hi / 2, f_hi)
+        side = torch.where(high, torch.ones_like(side), torch.where(low, -torch.ones_like(side), side))
         lo, f_lo, lo_known = torch.where(low, s, lo), torch.where(low, f, f_lo), lo_known | low
         hi, f_hi, hi_known = torch.where(high, s, hi), torch.where(high, f, f_hi), hi_known | high
         active = active & (full.best_err > aim) & ~(at_top & low) & ((hi - lo) > (2e-3 if deg.discrete else 1e-5))
         if not bool(active.any()):
             break
-        # the reduced copy's answer, corrected by the full-size / reduced μ ratio at this strength
+        # the model's step: the reduced copy's answer, corrected by the full-size / reduced μ ratio
+        # at this strength; used while it keeps at least halving the error, and inside the bracket
+        model_ok = full.best_err < prev_err / 2
+        prev_err = full.best_err.clone()
         ratio = torch.where(r_at_s > 1e-6, mu / r_at_s.clamp_min(1e-6), torch.ones_like(mu))
         s_new, r_new = solve_small((target / ratio.clamp_min(1e-3)).clamp(0, 1))
-        # safeguard: stay strictly inside the full-size bracket (false position there otherwise)
         both = lo_known & hi_known
-        fp = torch.where(both & ((f_hi - f_lo).abs() > 1e-9), lo - f_lo * (hi - lo) / (f_hi - f_lo).where(both, torch.ones(b)),
-                         (lo + hi) / 2)
-        outside = (s_new <= lo) | (s_new >= hi)
-        s = torch.where(active & outside & both, fp, s_new)
-        s = torch.where(active & outside & ~both & lo_known, torch.minimum(hi, torch.maximum(2 * lo, s_new)), s)
-        s = torch.where(active & outside & ~both & hi_known, (lo + hi) / 2, s)
-        r_at_s = torch.where(active & (s == s_new), r_new, r_at_s)
-        if bool((active & (s != s_new)).any()):  # reduced μ at the safeguarded strengths, for the next ratio
-            r_at_s = torch.where(active & (s != s_new), small_trials(s)[0], r_at_s)
+        margin = 0.02 * (hi - lo)
+        inside = (s_new > lo + margin) & (s_new < hi - margin)
+        denom = torch.where((f_hi - f_lo).abs() > 1e-9, f_hi - f_lo, torch.ones(b))
+        fp = (lo - f_lo * (hi - lo) / denom).clamp(lo + margin, hi - margin)  # false position in the bracket
+        one_sided = torch.where(lo_known, torch.minimum(hi, torch.maximum(2 * lo, s_new)), (lo + hi) / 2)
+        use_model = inside & (model_ok | ~both)
+        s = torch.where(use_model, s_new, torch.where(both, fp, one_sided))
+        r_at_s = torch.where(use_model, r_new, r_at_s)
+        if bool((active & ~use_model).any()):  # reduced μ at the other strengths, for the next ratio
+            r_at_s = torch.where(active & ~use_model, small_trials(s)[0], r_at_s)
     report(total)
     warnings: list[str] = []
     for i in range(b):
