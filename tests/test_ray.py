@@ -120,15 +120,16 @@ def test_a_killed_job_resumes_where_it_stopped(local_ray, job, tmp_path):
     records = out / "pairs" / "records"
     deadline = time.monotonic() + 240
     try:
-        while len(list(records.glob("*.json"))) < 2:
+        while not list(records.glob("*.json")):
             assert proc.poll() is None, f"the job ended before it was killed: {proc.stderr.read().decode()[-2000:]}"
             assert time.monotonic() < deadline, "no pair was written in time"
-            time.sleep(0.2)
+            time.sleep(0.01)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the job's driver: Ray ends the job's workers with it
         proc.wait()
     done_before = len(list(records.glob("*.json")))
-    assert done_before < 6 and not (out / "pairs" / "metadata.jsonl").exists()
+    # killed mid-job: some pairs done (on a fast machine perhaps all of them), the dataset never finalised
+    assert done_before >= 1 and not (out / "pairs" / "metadata.jsonl").exists()
 
     summary = _run(job, out)
     assert summary.skipped >= done_before  # the pairs the killed job finished were not made again
