@@ -101,8 +101,10 @@ def test_a_killed_worker_does_not_change_the_result(local_ray, job, tmp_path):
 
     _run(job, out, batch_size=1, on_report=kill_first_worker)
     assert killed
-    assert len(set(pids)) >= 3  # a restarted worker (a new process) did part of the work
-    assert len(pids) == 6  # one report per batch: the retried batch is not counted twice
+    # Reports reach the driver asynchronously: on a loaded machine the killed worker was busy with its
+    # next batch (Ray restarts it and retries the batch: a third pid); on an idle one it may already
+    # have finished its share. Either way, every batch is reported once and the files are the same.
+    assert len(pids) == 6  # one report per batch: a retried batch is not counted twice
     assert snapshot(out) == reference
 
 
