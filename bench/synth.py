@@ -11,6 +11,15 @@ Then calibration accuracy: |achieved μ − requested μ| over many images (the 
 and crops / flips / exposures of them) and targets (the light/medium/heavy presets of every
 type), counting only targets inside each image's reachable range.
 
+Per core against albumentations (``--vs-albumentations``; ``pip install albumentations``, tested
+with 2.0.8): our batched call against the closest albumentations transform, one thread each
+(``torch.set_num_threads(1)``, ``cv2.setNumThreads(1)``, ``OMP/MKL/OPENBLAS_NUM_THREADS=1``, in a
+fresh process), on the same 8 images of 512², interleaved repeats, medians, load average
+reported; albumentations on 8-bit arrays (its native input) and on float32 arrays (the input we
+get), and the calibrated request (``degrade_to_mu`` to the medium preset) timed separately.
+``--smoke`` runs it for jpeg and noise on 2 images when albumentations is installed, else says so
+and skips it.
+
 Large photos (``--big``): 6, 12 and 24 MP JPEGs through ``gendeg synth`` (decode, calibrate to the
 medium preset or a fixed strength, measure, encode), each run in a fresh process for its peak RSS,
 against the whole-image path (no strips, every calibration trial at full size) at 24 MP.
@@ -18,6 +27,7 @@ against the whole-image path (no strips, every calibration trial at full size) a
     python bench/synth.py --smoke          # CPU, < 90 s (large-image part at 0.25-1 MP, small strips)
     python bench/synth.py --device cuda    # full run on a GPU (batch 64, more repeats)
     python bench/synth.py --big --threads 1  # large photos on the CPU (about half an hour)
+    python bench/synth.py --vs-albumentations  # per core against albumentations (a few minutes)
 """
 
 from __future__ import annotations
@@ -383,6 +393,133 @@ def big(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+# --- per core against albumentations ----------------------------------------------------------
+
+#: our type -> the closest albumentations transform(s) (issue 15), built by :func:`albu_transform`.
+#: Defaults everywhere (what a dataset builder runs), except the parameters that are the strength:
+#: JPEG quality and Gaussian std are those of our strength 0.6.
+ALBU_CLOSEST = {
+    "haze": "RandomFog", "rain": "RandomRain", "snow": "RandomSnow", "motion_blur": "MotionBlur",
+    "low_light": "RandomBrightnessContrast(-0.5) + RandomGamma(150) + GaussNoise(0.05)",
+    "raindrop": "Spatter(mode=rain)", "jpeg": "ImageCompression(quality 43)", "noise": "GaussNoise(std 0.18)",
+    "rain+haze": "RandomFog + RandomRain", "snow+haze": "RandomFog + RandomSnow",
+}
+PER_CORE_STRENGTH = 0.6
+
+
+def albu_transform(A, kind: str):  # noqa: ANN001, ANN201 - albumentations is optional
+    """The albumentations transform closest to ``kind`` (see :data:`ALBU_CLOSEST`), applied with p=1."""
+    from comfyui_gendeg.core.synth.jpeg import quality_for
+
+    q = quality_for(PER_CORE_STRENGTH)
+    one = {
+        "haze": lambda: [A.RandomFog(p=1)],
+        "rain": lambda: [A.RandomRain(p=1)],
+        "snow": lambda: [A.RandomSnow(p=1)],
+        "motion_blur": lambda: [A.MotionBlur(p=1)],
+        "low_light": lambda: [A.RandomBrightnessContrast(brightness_limit=(-0.5, -0.5), contrast_limit=(0, 0), p=1),
+                              A.RandomGamma(gamma_limit=(150, 150), p=1), A.GaussNoise(std_range=(0.05, 0.05), p=1)],
+        "raindrop": lambda: [A.Spatter(mode="rain", p=1)],
+        "jpeg": lambda: [A.ImageCompression(quality_range=(q, q), p=1)],
+        "noise": lambda: [A.GaussNoise(std_range=(0.3 * PER_CORE_STRENGTH,) * 2, p=1)],
+        "rain+haze": lambda: [A.RandomFog(p=1), A.RandomRain(p=1)],
+        "snow+haze": lambda: [A.RandomFog(p=1), A.RandomSnow(p=1)],
+    }[kind]()
+    return A.Compose(one, seed=0)
+
+
+def per_core_child(args: argparse.Namespace) -> int:
+    """The per-core comparison in this process (started with one thread everywhere); prints its rows
+    and, last, one JSON line."""
+    torch.set_num_threads(1)
+    try:
+        import albumentations as A
+        import cv2
+    except ImportError as e:
+        print(json.dumps({"skipped": f"albumentations is not installed ({e}); pip install albumentations"}))
+        return 0
+    cv2.setNumThreads(1)
+    from comfyui_gendeg.core.synth.jpeg import _torchvision_coder, quality_for
+
+    n, repeats, calib_repeats = args.pc_images, args.pc_repeats, args.pc_calib_repeats
+    # ComfyUI's layout (interleaved [B,H,W,C] seen as [B,C,H,W]), which is what the nodes pass us
+    hwc = sample_batch(n, 512, torch.device("cpu")).permute(0, 2, 3, 1).contiguous()
+    x = hwc.permute(0, 3, 1, 2)
+    u8 = [(hwc[i].numpy() * 255 + 0.5).astype(np.uint8) for i in range(n)]
+    f32 = [hwc[i].numpy().copy() for i in range(n)]
+    print(f"per core: torch threads {torch.get_num_threads()}, cv2 threads {cv2.getNumThreads()}, OMP "
+          f"{os.environ.get('OMP_NUM_THREADS')}, albumentations {A.__version__}, OpenCV {cv2.__version__}, "
+          f"{n} images of 512x512, median of {repeats} interleaved repeats", flush=True)
+
+    def once(fn) -> float:  # noqa: ANN001
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    rows = []
+    for kind in args.types:
+        tr = albu_transform(A, kind)
+        sides = {
+            "ours": lambda kind=kind: synthesize(x, kind, PER_CORE_STRENGTH, seed=1),
+            "albu_u8": lambda tr=tr: [tr(image=im) for im in u8],
+            "albu_f32": lambda tr=tr: [tr(image=im) for im in f32],
+        }
+        if kind == "jpeg":  # the codec alone on the same 8-bit images: ours (libjpeg via torchvision), OpenCV's
+            coder, q = _torchvision_coder(), quality_for(PER_CORE_STRENGTH)
+            if coder is not None:
+                sides["codec_ours"] = lambda coder=coder, q=q: [coder(im, q) for im in u8]
+            sides["codec_cv2"] = lambda q=q: [cv2.imdecode(cv2.imencode(".jpg", im, (cv2.IMWRITE_JPEG_QUALITY, q))[1],
+                                                           cv2.IMREAD_UNCHANGED) for im in u8]
+        load = [os.getloadavg()[0]]
+        times: dict[str, list[float]] = {k: [] for k in sides}
+        for fn in sides.values():
+            fn()  # warm-up
+        for _ in range(repeats):
+            for k, fn in sides.items():
+                times[k].append(once(fn))
+        calib, trials = [], 0
+        for _ in range(calib_repeats):
+            t0 = time.perf_counter()
+            r = degrade_to_mu(x, kind, PRESETS[kind]["medium"], seed=1)
+            calib.append(time.perf_counter() - t0)
+            trials = r.evaluations
+        load.append(os.getloadavg()[0])
+        ms = {k: 1000 * float(np.median(v)) / n for k, v in times.items()}
+        row = {"type": kind, "albumentations": ALBU_CLOSEST[kind], **{f"{k}_ms": v for k, v in ms.items()},
+               "ratio_u8": ms["albu_u8"] / ms["ours"], "ratio_f32": ms["albu_f32"] / ms["ours"],
+               "calibrated_ms": 1000 * float(np.median(calib)) / n if calib else None, "calibration_trials": trials,
+               "load": load}
+        rows.append(row)
+        extra = "".join(f" | {k} {v:.2f}" for k, v in ms.items() if k.startswith("codec"))
+        cal = f" | calibrated {row['calibrated_ms']:.1f} ms/img ({trials} trials)" if calib else ""
+        print(f"{kind:12s} ours {ms['ours']:7.2f} ms/img | {ALBU_CLOSEST[kind]}: uint8 {ms['albu_u8']:7.2f} "
+              f"(x{row['ratio_u8']:.2f}), float32 {ms['albu_f32']:7.2f} (x{row['ratio_f32']:.2f}){extra}{cal} | "
+              f"load {load[0]:.2f}-{load[1]:.2f}", flush=True)
+    print(json.dumps({"per_core": rows}))
+    return 0
+
+
+def per_core(args: argparse.Namespace) -> list[dict]:
+    """:func:`per_core_child` in a fresh process with one thread for torch, OpenCV, OpenMP, MKL and OpenBLAS."""
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "GENDEG_NO_PROGRESS": "1"}
+    cmd = [sys.executable, __file__, "--per-core-child", "--types", ",".join(args.pc_types),
+           "--pc-images", str(args.pc_images), "--pc-repeats", str(args.pc_repeats),
+           "--pc-calib-repeats", str(args.pc_calib_repeats)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"per-core run failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    print("\n".join(lines[:-1]), flush=True)
+    result = json.loads(lines[-1])
+    if "skipped" in result:
+        print(f"per core against albumentations: skipped, {result['skipped']}", flush=True)
+        return []
+    return result["per_core"]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="small CPU run (< 60 s)")
@@ -402,7 +539,16 @@ def main() -> int:
     p.add_argument("--no-big-reference", dest="big_reference", action="store_false",
                    help="skip the whole-image reference run at the largest size")
     p.add_argument("--big-child", nargs=4, metavar=("TYPE", "IMAGE", "MODE", "TASK"), help=argparse.SUPPRESS)
+    p.add_argument("--vs-albumentations", action="store_true",
+                   help="only the per-core comparison with albumentations (one thread each, 8 images of 512x512)")
+    p.add_argument("--per-core-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--pc-images", type=int, default=8, help=argparse.SUPPRESS)
+    p.add_argument("--pc-repeats", type=int, default=9, help=argparse.SUPPRESS)
+    p.add_argument("--pc-calib-repeats", type=int, default=3, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.per_core_child:
+        args.types = [t.strip() for t in args.types.split(",") if t.strip()]
+        return per_core_child(args)
     if args.big_child:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -436,12 +582,24 @@ def main() -> int:
     args.big_tasks = [t.strip() for t in args.big_tasks.split(",") if t.strip()]
     if args.smoke and not args.big:
         args.big_types, args.big_tasks = ["haze", "rain"], ["mu"]
+    if args.vs_albumentations:
+        args.pc_types = args.types
+        pc_rows = per_core(args)
+        print(f"total {time.time() - t0:.1f} s")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"per_core": pc_rows}, indent=1))
+        return 0
     rows = [] if (args.calibration_only or args.big) else throughput(args, device)
     calib = [] if args.big else calibration(args, device)
+    pc_rows = []
+    if args.smoke and not (args.big or args.calibration_only):  # JPEG and noise on 2 images, when installed
+        args.pc_types, args.pc_images, args.pc_repeats, args.pc_calib_repeats = ["jpeg", "noise"], 2, 3, 1
+        pc_rows = per_core(args)
     big_rows = big(args) if (args.big or args.smoke) else []
     print(f"total {time.time() - t0:.1f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"throughput": rows, "calibration": calib, "big": big_rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"throughput": rows, "calibration": calib, "per_core": pc_rows,
+                                               "big": big_rows}, indent=1))
     return 0
 
 

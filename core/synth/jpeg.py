@@ -2,14 +2,18 @@
 
 ``quality = round(100 − strength·(100 − quality_min))`` (default ``quality_min`` 5), or the
 ``quality`` parameter when set; strengths above 1 continue down to quality 1 (the calibration
-uses them for intensities that quality_min does not reach); strength 0 returns the image untouched (quality 100 would
-still change it). Each image is rounded to 8 bits, encoded with libjpeg at that quality
-(``subsampling`` as given; 4:2:0 is Pillow's default for RGB) and decoded back, so the output
-is exactly what a JPEG file written at that quality decodes to (4:2:0 runs through
-torchvision's libjpeg binding, which decodes to the same pixels as Pillow; other
-subsamplings through Pillow). Deterministic (no seed).
-With Pillow, the images of a batch are coded in parallel threads (it releases the GIL), as
-many as ``torch.get_num_threads()``.
+uses them for intensities that quality_min does not reach); strength 0 returns the image
+rounded to 8 bits and not coded (quality 100 would still change it). Each image is rounded to
+8 bits (``floor(255·x + 0.5)``), encoded with libjpeg at that quality (``subsampling`` as given;
+4:2:0 is Pillow's default for RGB) and decoded back, so the output is exactly what a JPEG file
+written at that quality decodes to (4:2:0 runs through torchvision's libjpeg binding, which
+decodes to the same pixels as Pillow; other subsamplings through Pillow). Deterministic (no seed).
+
+Cost: the codec's, plus two cache-sized conversion passes per image (float → 8-bit
+interleaved rows, decoded 8-bit → float); the result is returned in the interleaved
+(channels-last) memory order the codec produces, which is also ComfyUI's image layout. With
+Pillow, the images of a batch are coded in parallel threads (it releases the GIL), as many as
+``torch.get_num_threads()``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +40,13 @@ PARAMS = {
     "subsampling": Param("4:2:0", doc="chroma subsampling", choices=tuple(SUBSAMPLING)),
 }
 
+#: the float → 8-bit conversion works on row blocks of about this many pixels (its float
+#: temporary, 12 bytes per pixel, stays in the core's cache)
+CHUNK_PIXELS = 1 << 15
+
+#: ``(hwc_uint8, quality) -> hwc_uint8``: one JPEG round trip of an ``[H,W,3]`` C-contiguous array
+Coder = Callable[[np.ndarray, int], np.ndarray]
+
 
 def quality_for(strength: float, quality_min: int = 5) -> int:
     """JPEG quality factor that ``strength`` in 0..1 maps to (100 at 0, ``quality_min`` at 1)."""
@@ -42,7 +54,7 @@ def quality_for(strength: float, quality_min: int = 5) -> int:
 
 
 def jpeg_roundtrip_uint8(arr: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
-    """Encode an ``[H,W,3]`` uint8 array as JPEG at ``quality`` and decode it again."""
+    """Encode an ``[H,W,3]`` uint8 array as JPEG at ``quality`` with Pillow and decode it again."""
     buf = io.BytesIO()
     Image.fromarray(arr, mode="RGB").save(buf, format="JPEG", quality=int(quality), subsampling=SUBSAMPLING[subsampling])
     buf.seek(0)
@@ -59,60 +71,75 @@ def jpeg(
     quality_min: int = 5,
     subsampling: str = "4:2:0",
 ) -> torch.Tensor:
-    """JPEG-compressed ``[B,3,H,W]`` 0..1 (computed on the CPU, returned on ``x``'s device)."""
-    # 8-bit rounding (half up): x is checked to lie in 0..1 (±1e-3), so 255·x + 0.5 truncates to
-    # 0..255 without a clamp. Computed in x's memory order (ComfyUI images are channels-last,
-    # which is the HWC layout libjpeg reads: no transposing copies on the way in).
-    h, w = x.shape[-2:]
-    if is_split(h, w):  # large images: converted strip by strip (no full-size float temporaries)
-        u8 = torch.empty_like(x, dtype=torch.uint8, device="cpu")
+    """JPEG-compressed ``[B,3,H,W]`` 0..1 (coded on the CPU, returned on ``x``'s device, channels-last).
+
+    ``x`` must lie in 0..1 within ±1e-3 (as :func:`~.synthesize` checks): ``255·x + 0.5`` then
+    truncates to 0..255 without a clamp.
+    """
+    b, _, h, w = x.shape
+    qualities = [None if quality is None and s <= 0.0 else int(quality) if quality is not None else quality_for(s, quality_min)
+                 for s in strength.detach().cpu().tolist()]
+    fast = _torchvision_coder() if subsampling == "4:2:0" else None
+    coder: Coder = fast if fast is not None else lambda arr, q: jpeg_roundtrip_uint8(arr, q, subsampling)
+    out = torch.empty((b, h, w, 3), dtype=x.dtype)  # interleaved, like the codec's pixels
+    out_np = out.numpy()
+    if is_split(h, w):  # large images: two strip loops (bounded float temporaries, progress per strip)
+        u8 = np.empty((b, h, w, 3), dtype=np.uint8)
         for y0, y1 in strips(h, w):
-            u8[..., y0:y1, :] = _to_u8(x[..., y0:y1, :])
+            for i in range(b):
+                _to_u8_into(x[i, :, y0:y1], u8[i, y0:y1])
+        coded = [u8[i] if q is None else coder(u8[i], q) for i, q in enumerate(qualities)]
+        for y0, y1 in strips(h, w):
+            for i in range(b):
+                np.divide(coded[i][y0:y1], out_np.dtype.type(255), out=out_np[i, y0:y1])
     else:
-        u8 = _to_u8(x)
-    out = torch.empty(u8.shape, dtype=torch.uint8)
-    strengths = strength.detach().cpu().tolist()
-    coder = _torchvision_coder() if subsampling == "4:2:0" else None
 
-    def one(i: int) -> None:
-        if quality is None and strengths[i] <= 0.0:
-            out[i] = u8[i]
-            return
-        q = int(quality) if quality is not None else quality_for(strengths[i], quality_min)
-        if coder is not None:
-            out[i] = coder(u8[i], q)
+        def one(i: int) -> None:  # convert, code, convert back: the image's 8-bit copy stays in cache
+            u8 = np.empty((h, w, 3), dtype=np.uint8)
+            _to_u8_into(x[i], u8)
+            coded = u8 if qualities[i] is None else coder(u8, qualities[i])
+            np.divide(coded, out_np.dtype.type(255), out=out_np[i])
+
+        # Pillow releases the GIL while coding: images in parallel threads (as many as torch may
+        # use); torchvision's binding does not (threads only add overhead): one after the other
+        workers = 1 if fast is not None else min(b, max(1, torch.get_num_threads()), os.cpu_count() or 1)
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(one, range(b)))
         else:
-            out[i] = torch.from_numpy(jpeg_roundtrip_uint8(u8[i].permute(1, 2, 0).contiguous().numpy(), q, subsampling)).permute(2, 0, 1)
-
-    # Pillow releases the GIL while coding: images in parallel threads (as many as torch may use);
-    # torchvision's binding does not (threads only add overhead): one after the other
-    workers = 1 if coder is not None else min(u8.shape[0], max(1, torch.get_num_threads()), os.cpu_count() or 1)
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, range(u8.shape[0])))
-    else:
-        for i in range(u8.shape[0]):
-            one(i)
-    if not is_split(h, w):
-        return out.to(dtype=x.dtype).div_(255.0).to(x.device)
-    y = torch.empty(out.shape, dtype=x.dtype, device=x.device)
-    for y0, y1 in strips(h, w):
-        y[..., y0:y1, :] = out[..., y0:y1, :].to(dtype=x.dtype).div_(255.0)
-    return y
+            for i in range(b):
+                one(i)
+    return out.permute(0, 3, 1, 2).to(x.device)
 
 
-def _to_u8(x: torch.Tensor) -> torch.Tensor:
-    """0..1 floats (checked to lie within ±1e-3 of it) -> uint8 on the CPU, rounding half up, same memory order."""
-    u8 = torch.add(torch.tensor(0.5, dtype=x.dtype, device=x.device), x.detach(), alpha=255.0)
-    return u8.clamp_(0, 255).to(torch.uint8).cpu()
+def _to_u8_into(src: torch.Tensor, dst: np.ndarray) -> None:
+    """``[3,h,w]`` floats in 0..1 (±1e-3) -> ``dst`` ``[h,w,3]`` uint8, ``floor(255·x + 0.5)`` computed
+    in ``src``'s float type, row block by row block (transposed on the way, in cache)."""
+    if src.device.type != "cpu":  # accelerators: converted there, only 8-bit values travel
+        hwc = torch.add(torch.tensor(0.5, dtype=src.dtype, device=src.device), src.detach(), alpha=255.0)
+        dst[...] = hwc.clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).cpu().numpy()
+        return
+    a = src.detach().permute(1, 2, 0).numpy()  # a view: [h,w,3] in whatever order src is stored
+    h, w = a.shape[:2]
+    rows = max(1, CHUNK_PIXELS // max(w, 1))
+    tmp = np.empty((min(rows, h), w, 3), dtype=a.dtype)
+    scale, half = a.dtype.type(255.0), a.dtype.type(0.5)
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        t = tmp[: y1 - y0]
+        np.multiply(a[y0:y1], scale, out=t)
+        np.add(t, half, out=t)
+        np.copyto(dst[y0:y1], t, casting="unsafe")  # truncation toward zero: floor for the values ≥ −0.5 here
 
 
-def _torchvision_coder():
-    """``(chw_uint8, quality) -> chw_uint8`` JPEG round trip with torchvision's libjpeg, or ``None``.
+def _torchvision_coder() -> Coder | None:
+    """A :data:`Coder` with torchvision's libjpeg binding, or ``None`` (torchvision missing, or
+    built without image support, or its coders removed).
 
     Same libjpeg defaults as Pillow for RGB (baseline, 4:2:0, islow DCT, fancy upsampling), so
     the decoded pixels are identical (tests compare them with Pillow's), without Pillow's
-    4-byte pixel packing and copies: about 1.7× faster per image.
+    4-byte pixel packing and copies. It reads and writes interleaved ``[H,W,3]`` memory, so the
+    CHW views passed and returned here cost no copy.
     """
     try:
         from torchvision.io import decode_jpeg, encode_jpeg
@@ -123,10 +150,11 @@ def _torchvision_coder():
     warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                             category=DeprecationWarning)
 
-    def code(img: torch.Tensor, quality: int) -> torch.Tensor:
-        return decode_jpeg(encode_jpeg(img, quality=int(quality)))
+    def code(arr: np.ndarray, quality: int) -> np.ndarray:
+        return decode_jpeg(encode_jpeg(torch.from_numpy(arr).permute(2, 0, 1), quality=int(quality))).permute(1, 2, 0).numpy()
 
     return code
+
 
 def reach(params: dict[str, Any]) -> float:
     """Largest strength: the one that maps to quality 1 (1 when the quality is fixed)."""
