@@ -34,6 +34,27 @@ def test_lanczos_resize_is_bit_exact_with_pillow(size):
     assert np.array_equal(got[0].permute(1, 2, 0).numpy().astype(np.uint8), ref)
 
 
+@pytest.mark.parametrize("size", [(300, 517), (100, 60), (256, 256), (37, 999), (301, 300)])
+def test_measure_reduction_is_pillows_8bit_lanczos_block_by_block(size, monkeypatch):
+    from comfyui_gendeg.core import intensity
+
+    monkeypatch.setattr(intensity, "CACHE_PIXELS", 3000)  # many row blocks of the fast 8-bit path
+    rng = np.random.default_rng(sum(size))
+    arr = rng.integers(0, 256, (2, *size, 3), dtype=np.uint8)
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255
+    x[0] += torch.from_numpy(rng.uniform(-0.4, 0.4, x[0].shape)).float() / 255  # off-grid values round back
+    got = intensity.reduce_for_measure(x.clamp(0, 1))
+    for i in range(2):
+        ref = np.asarray(Image.fromarray(arr[i]).resize((256, 256), Image.Resampling.LANCZOS))
+        assert np.array_equal(got[i].permute(1, 2, 0).numpy().astype(np.uint8), ref)
+    # mean and std from exact integer sums: the float32 of the official float64 computation
+    degraded = np.clip(arr.astype(int) + rng.integers(-60, 61, arr.shape), 0, 255).astype(np.uint8)
+    mu, sigma = measure_intensity(x.clamp(0, 1), torch.from_numpy(degraded).permute(0, 3, 1, 2).float() / 255)
+    for i in range(2):
+        ref_mu, ref_sigma = official_mu_sigma(arr[i], degraded[i])
+        assert float(mu[i]) == float(np.float32(ref_mu)) and float(sigma[i]) == float(np.float32(ref_sigma))
+
+
 def test_measure_intensity_equals_the_official_computation():
     rng = np.random.default_rng(0)
     clean = rng.integers(0, 256, (2, 90, 130, 3), dtype=np.uint8)
