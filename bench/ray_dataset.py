@@ -7,6 +7,8 @@ calibration → dataset pairs) over a folder of generated images, three ways:
   reference a worker is compared with), cold (its first calls initialise torch and the
   synthesizers) and warm (after a first run of the job in the same process);
 * ``1 process, default threads``: ``gendeg run`` as a user runs it;
+* ``2 shards × 1 thread``: ``gendeg run --shard 0/2`` and ``--shard 1/2`` at once, one thread
+  each — the machine's own ceiling for two single-thread workers, nothing in between;
 * ``Ray, 2 workers × 1 thread``: ``gendeg run --ray`` through the Python API, a local Ray of
   2 CPUs, ``--ray-batch`` images per batch.
 
@@ -26,7 +28,7 @@ without each worker's first batch, against the warm process). Outputs are checke
 Usage::
 
     python bench/ray_dataset.py --smoke   # 12 images of 64², no warm run: seconds of work, Ray start dominates
-    python bench/ray_dataset.py           # 96 images of 192²
+    python bench/ray_dataset.py           # 384 images of 192², --ray-batch 8 (the default)
 """
 
 from __future__ import annotations
@@ -95,6 +97,29 @@ def run_plain(code: str, input_dir: Path, out: Path, warm: Path | None) -> tuple
     return float(m.group(1)), float(c.group(1))
 
 
+def run_two_shards(input_dir: Path, out: Path) -> float:
+    """``gendeg run --shard 0/2`` and ``--shard 1/2`` at once, one thread each: pairs/s of the pair.
+
+    The same two cores with nothing between the processes: this machine's own ceiling for two
+    single-thread workers (shared caches, memory bandwidth, turbo), against which Ray's
+    scheduling and transfers are judged.
+    """
+    procs = []
+    for i in range(2):
+        cmd = [sys.executable, "-c", ONE_THREAD, "run", str(WORKFLOW), "--input-dir", str(input_dir), "--output-dir",
+               str(out), "--shard", f"{i}/2", "--quiet", "-"]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "GENDEG_NO_PROGRESS": "1"}))
+    seconds = []
+    for proc in procs:
+        stdout, stderr = proc.communicate()
+        m = re.search(r"done in ([0-9.]+) s", stdout)
+        if proc.returncode != 0 or not m:
+            raise SystemExit(f"gendeg run --shard failed:\n{stderr[-3000:]}")
+        seconds.append(float(m.group(1)))
+    return max(seconds)
+
+
 def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
     import torch
     from comfyui_gendeg.core.scale.ray_job import RayOptions, connect
@@ -161,9 +186,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None, help="images per Ray batch")
     args = ap.parse_args()
-    n = args.images or (12 if args.smoke else 96)
+    n = args.images or (12 if args.smoke else 384)
     size = args.size or (64 if args.smoke else 192)
-    batch = args.batch or (2 if args.smoke else 4)
+    batch = args.batch or (2 if args.smoke else 8)  # 8: `--ray-batch`'s default
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -178,6 +203,7 @@ def main() -> None:
         # warm reference: the full run only (the smoke run checks that everything runs, quickly)
         t1w = None if args.smoke else run_plain(ONE_THREAD, work / "input", work / "one_thread_warm", work / "warm_up")[0]
         td, _ = run_plain(DEFAULT, work / "input", work / "default", None)
+        t2 = None if args.smoke else run_two_shards(work / "input", work / "two_shards")
         r = run_ray(work / "input", work / "ray", batch)
         result = {
             "images": n,
@@ -191,6 +217,9 @@ def main() -> None:
             "ray_2_workers_pairs_per_s": round(r["pairs_per_s"], 3),
             "ray_vs_1_thread": round(r["pairs_per_s"] / (n / t1), 3),
             "ray_vs_default": round(r["pairs_per_s"] / (n / td), 3),
+            "two_shards_pairs_per_s": round(n / t2, 3) if t2 else None,
+            "two_shards_vs_1_thread": round(t1 / t2, 3) if t2 else None,
+            "ray_vs_two_shards": round(r["pairs_per_s"] / (n / t2), 3) if t2 else None,
             "one_process_1_thread_warm_pairs_per_s": round(n / t1w, 3) if t1w else None,
             "ray_2_workers_steady_pairs_per_s": round(r["steady_pairs_per_s"], 3),
             "ray_steady_vs_1_thread_warm": round(r["steady_pairs_per_s"] / (n / t1w), 3) if t1w else None,

@@ -153,6 +153,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.quiet:
         os.environ["GENDEG_NO_PROGRESS"] = "1"
     apply_host_settings(args)
+    host.SETTINGS.compare_previews = False  # no editor shows the comparison slider
     prune_previews(host.temp_dir())
     executor = make_executor(cache=args.cache)
     _, info = _registry_info()

@@ -186,6 +186,7 @@ def make_runner(spec: JobSpec):  # noqa: ANN201 - a Runner
         temp_dir=Path(spec.temp_dir),
         shard=(0, 1),
         keep_models_loaded=True,  # models stay on the worker's device between batches
+        compare_previews=False,  # no editor sees a worker's previews
     )
     registry = dict(runner_registry()[0])
     stage = type("StagedSaveImage", (BatchSaveImage,), {"staging": Path(spec.staging)})

@@ -96,6 +96,10 @@ class Settings:
     """Check that a loader's checkpoint exists when the loader runs, not when the prompt is
     validated (:func:`validate_model`). ``gendeg studio`` sets it: the editor shows a run-time
     error's message in full, but a validation error only as "rejected the value"."""
+    compare_previews: bool = True
+    """Save the before/after preview PNGs of the editor's comparison slider (``ui.compare_ui``).
+    ``gendeg run`` and Ray workers turn it off: no editor shows them, and at dataset scale
+    they cost a quarter of the synthesizer's run time."""
     keep_models_loaded: bool = field(default_factory=lambda: os.environ.get("GENDEG_KEEP_MODELS_LOADED") == "1")
     """Leave models on the compute device between runs (repeated runs in one process: the
     studio, a long ``gendeg run``) instead of moving them back to the CPU after each use.

@@ -44,8 +44,13 @@ def _preview_ref(image_bhwc: torch.Tensor, index: int, tag: str) -> dict[str, st
 
 
 def compare_ui(before: torch.Tensor, after: torch.Tensor) -> dict[str, list]:
-    """Save small previews of the first images of two ``IMAGE`` batches for the comparison slider."""
+    """Save small previews of the first images of two ``IMAGE`` batches for the comparison slider.
+
+    Headless runs without an editor (``host.SETTINGS.compare_previews`` off) save none.
+    """
     n = min(before.shape[0], after.shape[0], PREVIEW_MAX_IMAGES)
+    if not host.IN_COMFYUI and not host.SETTINGS.compare_previews:
+        n = 0
     return {
         "gendeg_compare": [
             {"before": _preview_ref(before, i, "before"), "after": _preview_ref(after, i, "after")} for i in range(n)

@@ -59,6 +59,28 @@ def test_gendeg_run_prunes_old_previews(tmp_path):
     assert any(p.name.endswith("_.png") for p in temp.iterdir())  # this run's preview stays
 
 
+def test_gendeg_run_saves_no_comparison_previews_nobody_sees(tmp_path):
+    """The synthesizer's before/after slider previews are for the editor; `gendeg run` skips them."""
+    from comfyui_gendeg.cli import main
+
+    temp = tmp_path / "temp"
+    wf = tmp_path / "wf.json"
+    wf.write_text('{"1": {"class_type": "GenDegSampleImage", "inputs": {"sample": "chelsea.png"}},'
+                  ' "2": {"class_type": "GenDegSynthesize", "inputs": {"image": ["1", 0], "type": "noise",'
+                  ' "intensity_mode": "strength", "mu": 0.1, "strength": 0.3, "seed": 1}},'
+                  ' "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "n"}}}')
+    assert main(["run", str(wf), "--temp-dir", str(temp), "--output-dir", str(tmp_path / "out"), "--quiet"]) == 0
+    assert len(list((tmp_path / "out").glob("n_*.png"))) == 1
+    assert not temp.exists() or not [p for p in temp.iterdir() if p.name.startswith("gendeg_")]
+    # the same node in an editor session (the studio's default settings) still saves them
+    from comfyui_gendeg.nodes.synth import GenDegSynthesize
+
+    host.SETTINGS.compare_previews = True
+    img = torch.rand(1, 16, 16, 3)
+    out = GenDegSynthesize().synthesize(img, "noise", "strength", 0.1, 0.3, 1)
+    assert len(out["ui"]["gendeg_compare"]) == 1
+
+
 @pytest.fixture
 def system_temp(tmp_path, monkeypatch):
     """A private stand-in for the system temp folder (never what other processes left in /tmp)."""
