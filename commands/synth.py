@@ -39,25 +39,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="IN", help="clean image file")
     p.add_argument("output", metavar="OUT", help="where to write the degraded image (png, jpg, webp)")
     p.add_argument("--type", "-t", required=True, choices=TYPES, help="degradation type")
-    g = p.add_mutually_exclusive_group(required=True)
+    g = p.add_mutually_exclusive_group()
     g.add_argument("--mu", type=finite_float, help="target GenDeg mu (mean |clean - degraded| at 256x256, 0..1)")
     g.add_argument("--strength", type=finite_float,
                    help="strength 0..1 (no calibration; some types extend past 1, see README)")
+    p.add_argument("--sigma", type=finite_float,
+                   help="target GenDeg sigma (std of |clean - degraded| at 256x256), reached with the type's second "
+                   "parameter; with --mu: both; alone: with the typical mu of real data at that sigma. Without it, "
+                   "--mu gets the typical sigma of GenDeg's real data at that mu")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--param", "-p", type=_param, action="append", default=[], metavar="NAME=VALUE",
                    help="expert parameter of the type, e.g. -p beta_max=2.5 (repeatable)")
     p.add_argument("--depth", help="haze: depth map image (near = bright unless -p depth_near_is_bright=false)")
     p.add_argument("--tol", type=finite_float, default=0.005, help="calibration tolerance on mu (default 0.005)")
+    p.add_argument("--sigma-tol", type=finite_float, default=0.01, help="calibration tolerance on sigma (default 0.01)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps or auto (default cpu)")
     p.set_defaults(func=run_synth)
 
     m = sub.add_parser(
         "measure",
-        help="GenDeg intensity (mu, sigma) of a clean/degraded pair, as JSON",
-        description="Print GenDeg's mu and sigma of |clean - degraded| (8-bit RGB, Lanczos to 256x256) as JSON.",
+        help="GenDeg intensity (mu, sigma) of a clean/degraded pair, as JSON; --realism TYPE: how typical of real data",
+        description="Print GenDeg's mu and sigma of |clean - degraded| (8-bit RGB, Lanczos to 256x256) as JSON. "
+        "With --realism TYPE, also where sigma lies among GenDeg's real data of that type at the same mu "
+        "(percentile; typical = inside the 5-95 %% band). CLEAN and DEGRADED may be folders of pairs (matched by "
+        "file name, or gt/ and lq/ inside one folder): one record per pair, then a summary.",
     )
-    m.add_argument("clean", metavar="CLEAN", help="clean image file")
-    m.add_argument("degraded", metavar="DEGRADED", help="degraded image file")
+    m.add_argument("clean", metavar="CLEAN", help="clean image file, or a folder of them (or a folder with gt/ and lq/)")
+    m.add_argument("degraded", metavar="DEGRADED", nargs="?",
+                   help="degraded image file, or a folder of them with the same file names")
+    m.add_argument("--realism", metavar="TYPE",
+                   help="compare with GenDeg's real data of this type (" + ", ".join(realism_types()) + ")")
     m.set_defaults(func=run_measure)
 
 
@@ -67,11 +78,19 @@ def run_synth(args: argparse.Namespace) -> int:
     from ..core.image import restore_channels, to_rgb
     from ..core.io import check_output_file, load_image, save_image
     from ..core.synth import get
-    from ..core.synth.calibrate import degrade_at_strength, degrade_to_mu, grey_finish
+    from ..core.synth.calibrate import degrade_at_strength, grey_finish
+    from ..core.synth.joint import degrade_to_intensity
 
     # everything a person can get wrong is checked before the (possibly long) work starts
     device = parse_device(args.device)
     check_output_file(args.output, OUTPUT_SUFFIXES)
+    if args.mu is None and args.strength is None and args.sigma is None:
+        raise InputError("give --mu (and optionally --sigma), --sigma alone, or --strength")
+    if args.strength is not None and args.sigma is not None:
+        raise InputError("--sigma needs calibration: use it with --mu or alone, not with --strength "
+                         "(--strength uses the default parameters as they are)")
+    if args.sigma is not None and args.sigma <= 0:
+        raise InputError(f"--sigma must be above 0 (GenDeg's sigma, 0..1), got {args.sigma}")
     if args.depth and not get(args.type).uses_depth:
         raise InputError("--depth only applies to --type haze, rain+haze or snow+haze")
     x = load_image(args.input)
@@ -82,9 +101,9 @@ def run_synth(args: argparse.Namespace) -> int:
         params = dict(args.param)
         depth = load_image(args.depth, keep_alpha=False).to(device) if args.depth else None
         finish = grey_finish if layout.channels in (1, 2) else None  # measure what is written
-        if args.mu is not None:
-            result = degrade_to_mu(rgb, args.type, args.mu, args.seed, depth=depth, params=params, tol=args.tol,
-                                   finish=finish, progress=progress)
+        if args.strength is None:
+            result = degrade_to_intensity(rgb, args.type, args.mu, args.sigma, args.seed, depth=depth, params=params,
+                                          tol=args.tol, sigma_tol=args.sigma_tol, finish=finish, progress=progress)
         else:
             result = degrade_at_strength(rgb, args.type, args.strength, args.seed, depth=depth, params=params,
                                          finish=finish, progress=progress)
@@ -95,11 +114,13 @@ def run_synth(args: argparse.Namespace) -> int:
     report = {
         "type": args.type,
         "strength": round(float(result.strength[0]), 6),
-        "mu_requested": args.mu,
+        "mu_requested": None if result.requested_mu is None else round(float(result.requested_mu[0]), 6),
+        "sigma_requested": None if result.requested_sigma is None else round(float(result.requested_sigma[0]), 6),
+        "sigma_mode": result.sigma_mode,
         "mu": round(float(result.mu[0]), 6),
         "sigma": round(float(result.sigma[0]), 6),
         "seed": args.seed,
-        "params": result.params,
+        "params": params_of(result, 0),
         "output": args.output,
         "warnings": result.warnings,
     }
@@ -128,13 +149,34 @@ def progress_bar(desc: str) -> Iterator[Callable[[int, int], None]]:
         bar.close()
 
 
-def run_measure(args: argparse.Namespace) -> int:
-    from ..core.errors import explain_out_of_memory
-    from ..core.intensity import measure_intensity
-    from ..core.io import load_image
+def realism_types() -> tuple[str, ...]:
+    from ..core.realism import STATS_OF
 
-    clean, degraded = load_image(args.clean), load_image(args.degraded)
-    with explain_out_of_memory("measure", clean.shape[-1], clean.shape[-2]):
-        mu, sigma = measure_intensity(clean, degraded)
-    print(json.dumps({"mu": round(float(mu[0]), 6), "sigma": round(float(sigma[0]), 6)}))
+    return tuple(STATS_OF)
+
+
+def params_of(result: Any, i: int) -> dict[str, Any]:
+    """Image ``i``'s parameters (the second parameter's own value where it was searched per image)."""
+    return {k: (v[i] if isinstance(v, list) and k == result.sigma_param else v) for k, v in result.params.items()}
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    from ..core.realism_check import check_pairs, find_pairs, summarize
+
+    kind = None
+    if args.realism is not None:
+        kind = str(args.realism).strip().lower().replace(" ", "_").replace("-", "_")
+        kind = {"lowlight": "low_light", "motion": "motion_blur", "raindrops": "raindrop"}.get(kind, kind)
+        if kind not in realism_types():
+            raise InputError(f"--realism {args.realism!r}: GenDeg publishes real-data statistics for "
+                             f"{', '.join(realism_types())}; choose one of them")
+    pairs = find_pairs(args.clean, args.degraded)
+    rows = check_pairs(pairs, kind)
+    single = len(rows) == 1 and not os.path.isdir(args.clean)
+    if single:
+        print(json.dumps(rows[0]))
+        return 0
+    for row in rows:
+        print(json.dumps(row))
+    print(json.dumps({"summary": summarize(rows, kind)}))
     return 0

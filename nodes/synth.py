@@ -14,7 +14,8 @@ from ..core.image import from_comfy, mask_to_bchw, restore_channels, to_comfy, t
 from ..core.intensity import measure_intensity
 from ..core.io import list_images, load_image
 from ..core.synth import REGISTRY, TYPES, get
-from ..core.synth.calibrate import SynthResult, degrade_at_strength, degrade_to_mu, grey_finish
+from ..core.synth.calibrate import SynthResult, degrade_at_strength, grey_finish
+from ..core.synth.joint import degrade_to_intensity
 from ..core.synth.plan import LEVELS, MODES, PRESETS, make_plan, shard_positions
 from ..core.synth.sheet import contact_sheet
 from . import host, ui
@@ -23,6 +24,10 @@ DEGRADE = "GenDeg/Degrade"
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 SMALL_JOB_PIXELS = 512 * 512
+
+
+def _sigma_help() -> str:
+    return "; ".join(f"{name}: {deg.sigma_param}" for name, deg in REGISTRY.items() if deg.sigma_param)
 
 
 def _params_help() -> str:
@@ -62,8 +67,16 @@ def parse_params(text: str | None) -> dict[str, Any]:
     return value
 
 
-def metadata_of(result: SynthResult, kind: str, seed: int, mode: str, depth: str | None) -> list[dict[str, Any]]:
-    """One JSON-able record per image: engine, type, strength, requested/achieved μ and σ, seed, parameters."""
+def params_of(result: SynthResult, i: int) -> dict[str, Any]:
+    """Image ``i``'s parameters: the second parameter's own value where it was searched per image."""
+    return {k: (v[i] if isinstance(v, list) and k == result.sigma_param else v) for k, v in result.params.items()}
+
+
+def metadata_of(result: SynthResult, kind: str, seed: int, mode: str, depth: str | None,
+                source: str | None = None) -> list[dict[str, Any]]:
+    """One JSON-able record per image: engine, type, strength, requested/achieved μ and σ (and how σ was
+    chosen: requested, typical of real data, or free), seed, parameters, the source dataset of a
+    GenDeg-style draw."""
     rows = []
     for i in range(result.image.shape[0]):
         rows.append({
@@ -72,11 +85,14 @@ def metadata_of(result: SynthResult, kind: str, seed: int, mode: str, depth: str
             "intensity_mode": mode,
             "strength": round(float(result.strength[i]), 6),
             "mu_requested": None if result.requested_mu is None else round(float(result.requested_mu[i]), 6),
+            "sigma_requested": None if result.requested_sigma is None else round(float(result.requested_sigma[i]), 6),
+            "sigma_mode": result.sigma_mode,
             "mu": round(float(result.mu[i]), 6),
             "sigma": round(float(result.sigma[i]), 6),
             "seed": int(seed),
-            "params": result.params,
+            "params": params_of(result, i),
             **({"depth": depth} if depth else {}),
+            **({"source_dataset": source} if source else {}),
         })
     return rows
 
@@ -86,9 +102,11 @@ class GenDegSynthesize:
         "Degrade images with the physically based synthesizer (no weights; CPU or GPU): haze (atmospheric scattering "
         "with depth), rain streaks, snow, camera-shake motion blur, low light (exposure drop + sensor noise), "
         "raindrops on glass, JPEG, sensor noise, and GenDeg's mixed rain+haze / snow+haze (haze, then the rain or "
-        "snow in front of it, one strength). Intensity is either GenDeg's mu (mean |clean - degraded| at "
-        "256x256; the strength is searched per image until it lands within the tolerance) or a raw strength 0..1. "
-        "Outputs the degraded images, the achieved mu and sigma, and JSON metadata for GenDeg Save Dataset Pairs."
+        "snow in front of it, one strength). Intensity is GenDeg's (mu, sigma) (mean and std of |clean - degraded| at "
+        "256x256): the strength is searched per image until mu lands within the tolerance, and a second physical "
+        "parameter of the type until sigma does; sigma 0 means the typical sigma of GenDeg's real data at that mu "
+        "(the median), so results look like real data. Or a raw strength 0..1. Outputs the degraded images, the "
+        "achieved mu and sigma, and JSON metadata for GenDeg Save Dataset Pairs."
     )
     CATEGORY = DEGRADE
     RETURN_TYPES = ("IMAGE", "FLOAT", "FLOAT", "STRING")
@@ -107,9 +125,11 @@ class GenDegSynthesize:
             "required": {
                 "image": ("IMAGE", {"tooltip": "Clean images (any size, grey/RGB/RGBA, batches)."}),
                 "type": (list(TYPES), {"default": "haze", "tooltip": "Which degradation to synthesize."}),
-                "intensity_mode": (["mu", "strength"], {
+                "intensity_mode": (["mu", "strength", "sigma"], {
                     "default": "mu",
-                    "tooltip": "mu: reach GenDeg's intensity mu (calibrated per image); strength: use the strength directly.",
+                    "tooltip": "mu: reach GenDeg's mu (and sigma: the sigma input, 0 = typical of real data); strength: "
+                    "use the strength and the default parameters directly (no calibration, sigma ignored); sigma: reach "
+                    "the sigma input with the typical mu of real data at that sigma.",
                 }),
                 "mu": ("FLOAT", {
                     "default": 0.08, "min": 0.0, "max": 1.0, "step": 0.001,
@@ -130,6 +150,11 @@ class GenDegSynthesize:
                 }),
                 "depth": ("IMAGE", {"tooltip": "Haze, rain+haze, snow+haze: depth map 0..1 from any depth node (see depth_near_is_bright). Without it a proxy is used."}),
                 "depth_mask": ("MASK", {"tooltip": "Haze, rain+haze, snow+haze: depth map as a MASK (used when depth is not connected)."}),
+                "source_dataset": ("STRING", {
+                    "forceInput": True,
+                    "tooltip": "The real dataset the intensity was drawn from (the dataset output of GenDeg Degradation "
+                    "Plan in gendeg_sampling mode); recorded in the metadata.",
+                }),
                 "depth_near_is_bright": ("BOOLEAN", {
                     "default": True,
                     "tooltip": "Haze: true for inverse depth / disparity maps where near is bright (MiDaS, Depth Anything); false when far is bright.",
@@ -142,13 +167,22 @@ class GenDegSynthesize:
                     "default": "", "multiline": True,
                     "tooltip": "Optional JSON object of physical parameters for the chosen type. Parameters and defaults: " + _params_help(),
                 }),
+                "sigma": ("FLOAT", {
+                    "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001,
+                    "tooltip": "Target GenDeg sigma = std of |clean - degraded| (0..1 units, at 256x256). 0: the typical "
+                    "sigma of GenDeg's real data at the requested mu (the median; a default, clamped silently to what "
+                    "the image allows). Reached by searching the type's second parameter (" + _sigma_help() + "); a "
+                    "value outside what the image can reach at that mu is clamped with a warning. jpeg and noise have "
+                    "no second parameter: leave 0.",
+                }),
             },
         }
 
     def synthesize(
         self, image: torch.Tensor, type: str, intensity_mode: str, mu: float, strength: float, seed: int,
         type_name: str | None = None, depth: torch.Tensor | None = None, depth_mask: torch.Tensor | None = None,
-        depth_near_is_bright: bool = True, tolerance: float = 0.005, expert_params: str = "",
+        depth_near_is_bright: bool = True, tolerance: float = 0.005, expert_params: str = "", sigma: float = 0.0,
+        source_dataset: str | None = None,
     ):
         kind = get(type_name if type_name else type).name
         device = host.torch_device()
@@ -163,17 +197,21 @@ class GenDegSynthesize:
                 depth_map, depth_src = mask_to_bchw(depth_mask, device), "mask"
             else:
                 depth_src = "proxy"
-        if intensity_mode not in ("mu", "strength"):
-            raise InputError(f"intensity_mode must be mu or strength, got {intensity_mode!r}")
+        if intensity_mode not in ("mu", "strength", "sigma"):
+            raise InputError(f"intensity_mode must be mu, strength or sigma, got {intensity_mode!r}")
+        sigma = float(sigma or 0.0)
+        if intensity_mode == "sigma" and sigma <= 0:
+            raise InputError("intensity_mode sigma needs a sigma above 0 (or set intensity_mode to mu)")
         with _threads_for(rgb):
             finish = grey_finish if layout.channels in (1, 2) else None  # measure what is output
-            if intensity_mode == "mu":
-                result = degrade_to_mu(rgb, kind, mu, seed, depth=depth_map, params=params, tol=tolerance,
-                                       progress=host.progress(22, f"synth {kind}"), finish=finish)
-            else:
+            if intensity_mode == "strength":
                 result = degrade_at_strength(rgb, kind, strength, seed, depth=depth_map, params=params, finish=finish)
+            else:
+                result = degrade_to_intensity(rgb, kind, mu if intensity_mode == "mu" else None,
+                                              sigma if sigma > 0 else None, seed, depth=depth_map, params=params,
+                                              tol=tolerance, progress=host.progress(22, f"synth {kind}"), finish=finish)
         out = to_comfy(restore_channels(result.image, layout))
-        rows = metadata_of(result, kind, seed, intensity_mode, depth_src)
+        rows = metadata_of(result, kind, seed, intensity_mode, depth_src, source_dataset)
         meta = json.dumps(rows[0] if len(rows) == 1 else rows)
         stats = [{"mu": r["mu"], "sigma": r["sigma"], "strength": r["strength"]} for r in rows]
         return {
@@ -219,19 +257,24 @@ class GenDegMeasureIntensity:
 class GenDegDegradationPlan:
     DESCRIPTION = (
         "Plan which degradations to make: types x intensities x seeds as a grid (sweeps), or random / balanced "
-        "draws (datasets). Outputs lists, so the nodes downstream run once per planned item. Presets light / "
+        "draws (datasets), or (mu, sigma) drawn as GenDeg's own dataset synthesis draws them from its real datasets "
+        "(gendeg_sampling). Outputs lists, so the nodes downstream run once per planned item. Presets light / "
         "medium / heavy are GenDeg mu values per type from the 20th/50th/80th percentiles of GenDeg's training-set "
-        "histograms (ours for jpeg and noise)."
+        "histograms (ours for jpeg and noise), each with the typical sigma of real data at that mu."
     )
     CATEGORY = "GenDeg/Dataset"
-    RETURN_TYPES = ("STRING", "FLOAT", "INT", "STRING")
-    RETURN_NAMES = ("type", "mu", "seed", "label")
-    OUTPUT_IS_LIST = (True, True, True, True)
+    RETURN_TYPES = ("STRING", "FLOAT", "INT", "STRING", "FLOAT", "STRING")
+    RETURN_NAMES = ("type", "mu", "seed", "label", "sigma", "dataset")
+    OUTPUT_IS_LIST = (True, True, True, True, True, True)
     OUTPUT_TOOLTIPS = (
-        "Degradation type per item (connect to type_name of GenDeg Synthesize).",
-        "Target GenDeg mu per item.",
+        "Degradation type per item (connect to type_name of GenDeg Synthesize or GenDeg Condition).",
+        "Target GenDeg mu per item (connect to mu of GenDeg Synthesize or GenDeg Condition).",
         "Seed per item.",
         "Readable label per item (for GenDeg Contact Sheet).",
+        "Target GenDeg sigma per item: drawn (gendeg_sampling) or the typical sigma of real data at that mu; 0 for "
+        "jpeg and noise (connect to sigma of GenDeg Synthesize or GenDeg Condition).",
+        "gendeg_sampling: the real dataset each (mu, sigma) was drawn from (connect to source_dataset of GenDeg "
+        "Synthesize to record it); empty otherwise.",
     )
     FUNCTION = "plan"
 
@@ -246,18 +289,22 @@ class GenDegDegradationPlan:
                 }),
                 "mode": (list(MODES), {
                     "default": "grid",
-                    "tooltip": "grid: every combination in order; random: independent draws; balanced: every combination equally often, shuffled.",
+                    "tooltip": "grid: every combination in order; random: independent draws; balanced: every combination "
+                    "equally often, shuffled; gendeg_sampling: (mu, sigma) drawn as GenDeg's dataset synthesis does (a "
+                    "source dataset with the official weights, mu from its histogram, sigma from the real sigma at that "
+                    "mu, every 20th draw uniform; types take turns; intensities are not used; ORD / CSD draws are "
+                    "rain+haze / snow+haze).",
                 }),
                 "seeds": ("INT", {"default": 1, "min": 1, "max": 10000, "tooltip": "grid: seeds per combination (base_seed, base_seed+1, ...)."}),
-                "count": ("INT", {"default": 0, "min": 0, "max": 1000000, "tooltip": "random/balanced: number of items (0 = one per combination x seeds)."}),
+                "count": ("INT", {"default": 0, "min": 0, "max": 1000000, "tooltip": "random/balanced/gendeg_sampling: number of items (0 = one per combination x seeds; gendeg_sampling: one per type)."}),
                 "base_seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "First seed (grid) or the seed of the random draws."}),
             },
             "optional": {
                 "filenames": ("STRING", {
                     "forceInput": True,
-                    "tooltip": "random/balanced: connect the filenames of GenDeg Load Image Folder to plan exactly one item "
+                    "tooltip": "random/balanced/gendeg_sampling: connect the filenames of GenDeg Load Image Folder to plan exactly one item "
                     "per image, aligned with the images (random: each file's choice depends only on its name and "
-                    "base_seed; balanced: on its position in the whole folder, so a `gendeg run --shard I/N` "
+                    "base_seed; balanced and gendeg_sampling: on its position in the whole folder, so a `gendeg run --shard I/N` "
                     "plans exactly the unsharded run's items for its files).",
                 }),
             },
@@ -271,16 +318,17 @@ class GenDegDegradationPlan:
              unique_id: list[Any] | None = None):
         keys = [line for text in filenames for line in (str(text).splitlines() or [""])] if filenames else None
         if keys is not None and mode[0] == "grid":
-            raise InputError("filenames only apply to random or balanced mode (grid plans every combination); "
+            raise InputError("filenames only apply to random, balanced or gendeg_sampling mode (grid plans every combination); "
                              "set mode to balanced or disconnect filenames")
         positions = None
-        if keys and mode[0] == "balanced" and host.shard()[1] > 1:
+        if keys and mode[0] in ("balanced", "gendeg_sampling") and host.shard()[1] > 1:
             # this run loads one shard of the folder: plan each file as the unsharded run would
             start = _loader_start(prompt[0] if prompt else None, unique_id[0] if unique_id else None)
             positions = shard_positions(len(keys), host.shard(), start)
         items = make_plan(types[0], intensities[0], mode[0], int(seeds[0]), int(count[0]), int(base_seed[0]), keys,
                           positions)
-        return ([i.type for i in items], [i.mu for i in items], [i.seed for i in items], [i.label for i in items])
+        return ([i.type for i in items], [i.mu for i in items], [i.seed for i in items], [i.label for i in items],
+                [i.sigma for i in items], [i.dataset for i in items])
 
 
 def _loader_start(prompt: Any, unique_id: Any) -> int:

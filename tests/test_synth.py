@@ -66,7 +66,9 @@ def test_bad_parameters_give_clear_errors():
     with pytest.raises(InputError, match="not one of"):
         synthesize(x, "noise", 0.5, params={"model": "speckle"})
     with pytest.raises(InputError, match="strength must be in 0..1"):
-        synthesize(x, "snow", 1.5)
+        synthesize(x, "low_light", 1.5)
+    with pytest.raises(InputError, match="strength must be in 0..4"):  # snow extends until its veil is 1
+        synthesize(x, "snow", 4.5)
     with pytest.raises(InputError, match="strength"):
         synthesize(x, "snow", torch.tensor([0.1, 0.2, 0.3]))
     with pytest.raises(InputError, match="RGB"):

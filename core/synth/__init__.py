@@ -80,14 +80,15 @@ def synthesize(
     up to :meth:`Degradation.strength_limit` where the model extends past its defaults, see :mod:`.base`).
 
     ``depth`` (haze, rain+haze, snow+haze): ``[B|1,1,H,W]`` 0..1 depth map (see :mod:`.haze` for the convention).
-    ``params``: expert parameters of that degradation (defaults in its module). Returns
+    ``params``: expert parameters of that degradation (defaults in its module; its
+    :attr:`~.base.Degradation.sigma_param` may be one value per image). Returns
     ``[B,3,H,W]`` 0..1 on the same device; the same inputs and seed give the same output.
     Images above :data:`.strips.STRIP_PIXELS` pixels are processed in strips (bounded memory,
     same result); ``progress(i, n)`` hears about each finished strip.
     """
     deg = get(kind)
     _check_rgb(x)
-    p = deg.resolve_params(params)
+    p = deg.resolve_params(params, x.shape[0])
     s = as_strength(strength, x.shape[0], x.device, deg.strength_limit(p))
     g = make_generator(seed, x.device)
     kwargs = dict(p)
@@ -132,11 +133,12 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
     starts = list(range(0, x.shape[0], step))
     seeds = torch.randint(0, 2**62, (len(starts),), generator=g).tolist()
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # standard layout, like the one-call path
-    depth = kwargs.get("depth")
+    b = x.shape[0]
+    per_image = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == b]
     for i, seed in zip(starts, seeds, strict=True):
         kw = dict(kwargs)
-        if depth is not None and depth.shape[0] == x.shape[0]:
-            kw["depth"] = depth[i : i + step]
+        for k in per_image:  # depth maps and per-image parameters follow their images
+            kw[k] = kwargs[k][i : i + step]
         xi = x[i : i + step].contiguous()  # standard layout, copied just before use (in cache)
         out[i : i + step] = deg.fn(xi, s[i : i + step], make_generator(seed, x.device), **kw)
     return out

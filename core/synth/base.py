@@ -12,6 +12,11 @@ physical model extends (:meth:`Degradation.strength_limit`, e.g. haze up to β =
 ``beta_max``'s range). The calibration uses that extension only for requested intensities
 that strength 1 does not reach, so results at strengths 0..1 are unchanged.
 
+The second physical parameter (:attr:`Degradation.sigma_param`): the parameter that moves
+GenDeg's σ at fixed μ (e.g. rain streak opacity: at the same μ, fainter streaks mean more of them
+and more veil, so σ falls). The joint calibration searches it per image, so the degradation
+function accepts it as one float or as a ``[B]`` tensor (one value per image).
+
 Lengths that must look the same at any resolution (blur lengths, drop sizes) are given as
 fractions of the image's shorter side, or in pixels "at 512 px" and scaled by ``min(H,W)/512``.
 """
@@ -60,13 +65,22 @@ class Degradation:
     passes: int = 1  # strip loops one call makes on a large image (progress is counted over them)
     #: largest strength the resolved parameters allow (≥ 1; see module doc); ``None`` = 1
     reach: Callable[[dict[str, Any]], float] | None = None
+    #: the second physical parameter: the one that moves σ at fixed μ (monotonically), which
+    #: the joint calibration searches in ``sigma_range``; it may be given per image (see module doc)
+    sigma_param: str | None = None
+    sigma_range: tuple[float, float] | None = None
+    sigma_increasing: bool = True  # σ at fixed μ grows with the parameter (false: falls)
 
     def strength_limit(self, params: dict[str, Any]) -> float:
         """The largest strength allowed with the resolved ``params`` (1 unless the model extends further)."""
         return max(1.0, float(self.reach(params))) if self.reach is not None else 1.0
 
-    def resolve_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
-        """Defaults overlaid with ``params``, each checked; unknown names raise :class:`InputError`."""
+    def resolve_params(self, params: dict[str, Any] | None, batch: int | None = None) -> dict[str, Any]:
+        """Defaults overlaid with ``params``, each checked; unknown names raise :class:`InputError`.
+
+        The :attr:`sigma_param` may be one value per image (a list or ``[B]`` tensor, ``batch``
+        values, each checked); it is then returned as a ``[B]`` float32 CPU tensor.
+        """
         params = dict(params or {})
         unknown = sorted(set(params) - set(self.params))
         if unknown:
@@ -77,6 +91,9 @@ class Degradation:
         out: dict[str, Any] = {}
         for key, spec in self.params.items():
             value = params.get(key, spec.default)
+            if key == self.sigma_param and isinstance(value, (list, tuple, torch.Tensor)):
+                out[key] = per_image_param(self.name, key, value, spec, batch)
+                continue
             out[key] = check_param(self.name, key, value, spec)
         return out
 
@@ -104,6 +121,22 @@ def check_param(deg: str, key: str, value: Any, spec: Param) -> Any:
     if (spec.lo is not None and v < spec.lo) or (spec.hi is not None and v > spec.hi):
         raise InputError(f"{deg}: parameter {key}={v:g} is outside its range {spec.lo:g}..{spec.hi:g} ({spec.doc})")
     return int(round(v)) if isinstance(spec.default, int) else v
+
+
+def per_image_param(deg: str, key: str, value: Any, spec: Param, batch: int | None) -> torch.Tensor:
+    """One value of parameter ``key`` per image (list or tensor) -> ``[B]`` float32 CPU tensor, each checked."""
+    values = value.detach().cpu().flatten().tolist() if isinstance(value, torch.Tensor) else list(value)
+    if batch is not None and len(values) not in (1, batch):
+        raise InputError(f"{deg}: parameter {key}: expected one value or {batch} (one per image), got {len(values)}")
+    checked = [float(check_param(deg, key, v, spec)) for v in values]
+    t = torch.tensor(checked, dtype=torch.float32)
+    return t.expand(batch).clone() if batch is not None and t.numel() == 1 else t
+
+
+def param_values(value: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """A parameter given as one float or one value per image -> ``[B]`` float32 on ``device``."""
+    t = torch.as_tensor(value, dtype=torch.float32).flatten().to(device)
+    return t.expand(batch) if t.numel() == 1 else t
 
 
 def as_strength(strength: float | torch.Tensor, batch: int, device: torch.device, limit: float = 1.0) -> torch.Tensor:

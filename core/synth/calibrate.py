@@ -56,6 +56,9 @@ class SynthResult:
     params: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     evaluations: int = 1
+    requested_sigma: torch.Tensor | None = None  # [B] the σ aimed at (requested or typical), or None
+    sigma_param: str | None = None  # the second parameter searched for σ (its values per image in params)
+    sigma_mode: str = "free"  # requested | typical | free (σ not aimed at)
 
 
 Finish = Callable[[torch.Tensor], torch.Tensor]

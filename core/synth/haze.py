@@ -15,6 +15,12 @@ The map is min-max normalised per image. Without a depth map a documented proxy 
 ``d = 0.6·v + 0.4·L̃`` where ``v`` runs from 1 at the top row to 0 at the bottom (scenes
 recede towards the horizon) and ``L̃`` is the image luminance blurred with σ = 1/32 of the
 shorter side (bright, flat regions such as sky are usually far), then min-max normalised.
+
+Depth contrast (``depth_exponent``, the second parameter): the normalised distance is raised to
+this power, ``d ← d^depth_exponent``. 0 = the same distance everywhere (an even fog: the haze
+changes every pixel alike), 1 = the depth map or proxy as it is, above 1 the haze gathers in
+the distance (a clear foreground). At the same μ, a larger exponent concentrates the change,
+so σ grows.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .base import Degradation, Param, bview, gaussian_blur, luminance, reach_of, uniform
+from .base import Degradation, Param, bview, gaussian_blur, luminance, param_values, reach_of, uniform
 from .strips import bilinear_rows, is_split, strips
+
+#: default depth exponent
+DEPTH_EXPONENT = 1.0
 
 PARAMS = {
     "beta_max": Param(2.0, 0.1, 8.0, "scattering coefficient β at strength 1 (β = strength·beta_max), per unit depth"),
@@ -32,7 +41,12 @@ PARAMS = {
     "airlight_min": Param(0.7, 0.0, 1.0, "lower bound of the random airlight (RESIDE: 0.7)"),
     "airlight_max": Param(1.0, 0.0, 1.0, "upper bound of the random airlight (RESIDE: 1.0)"),
     "depth_near_is_bright": Param(True, doc="depth input convention: true for inverse depth / disparity (MiDaS, Depth Anything)"),
+    "depth_exponent": Param(DEPTH_EXPONENT, 0.0, 4.0, "the normalised distance is raised to this power: 0 = even fog, "
+                            "1 = the depth as is, >1 = haze gathers far away (the second parameter: more gives more sigma)"),
 }
+
+#: the range in which the joint calibration searches ``depth_exponent`` to set σ at a μ
+SIGMA_RANGE = (0.0, 4.0)
 
 
 def depth_proxy_small(x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +99,13 @@ def prepare_depth(depth: torch.Tensor | None, x: torch.Tensor, near_is_bright: b
     return 1.0 - d if near_is_bright else d
 
 
+def shape_depth(d: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """``d^exponent`` for normalised distances ``d`` in 0..1 (``exponent`` ``[B,1,1,1]``; 0 gives 1 everywhere)."""
+    if bool((exponent == 1).all()):
+        return d
+    return torch.where(exponent == 0, torch.ones_like(d), d.clamp_min(0).pow(exponent))
+
+
 def haze(
     x: torch.Tensor,
     strength: torch.Tensor,
@@ -96,8 +117,10 @@ def haze(
     airlight_min: float = 0.7,
     airlight_max: float = 1.0,
     depth_near_is_bright: bool = True,
+    depth_exponent: float | torch.Tensor = DEPTH_EXPONENT,
 ) -> torch.Tensor:
-    """Hazy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1 scales β."""
+    """Hazy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1 scales β;
+    ``depth_exponent`` one value or ``[B]``."""
     if airlight_min > airlight_max:
         raise InputError(f"haze: airlight_min ({airlight_min}) must not exceed airlight_max ({airlight_max})")
     b = x.shape[0]
@@ -105,12 +128,13 @@ def haze(
     a = torch.full_like(a_rand, float(airlight)) if airlight is not None else a_rand
     beta = bview(strength * beta_max)
     h, w = x.shape[-2:]
+    gamma = bview(param_values(depth_exponent, b, x.device))
     if depth is None:
         # the proxy is smooth: transmission at its reduced resolution, upsampled bilinearly
-        t_small = torch.exp(-beta * depth_proxy_small(x))
+        t_small = torch.exp(-beta * shape_depth(depth_proxy_small(x), gamma))
         t_full = t_small if t_small.shape[-2:] == (h, w) else None
     else:
-        t_full = torch.exp(-beta * prepare_depth(depth, x, depth_near_is_bright))
+        t_full = torch.exp(-beta * shape_depth(prepare_depth(depth, x, depth_near_is_bright), gamma))
     out = torch.empty_like(x) if is_split(h, w) else None
     for y0, y1 in strips(h, w):
         if t_full is not None:
@@ -127,4 +151,5 @@ def haze(
     return out
 
 
-DEGRADATION = Degradation("haze", haze, PARAMS, __doc__ or "", uses_depth=True, reach=reach_of(PARAMS["beta_max"], "beta_max"))
+DEGRADATION = Degradation("haze", haze, PARAMS, __doc__ or "", uses_depth=True, reach=reach_of(PARAMS["beta_max"], "beta_max"),
+                          sigma_param="depth_exponent", sigma_range=SIGMA_RANGE)

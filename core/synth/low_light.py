@@ -8,21 +8,61 @@
    ``log λ_read = 2.18·log λ_shot + 1.20 + N(0, 0.26)``. Here ``λ_shot = strength·shot_max``
    (default 0.012, the top of their range), the ``N(0, 0.26)`` term is drawn per image.
 4. Clip to 0..1 and re-apply the gamma: ``I = L_noisy^(1/gamma)``.
+
+Uneven light (``falloff``, the second parameter): a scene in low light is lit unevenly (a lamp,
+a street light), so the exposure drop varies over the frame. A point light above a point drawn
+uniformly in the frame (per image), at a height of one shorter side ``h`` above it, lights the
+scene with the inverse-square law: ``ρ(p) = log₂(1 + r²/h²)`` stops darker at distance ``r``
+from that point. The drop is ``strength·stops_max·((1 − falloff) + falloff·ρ(p)/mean(ρ))``
+stops: its mean over the frame is ``strength·stops_max`` whatever the falloff; 0 = even
+exposure drop, 1 = all of it from the fall-off (no drop under the light). At the same μ, more
+fall-off concentrates the darkening, so σ grows (the exposure drop alone gives σ = μ × the
+photo's contrast, below real low-light data; sensor noise is averaged away by GenDeg's
+256×256 measure). The map is smooth: computed with the shorter side at 64 px and upsampled.
+
+For intensities that strength 1 does not reach, the calibration continues up to the top of
+``stops_max``'s range (12 stops; the noise gains grow with the strength as below 1).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .base import Degradation, Param, bview, random_field
-from .strips import is_split, strips
+from .base import Degradation, Param, bview, param_values, random_field, reach_of
+from .strips import bilinear_rows, is_split, strips
+
+#: default share of the exposure drop that follows the light's fall-off
+FALLOFF = 0.7
 
 PARAMS = {
     "stops_max": Param(5.0, 0.0, 12.0, "exposure drop at strength 1, in stops (factor 2^-stops)"),
     "gamma": Param(2.2, 1.0, 3.0, "display gamma used to go to linear light and back"),
     "shot_max": Param(0.012, 0.0, 0.1, "shot-noise gain λ_shot at strength 1 (linear units; Brooks et al.: 1e-4..0.012)"),
     "noise": Param(True, doc="add shot + read noise (false: exposure drop only)"),
+    "falloff": Param(FALLOFF, 0.0, 1.0, "uneven light: share of the exposure drop that follows a point light's "
+                     "inverse-square fall-off (the second parameter: at the same mu, more fall-off gives more sigma)"),
 }
+
+#: the range in which the joint calibration searches ``falloff`` to set σ at a μ
+SIGMA_RANGE = (0.0, 1.0)
+#: height of the light above the scene, as a fraction of the shorter side
+LIGHT_HEIGHT = 1.0
+
+
+def light_falloff(b: int, h: int, w: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``[B,1,h',w']`` stops of darkening by a point light's fall-off, divided by their mean (mean 1),
+    at a reduced resolution (shorter side 64 px); the light's position is drawn per image."""
+    pos = torch.rand((b, 2), generator=generator, device=device)
+    f = max(1, min(h, w) // 64)
+    hs, ws = -(-h // f), -(-w // f)
+    side = min(h, w)
+    ys = (torch.arange(hs, device=device, dtype=torch.float32) + 0.5) * (f / side)  # in shorter sides
+    xs = (torch.arange(ws, device=device, dtype=torch.float32) + 0.5) * (f / side)
+    cy = (pos[:, 0] * h / side).view(-1, 1, 1)
+    cx = (pos[:, 1] * w / side).view(-1, 1, 1)
+    r2 = (ys.view(1, -1, 1) - cy) ** 2 + (xs.view(1, 1, -1) - cx) ** 2
+    rho = torch.log2(1.0 + r2 / LIGHT_HEIGHT**2)
+    return (rho / rho.mean(dim=(1, 2), keepdim=True).clamp_min(1e-6)).unsqueeze(1)
 
 
 def low_light(
@@ -34,11 +74,16 @@ def low_light(
     gamma: float = 2.2,
     shot_max: float = 0.012,
     noise: bool = True,
+    falloff: float | torch.Tensor = FALLOFF,
 ) -> torch.Tensor:
-    """Dark, noisy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1."""
+    """Dark, noisy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1; ``falloff`` one value or ``[B]``."""
     b, _, h, w = x.shape
     z_read = torch.randn((b,), generator=generator, device=x.device)
     n = random_field(tuple(x.shape), generator, x.device, normal=True, dtype=x.dtype)
+    fo = bview(param_values(falloff, b, x.device))
+    # mean drop in stops per image, and its map: (1 − falloff) + falloff·ρ/mean(ρ)
+    stops_small = bview(strength * stops_max) * ((1.0 - fo) + fo * light_falloff(b, h, w, generator, x.device))
+    even = bool((fo == 0).all())
     gain = bview(torch.exp2(-strength * stops_max))
     add_noise = noise and shot_max > 0
     if add_noise:
@@ -46,20 +91,23 @@ def low_light(
         log_read = 2.18 * torch.log(shot.clamp_min(1e-12)) + 1.20 + 0.26 * z_read
         read = torch.where(shot > 0, torch.exp(log_read), torch.zeros_like(shot))
 
-    def rows(xr: torch.Tensor, nr: torch.Tensor) -> torch.Tensor:
-        lin = xr.clamp(0, 1).pow_(gamma).mul_(gain)
+    def rows(xr: torch.Tensor, nr: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
+        g = gain if even else torch.exp2(-bilinear_rows(stops_small, (h, w), y0, y1))
+        lin = xr.clamp(0, 1).pow_(gamma).mul_(g)
         if add_noise:
             std = (lin * bview(shot)).add_(bview(read)).sqrt_()
             lin.addcmul_(nr, std)
         return lin.clamp_(0, 1).pow_(1.0 / gamma)
 
     if not is_split(h, w):
-        return rows(x, n)
+        return rows(x, n, 0, h)
     for y0, y1 in strips(h, w):  # large images: in place over the noise field, strip by strip
-        n[..., y0:y1, :] = rows(x[..., y0:y1, :], n[..., y0:y1, :])
+        n[..., y0:y1, :] = rows(x[..., y0:y1, :], n[..., y0:y1, :], y0, y1)
     return n
 
-DEGRADATION = Degradation("low_light", low_light, PARAMS, __doc__ or "")
+
+DEGRADATION = Degradation("low_light", low_light, PARAMS, __doc__ or "", reach=reach_of(PARAMS["stops_max"], "stops_max"),
+                          sigma_param="falloff", sigma_range=SIGMA_RANGE)
 
 #: Brooks et al.'s published range of λ_shot (for documentation and tests).
 SHOT_RANGE = (1e-4, 0.012)

@@ -49,6 +49,8 @@ def snow_haze(x: torch.Tensor, strength: torch.Tensor, generator: torch.Generato
     return _compose(snow.snow)(x, strength, generator, **params)
 
 
-RAIN_HAZE = Degradation("rain+haze", rain_haze, {**haze.PARAMS, **rain.PARAMS}, __doc__ or "", uses_depth=True, passes=2)
-SNOW_HAZE = Degradation("snow+haze", snow_haze, {**haze.PARAMS, **snow.PARAMS}, __doc__ or "", uses_depth=True, passes=2)
+RAIN_HAZE = Degradation("rain+haze", rain_haze, {**haze.PARAMS, **rain.PARAMS}, __doc__ or "", uses_depth=True, passes=2,
+                        sigma_param="opacity", sigma_range=rain.SIGMA_RANGE)
+SNOW_HAZE = Degradation("snow+haze", snow_haze, {**haze.PARAMS, **snow.PARAMS}, __doc__ or "", uses_depth=True, passes=2,
+                        sigma_param="opacity", sigma_range=snow.SIGMA_RANGE)
 DEGRADATIONS = (RAIN_HAZE, SNOW_HAZE)

@@ -12,6 +12,15 @@ U(0, 0.2)). The walk is rescaled so that its total path length is
 function by bilinear splatting of densely
 resampled trajectory points. The kernel is normalised to sum 1 (so the mean brightness is
 preserved) and applied as a true convolution via the FFT, reflecting the borders.
+
+Rotation (``rotation``, the second parameter): real camera shake also turns the camera about
+its optical axis (roll), and then the blur grows with the distance from the centre of that
+rotation (Whyte et al., "Non-uniform deblurring for shaken images", IJCV 2012). First-order
+model: the blurred image is mixed with the sharp one with the weight
+``(1 − rotation) + rotation·r/r_max``, ``r`` the distance from a centre drawn uniformly in the
+frame per image (``r_max`` its largest value in the frame). 0 = uniform blur; 1 = no blur at the
+centre, the full blur at the farthest corner. At the same μ, rotation concentrates the change
+on part of the frame, so σ grows.
 """
 
 from __future__ import annotations
@@ -20,15 +29,39 @@ import math
 
 import torch
 
-from .base import Degradation, Param, border_mode, fft_conv, odd, reach_of
-from .strips import conv_rows, is_split, strips
+from .base import Degradation, Param, border_mode, fft_conv, odd, param_values, reach_of
+from .strips import bilinear_rows, conv_rows, is_split, strips
+
+#: default share of in-plane rotation in the shake
+ROTATION = 0.0
 
 PARAMS = {
     "length_max": Param(0.15, 0.0, 0.5, "path length of the camera trajectory at strength 1, as a fraction of the shorter side"),
     "exposure": Param(1.0, 0.05, 1.0, "fraction of the trajectory the shutter records (Boracchi–Foi exposure T)"),
     "shake": Param(1.0, 0.0, 5.0, "multiplier of the random-walk 'anxiety' (0 = straight line)"),
     "steps": Param(128, 8, 2048, "points of the random walk"),
+    "rotation": Param(ROTATION, 0.0, 1.0, "share of in-plane rotation: the blur grows from a random centre to the "
+                      "farthest corner (the second parameter: at the same mu, more rotation gives more sigma)"),
 }
+
+#: the range in which the joint calibration searches ``rotation`` to set σ at a μ
+SIGMA_RANGE = (0.0, 1.0)
+
+
+def rotation_weights(b: int, h: int, w: int, rotation: torch.Tensor, generator: torch.Generator,
+                     device: torch.device) -> torch.Tensor:
+    """``[B,1,h',w']`` blur weights ``(1 − rotation) + rotation·r/r_max`` at a reduced resolution
+    (shorter side ≈ 64 px; the weights are a cone, upsampled bilinearly); the centre is drawn per image."""
+    pos = torch.rand((b, 2), generator=generator, device=device)
+    f = max(1, min(h, w) // 64)
+    hs, ws = -(-h // f), -(-w // f)
+    ys = (torch.arange(hs, device=device, dtype=torch.float32) + 0.5) / hs
+    xs = (torch.arange(ws, device=device, dtype=torch.float32) + 0.5) / ws
+    cy, cx = pos[:, 0].view(-1, 1, 1), pos[:, 1].view(-1, 1, 1)
+    r = torch.sqrt(((ys.view(1, -1, 1) - cy) * h) ** 2 + ((xs.view(1, 1, -1) - cx) * w) ** 2)
+    r = r / r.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1)
+    rot = rotation.view(-1, 1, 1)
+    return ((1.0 - rot) + rot * r).unsqueeze(1)
 
 
 def trajectories(b: int, steps: int, shake: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -113,21 +146,34 @@ def motion_blur(
     exposure: float = 1.0,
     shake: float = 1.0,
     steps: int = 128,
+    rotation: float | torch.Tensor = ROTATION,
 ) -> torch.Tensor:
-    """Blurred ``[B,3,H,W]`` 0..1; ``strength`` ``[B]`` in 0..1 scales the trajectory length."""
-    k = motion_kernels(x.shape[0], min(x.shape[-2:]), strength, generator, x.device,
+    """Blurred ``[B,3,H,W]`` 0..1; ``strength`` ``[B]`` in 0..1 scales the trajectory length;
+    ``rotation`` one value or ``[B]``."""
+    b, _, h, w = x.shape
+    k = motion_kernels(b, min(h, w), strength, generator, x.device,
                        length_max=length_max, exposure=exposure, shake=shake, steps=steps)
+    rot = param_values(rotation, b, x.device)
+    weights = rotation_weights(b, h, w, rot, generator, x.device)  # drawn last: the blur itself is unchanged
     if k.shape[-1] == 1:
         return x.clone()
-    h, w = x.shape[-2:]
+    uniform = bool((rot == 0).all())
+
+    def mix(xr: torch.Tensor, blurred: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
+        if uniform:
+            return blurred.clamp_(0, 1)
+        wt = bilinear_rows(weights, (h, w), y0, y1)
+        return torch.lerp(xr, blurred, wt).clamp_(0, 1)
+
     if not is_split(h, w):
-        return fft_conv(x, k).clamp(0, 1)
+        return mix(x, fft_conv(x, k), 0, h)
     p = k.shape[-1] // 2
     mode = border_mode("reflect", p, h, w)
     out = torch.empty_like(x)
     for y0, y1 in strips(h, w, halo=p):  # large images: the same convolution, strip by strip
-        out[..., y0:y1, :] = conv_rows(x, k, y0, y1, mode).clamp_(0, 1)
+        out[..., y0:y1, :] = mix(x[..., y0:y1, :], conv_rows(x, k, y0, y1, mode), y0, y1)
     return out
 
 
-DEGRADATION = Degradation("motion_blur", motion_blur, PARAMS, __doc__ or "", reach=reach_of(PARAMS["length_max"], "length_max"))
+DEGRADATION = Degradation("motion_blur", motion_blur, PARAMS, __doc__ or "", reach=reach_of(PARAMS["length_max"], "length_max"),
+                          sigma_param="rotation", sigma_range=SIGMA_RANGE, sigma_increasing=False)

@@ -13,6 +13,15 @@ their presets are ours (visible, clear and strong artefacts).
   in expectation) and a random seed, reproducible from ``base_seed``. ``balanced``
   instead cycles through the type × intensity grid in a shuffled order so every
   combination occurs equally often (± 1).
+* ``gendeg_sampling``: (μ, σ) drawn as GenDeg's own dataset synthesis draws them from its real
+  datasets' histograms (:func:`..realism.sample_official`: a source dataset with the official
+  weights, μ from its histogram, σ from the conditional at that μ, every 20th draw uniform);
+  the types take turns (one random stream per type, seeded from ``base_seed`` and the type, so
+  each type's draws are the official sequence), ``intensities`` is not used, and each item
+  records its source dataset. Draws from ORD / CSD are GenDeg's rain+haze / snow+haze.
+
+Every item has a σ too: the drawn one, or for presets and μ values the typical σ of GenDeg's
+real data at that μ (:func:`..realism.typical_sigma`; 0 for JPEG and noise, which have none).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from .. import realism
 from ..errors import InputError
 from ..presets import GENDEG_PRESETS, LEVELS
 from . import TYPES, get
@@ -33,7 +43,8 @@ PRESETS: dict[str, dict[str, float]] = {
     "jpeg": {"light": 0.006, "medium": 0.01, "heavy": 0.018},
     "noise": {"light": 0.02, "medium": 0.05, "heavy": 0.09},
 }
-MODES = ("grid", "random", "balanced")
+MODES = ("grid", "random", "balanced", "gendeg_sampling")
+SAMPLING = "gendeg_sampling"
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,17 @@ class PlanItem:
     mu: float
     seed: int
     label: str
-    level: str  # preset name, or "mu=<value>" for a number
+    level: str  # preset name, "mu=<value>" for a number, or the source dataset of a GenDeg-style draw
+    sigma: float = 0.0  # the σ to aim at (typical of real data at μ, or drawn); 0 = none (JPEG, noise)
+    dataset: str = ""  # the real dataset a GenDeg-style draw came from
+    uniform: bool = False  # one of GenDeg's every-20th uniform draws
+
+
+def sigma_of(kind: str, token: str, mu: float) -> float:
+    """The σ of a planned (type, intensity): the preset's, or the typical σ of real data at ``mu``; 0 without statistics."""
+    if token in LEVELS and kind in GENDEG_PRESETS:
+        return GENDEG_PRESETS[kind][token][1]
+    return round(realism.typical_sigma(kind, mu), 4) if realism.stats_type(kind) else 0.0
 
 
 def parse_types(text: str) -> list[str]:
@@ -95,30 +116,32 @@ def make_plan(
     ``i, i + n, i + 2n, …`` (see :func:`shard_positions`) — so every shard plans exactly the
     items the unsharded run plans for its files. Default: ``0, 1, 2, …``.
     """
-    kinds = parse_types(types)
-    levels = parse_intensities(intensities)
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if seeds < 1:
         raise InputError(f"seeds must be at least 1, got {seeds}")
     if count < 0:
         raise InputError(f"count must be 0 or more, got {count}")
-    combos = [(k, lv) for k in kinds for lv in levels]
-
-    def item(kind: str, token: str, seed: int) -> PlanItem:
-        level = token if token in LEVELS else f"mu={float(token):g}"
-        mu = mu_of(kind, token)
-        return PlanItem(kind, mu, seed, f"{kind} {level} (mu {mu:.3f})", level)
-
-    if mode == "grid":
-        return [item(k, lv, base_seed + s) for k, lv in combos for s in range(seeds)]
-    rng = random.Random(base_seed)
-    n = count or len(combos) * seeds
     if positions is not None:
         if not keys or len(positions) != len(keys):
             raise InputError(f"positions: expected one per key ({len(keys or [])}), got {len(positions)}")
         if min(positions) < 0:
             raise InputError("positions must be 0 or more")
+    if mode == SAMPLING:
+        return _sampling_plan(types, count, base_seed, keys, positions)
+    kinds = parse_types(types)
+    levels = parse_intensities(intensities)
+    combos = [(k, lv) for k in kinds for lv in levels]
+
+    def item(kind: str, token: str, seed: int) -> PlanItem:
+        level = token if token in LEVELS else f"mu={float(token):g}"
+        mu = mu_of(kind, token)
+        return PlanItem(kind, mu, seed, f"{kind} {level} (mu {mu:.3f})", level, sigma_of(kind, token, mu))
+
+    if mode == "grid":
+        return [item(k, lv, base_seed + s) for k, lv in combos for s in range(seeds)]
+    rng = random.Random(base_seed)
+    n = count or len(combos) * seeds
     if keys:
         n = len(keys)
         if mode == "random":
@@ -136,6 +159,29 @@ def make_plan(
         order = combos[:]
         rng.shuffle(order)
         out.extend(item(k, lv, rng.randrange(2**31)) for k, lv in order[: total - len(out)])
+    return [out[q] for q in wanted]
+
+
+def _sampling_plan(types: str, count: int, base_seed: int, keys: list[str] | None,
+                   positions: list[int] | None) -> list[PlanItem]:
+    """The ``gendeg_sampling`` mode (module doc): item ``q`` is draw ``q // K`` of type ``q mod K``."""
+    text = str(types).strip().lower()
+    kinds = list(realism.TYPES) if text in ("", "all") else parse_types(types)
+    bad = [k for k in kinds if k not in realism.TYPES]
+    if bad:
+        raise InputError(f"gendeg_sampling draws for GenDeg's types with real-data statistics ({', '.join(realism.TYPES)}), "
+                         f"not {', '.join(bad)} (its rain+haze and snow+haze come from rain's ORD and snow's CSD draws)")
+    n = len(keys) if keys else (count or len(kinds))
+    wanted = positions if positions is not None else list(range(n))
+    total = max(wanted) + 1 if wanted else 0
+    streams = {k: random.Random(hashlib.sha256(f"{base_seed}\0{k}".encode()).digest()) for k in kinds}
+    seed_rng = random.Random(base_seed)
+    out: list[PlanItem] = []
+    for q in range(total):
+        kind = kinds[q % len(kinds)]
+        d = realism.sample_official(kind, streams[kind], q // len(kinds))
+        label = f"{d.type} {d.dataset}{' uniform' if d.uniform else ''} (mu {d.mu:.3f}, sigma {d.sigma:.3f})"
+        out.append(PlanItem(d.type, d.mu, seed_rng.randrange(2**31), label, d.dataset, d.sigma, d.dataset, d.uniform))
     return [out[q] for q in wanted]
 
 

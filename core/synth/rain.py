@@ -23,6 +23,8 @@ The usual photometric recipe of synthetic rain sets (Rain100/Rain1400 style):
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .base import (
@@ -32,6 +34,7 @@ from .base import (
     bview,
     fall_direction,
     odd,
+    param_values,
     scale_of,
     segment_kernels,
     stationary_conv,
@@ -40,6 +43,10 @@ from .base import (
 )
 from .strips import is_split, strips
 
+#: default streak opacity (the joint calibration searches it in SIGMA_RANGE to set σ at a μ)
+OPACITY = 0.2
+SIGMA_RANGE = (0.02, 1.0)
+
 PARAMS = {
     "density": Param(0.005, 0.0, 0.2, "fraction of pixels that seed a near streak at strength 1, at 512 px (far layer: "
                      "twice that; scaled by the streaks' area so the rain looks the same at any resolution)"),
@@ -47,28 +54,31 @@ PARAMS = {
     "angle": Param(None, -80.0, 80.0, "fall angle in degrees from vertical (positive leans right); empty = random", optional=True),
     "angle_range": Param(20.0, 0.0, 80.0, "random angles are drawn from ±angle_range degrees"),
     "width": Param(1.2, 0.3, 8.0, "streak cross-section std in pixels at 512 px (near layer)"),
-    "opacity": Param(0.7, 0.0, 1.0, "peak brightness of an isolated streak"),
+    "opacity": Param(OPACITY, 0.0, 1.0, "peak brightness of an isolated streak (the second parameter: at the same "
+                     "mu, fainter streaks mean more streaks and more veil, so sigma falls)"),
     "veil": Param(0.12, 0.0, 1.0, "veil (scattered light) fraction at strength 1"),
 }
 
 
-def streak_kernels(b: int, length_px: float, width_px: float, angle: torch.Tensor, opacity: float, size: int) -> torch.Tensor:
-    """Segment kernels ``[B,size,size]`` scaled so an isolated seed of value 1 peaks at ``opacity``."""
+def streak_kernels(b: int, length_px: float, width_px: float, angle: torch.Tensor, opacity: float | torch.Tensor,
+                   size: int) -> torch.Tensor:
+    """Segment kernels ``[B,size,size]`` scaled so an isolated seed of value 1 peaks at ``opacity``
+    (one value, or ``[B]``: one per image)."""
     dev = angle.device
     k = segment_kernels(torch.full((b,), length_px, device=dev), angle, torch.full((b,), width_px, device=dev), size)
-    return k * (opacity / k.flatten(1).amax(dim=1)).view(-1, 1, 1)
+    return k * (param_values(opacity, b, dev) / k.flatten(1).amax(dim=1)).view(-1, 1, 1)
 
 
 def streak_seeds(b: int, h: int, w: int, strength: torch.Tensor, density: float, generator: torch.Generator,
-                 device: torch.device) -> torch.Tensor:
+                 device: torch.device, top: float = 1.0) -> torch.Tensor:
     """Seed map ``[B,1,H,W]``: brightness U(0.5, 1) where ``u < strength·density``, else 0.
 
-    Draws one uniform field ``u``, then one brightness per candidate pixel (``u < density``,
-    the seeds at strength 1, independent of the strength), so a pixel keeps its brightness
-    whatever the strength and more strength only adds streaks.
+    Draws one uniform field ``u``, then one brightness per candidate pixel (``u < top·density``,
+    the seeds at the largest strength ``top``, independent of the strength), so a pixel keeps its
+    brightness whatever the strength and more strength only adds streaks.
     """
     u = torch.rand((b, 1, h, w), generator=generator, device=device).view(-1)
-    cand = (u < density).nonzero().squeeze(1)
+    cand = (u < top * density).nonzero().squeeze(1)
     bright = torch.rand((cand.numel(),), generator=generator, device=device).mul_(0.5).add_(0.5)
     keep = u[cand] < (strength * density)[torch.div(cand, h * w, rounding_mode="floor")]
     seeds = torch.zeros(b * h * w, device=device)
@@ -86,11 +96,12 @@ def rain(
     angle: float | None = None,
     angle_range: float = 20.0,
     width: float = 1.2,
-    opacity: float = 0.7,
+    opacity: float | torch.Tensor = OPACITY,
     veil: float = 0.12,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Rainy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1.
+    """Rainy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1 (up to :func:`reach`);
+    ``opacity`` one value or ``[B]``.
 
     ``out``: where large images are written strip by strip (may be ``x`` itself: a strip reads its
     rows of ``x`` before writing them); a new tensor when not given.
@@ -105,13 +116,15 @@ def rain(
     near_density = density * (streak_area(length * REF_SIDE, width) / streak_area(length_px, near_w))
     far_density = 2 * density * (streak_area(length * REF_SIDE / 2, max(0.3, width / 2)) / streak_area(length_px / 2, far_w))
     # both layers' seeds first (same draw order as one layer at a time), then one FFT pass
-    near_seeds = streak_seeds(b, h, w, strength, near_density, generator, dev)
-    far_seeds = streak_seeds(b, h, w, strength, far_density, generator, dev)
+    top = reach({"density": density, "veil": veil})
+    near_seeds = streak_seeds(b, h, w, strength, near_density, generator, dev, top)
+    far_seeds = streak_seeds(b, h, w, strength, far_density, generator, dev, top)
     near_size, far_size = odd(length_px + 6 * near_w), odd(length_px / 2 + 6 * far_w)
     size = max(near_size, far_size)
     k = torch.zeros(b, 2, size, size, device=dev)
     for j, (n, kj) in enumerate(((near_size, streak_kernels(b, length_px, near_w, theta, opacity, near_size)),
-                                 (far_size, streak_kernels(b, length_px / 2, far_w, theta, opacity * 0.6, far_size)))):
+                                 (far_size, streak_kernels(b, length_px / 2, far_w, theta,
+                                                           param_values(opacity, b, dev) * 0.6, far_size)))):
         o = (size - n) // 2
         k[:, j, o : o + n, o : o + n] = kj
     # screen blends and the veil in one pass over the colour image:
@@ -134,4 +147,12 @@ def rain(
     return out
 
 
-DEGRADATION = Degradation("rain", rain, PARAMS, __doc__ or "")
+def reach(params: dict[str, Any]) -> float:
+    """Largest strength: the seed density stays within its range and the veil at most 1."""
+    limits = [PARAMS["density"].hi / params["density"] if params["density"] > 0 else 1.0,
+              1.0 / params["veil"] if params["veil"] > 0 else 1.0]
+    return min(limits)
+
+
+DEGRADATION = Degradation("rain", rain, PARAMS, __doc__ or "", reach=reach, sigma_param="opacity",
+                          sigma_range=SIGMA_RANGE)

@@ -33,16 +33,23 @@ from .base import (
     bview,
     gaussian_blur,
     odd,
+    param_values,
     reach_of,
     render_sparse_padded,
     smooth_blur,
 )
 from .strips import is_split, pad_columns, rows_with_border, strips
 
+#: default refraction
+REFRACTION = 3.0
+#: the range in which the joint calibration searches ``refraction`` to set σ at a μ
+SIGMA_RANGE = (0.0, 20.0)
+
 PARAMS = {
     "coverage": Param(0.7, 0.0, 3.0, "total drop area per glass area at strength 1 (overlaps counted: 1 − exp(−coverage) is wet)"),
     "size": Param(0.025, 0.003, 0.2, "radius of a middle-sized drop as a fraction of the shorter side"),
-    "refraction": Param(3.0, 0.0, 20.0, "extra magnification of the refracted, inverted view inside a drop"),
+    "refraction": Param(REFRACTION, 0.0, 20.0, "extra magnification of the refracted, inverted view inside a drop (the "
+                        "second parameter: at the same mu, stronger refraction changes fewer pixels more, so sigma grows)"),
     "blur": Param(0.35, 0.0, 3.0, "defocus of the view through the drops, σ as a fraction of the middle radius"),
     "rim": Param(0.35, 0.0, 1.0, "darkening at the drop rims (0 = none)"),
 }
@@ -66,7 +73,7 @@ def raindrop(
     *,
     coverage: float = 0.7,
     size: float = 0.025,
-    refraction: float = 3.0,
+    refraction: float | torch.Tensor = REFRACTION,
     blur: float = 0.35,
     rim: float = 0.35,
 ) -> torch.Tensor:
@@ -90,7 +97,7 @@ def raindrop(
     k = odd(2 * max(radii) + 1)
     caps = cap_kernels(radii, k, dev).expand(b, -1, -1, -1)  # [B,3,k,k]
     rad = torch.tensor(radii, device=dev).view(1, -1, 1, 1)
-    gain = (1 + refraction) / 2
+    gain = ((1 + param_values(refraction, b, dev)) / 2).view(-1, 1, 1)  # one value per image
     # the defocused background is smooth: blurred at a reduced resolution and sampled from there
     # (grid_sample with align_corners=False addresses any resolution of the same frame)
     background = smooth_blur(x, blur * radii[1], upsample=False)
@@ -140,4 +147,5 @@ def gaussian_radius(sigma: float, h: int, w: int) -> int:
     return min(max(1, int(math.ceil(3.0 * sigma))), max(1, min(h, w) - 1))
 
 
-DEGRADATION = Degradation("raindrop", raindrop, PARAMS, __doc__ or "", reach=reach_of(PARAMS["coverage"], "coverage"))
+DEGRADATION = Degradation("raindrop", raindrop, PARAMS, __doc__ or "", reach=reach_of(PARAMS["coverage"], "coverage"),
+                          sigma_param="refraction", sigma_range=SIGMA_RANGE)

@@ -16,6 +16,8 @@ of fixed uniform fields, so more strength only adds flakes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .base import (
@@ -24,6 +26,7 @@ from .base import (
     bview,
     fall_direction,
     odd,
+    param_values,
     scale_of,
     segment_kernels,
     stationary_conv,
@@ -31,6 +34,9 @@ from .base import (
     streak_area,
 )
 from .strips import is_split, strips
+
+#: default flake opacity
+OPACITY = 0.5
 
 PARAMS = {
     "density": Param(0.004, 0.0, 0.05, "seeding probability per pixel of the middle layer at strength 1, at 512 px "
@@ -40,7 +46,12 @@ PARAMS = {
     "angle": Param(None, -80.0, 80.0, "fall angle in degrees from vertical; empty = random in ±angle_range", optional=True),
     "angle_range": Param(30.0, 0.0, 80.0, "random angles are drawn from ±angle_range degrees"),
     "veil": Param(0.25, 0.0, 1.0, "veil fraction at strength 1"),
+    "opacity": Param(OPACITY, 0.0, 1.0, "flake opacity, a factor on every layer's (the second parameter: at the same "
+                     "mu, fainter flakes mean more flakes and more veil, so sigma falls)"),
 }
+
+#: the range in which the joint calibration searches ``opacity`` to set σ at a μ
+SIGMA_RANGE = (0.03, 1.0)
 
 LAYERS = (  # (size factor, density factor, streak factor, opacity)
     (0.5, 4.0, 0.5, 0.7),
@@ -60,9 +71,11 @@ def snow(
     angle: float | None = None,
     angle_range: float = 30.0,
     veil: float = 0.25,
+    opacity: float | torch.Tensor = OPACITY,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Snowy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1.
+    """Snowy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1 (up to :func:`reach`);
+    ``opacity`` one value or ``[B]``.
 
     ``out``: where large images are written strip by strip (may be ``x`` itself: a strip reads its
     rows of ``x`` before writing them); a new tensor when not given.
@@ -72,8 +85,9 @@ def snow(
     theta = fall_direction(b, generator, dev, angle, angle_range)
     sc = scale_of(x)
     s = bview(strength)
+    op = param_values(opacity, b, dev)
     seeds, tones, kernels = [], [], []
-    for size_f, dens_f, streak_f, opacity in LAYERS:  # draws: uniform field, then tone, per layer
+    for size_f, dens_f, streak_f, layer_opacity in LAYERS:  # draws: uniform field, then tone, per layer
         u = torch.rand((b, 1, h, w), generator=generator, device=dev)
         tones.append(bview(torch.rand((b,), generator=generator, device=dev) * 0.15 + 0.85))  # flake brightness
         radius = max(0.3, size * size_f * sc)
@@ -83,7 +97,7 @@ def snow(
         seeds.append((u < s * per_pixel * dens_f).float())
         k = segment_kernels(torch.full((b,), length, device=dev), theta, torch.full((b,), radius, device=dev),
                             odd(length + 6 * radius))
-        kernels.append(k * (opacity / k.flatten(1).amax(dim=1)).view(-1, 1, 1))  # isolated flake peaks at opacity
+        kernels.append(k * (layer_opacity * op / k.flatten(1).amax(dim=1)).view(-1, 1, 1))  # isolated flake's peak
     # all layers in one FFT pass (kernels centred in the largest size)
     size_max = max(k.shape[-1] for k in kernels)
     kk = torch.zeros(b, len(kernels), size_max, size_max, device=dev)
@@ -113,4 +127,11 @@ def snow(
     return out
 
 
-DEGRADATION = Degradation("snow", snow, PARAMS, __doc__ or "")
+def reach(params: dict[str, Any]) -> float:
+    """Largest strength: the seed density stays within its range and the veil at most 1."""
+    return min(PARAMS["density"].hi / params["density"] if params["density"] > 0 else 1.0,
+               1.0 / params["veil"] if params["veil"] > 0 else 1.0)
+
+
+DEGRADATION = Degradation("snow", snow, PARAMS, __doc__ or "", reach=reach, sigma_param="opacity",
+                          sigma_range=SIGMA_RANGE)
