@@ -66,7 +66,7 @@ def test_bad_parameters_give_clear_errors():
     with pytest.raises(InputError, match="not one of"):
         synthesize(x, "noise", 0.5, params={"model": "speckle"})
     with pytest.raises(InputError, match="strength must be in 0..1"):
-        synthesize(x, "low_light", 1.5)
+        synthesize(x, "rain+haze", 1.5)
     with pytest.raises(InputError, match="strength must be in 0..4"):  # snow extends until its veil is 1
         synthesize(x, "snow", 4.5)
     with pytest.raises(InputError, match="strength"):
@@ -124,7 +124,7 @@ def test_haze_depth_proxy_is_far_at_top_and_normalised():
 
 def test_low_light_closed_form_without_noise():
     x = scene(1, 24, 24)
-    y = synthesize(x, "low_light", 0.5, params={"noise": False, "stops_max": 4.0, "gamma": 2.2})
+    y = synthesize(x, "low_light", 0.5, params={"noise": False, "stops_max": 4.0, "gamma": 2.2, "falloff": 0.0})
     expected = ((x.double() ** 2.2) * 2.0 ** (-2.0)) ** (1 / 2.2)
     assert torch.allclose(y.double(), expected, atol=1e-5)
 

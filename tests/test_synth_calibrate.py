@@ -102,8 +102,8 @@ def test_unreachable_targets_are_clamped_with_the_range_in_the_warning(caplog):
     assert len(r.warnings) == 1 and "reachable range 0.0000.." in r.warnings[0]
     assert f"clamped to strength {limit:g}" in r.warnings[0]
     assert "reachable range" in caplog.text
-    # low light does not extend (its noise model is fixed at the top of Brooks et al.'s range)
-    r1 = degrade_to_mu(x, "low_light", 0.9, seed=0)
+    # the mixed types do not extend (one strength drives both parts)
+    r1 = degrade_to_mu(x, "rain+haze", 0.9, seed=0)
     assert float(r1.strength[0]) == 1.0 and "clamped to strength 1 " in r1.warnings[0]
     r0 = degrade_to_mu(x, "noise", 0.0, seed=0)
     assert float(r0.strength[0]) == 0.0 and float(r0.mu[0]) == 0.0 and r0.warnings == []

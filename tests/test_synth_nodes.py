@@ -13,6 +13,7 @@ from comfyui_gendeg import cli
 from comfyui_gendeg.core.errors import InputError
 from comfyui_gendeg.core.intensity import measure_intensity
 from comfyui_gendeg.core.io import load_image, save_image
+from comfyui_gendeg.core.presets import GENDEG_PRESETS as PRESETS_MS
 from comfyui_gendeg.core.synth import TYPES
 from comfyui_gendeg.core.synth.plan import PRESETS, make_plan
 from comfyui_gendeg.core.synth.sheet import contact_sheet
@@ -38,7 +39,9 @@ def test_nodes_are_registered_with_contract_ids_and_documented():
             for name, (_, opts) in spec.get(section, {}).items():
                 assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
     assert S.GenDegSynthesize.RETURN_TYPES == ("IMAGE", "FLOAT", "FLOAT", "STRING")
-    assert S.GenDegDegradationPlan.OUTPUT_IS_LIST == (True, True, True, True)
+    # outputs only ever grow at the end (old workflows link the first four by slot)
+    assert S.GenDegDegradationPlan.RETURN_NAMES == ("type", "mu", "seed", "label", "sigma", "dataset")
+    assert S.GenDegDegradationPlan.OUTPUT_IS_LIST == (True,) * 6
     assert S.GenDegSynthesize.INPUT_TYPES()["required"]["type"][0] == list(TYPES)
 
 
@@ -169,12 +172,15 @@ def test_plan_grid_balanced_random_and_presets():
 
 
 def test_plan_node_lists_and_filenames():
-    types, mus, seeds, labels = S.GenDegDegradationPlan().plan(["haze,noise"], ["light,heavy"], ["grid"], [1], [0], [0])
+    types, mus, seeds, labels, sigmas, datasets = S.GenDegDegradationPlan().plan(["haze,noise"], ["light,heavy"], ["grid"],
+                                                                                 [1], [0], [0])
     assert types == ["haze", "haze", "noise", "noise"] and len(mus) == len(seeds) == len(labels) == 4
+    # presets carry their typical sigma; noise has no GenDeg statistics (0: none); no source datasets
+    assert sigmas == [PRESETS_MS["haze"]["light"][1], PRESETS_MS["haze"]["heavy"][1], 0.0, 0.0] and datasets == [""] * 4
     names = ["a.png", "b.png", "c.png"]
     types, *_ = S.GenDegDegradationPlan().plan(["all"], ["light"], ["balanced"], [1], [0], [0], filenames=names)
     assert len(types) == 3 and len(set(types)) == 3
-    with pytest.raises(InputError, match="random or balanced"):
+    with pytest.raises(InputError, match="random, balanced or gendeg_sampling"):
         S.GenDegDegradationPlan().plan(["all"], ["light"], ["grid"], [1], [0], [0], filenames=names)
 
 
@@ -217,7 +223,9 @@ def test_cli_synth_and_measure(tmp_path, capsys):
     assert measured["mu"] == pytest.approx(report["mu"], abs=1e-6) and measured["sigma"] == pytest.approx(report["sigma"], abs=1e-6)
     assert cli.main(["synth", str(src), str(out), "--type", "noise", "--strength", "0.3"]) == 0
     assert json.loads(capsys.readouterr().out)["strength"] == 0.3
-    assert cli.main(["synth", str(src), str(out), "--type", "low_light", "--strength", "2"]) == 2
+    assert cli.main(["synth", str(src), str(out), "--type", "raindrop", "--strength", "5"]) == 2
+    assert "strength must be in 0..4.28571," in capsys.readouterr().err  # coverage up to 3 (the top of its range)
+    assert cli.main(["synth", str(src), str(out), "--type", "rain+haze", "--strength", "1.5"]) == 2
     assert "strength must be in 0..1," in capsys.readouterr().err
     # noise extends past strength 1 until its sigma reaches 1 (the top of sigma_max's range)
     assert cli.main(["synth", str(src), str(out), "--type", "noise", "--strength", "4"]) == 2

@@ -208,13 +208,24 @@ def _widget_positions(node: Mapping[str, Any], specs: list[InputSpec]) -> dict[s
         out[spec.name] = i
         i += 1
         needed_after = len(specs) - k - 1
-        # Extra editor widgets: consume their saved value only when there is one to spare,
-        # so files from editors that do not save them still align.
-        if spec.has_control and i < len(values) and values[i] in CONTROL_VALUES and len(values) - i > needed_after:
+        # Extra editor widgets: consume their saved value when there is one to spare, so files from
+        # editors that do not save them still align; a control value that the next widget could not
+        # take is consumed anyway (a file saved before a widget was added at the end of the node).
+        if spec.has_control and i < len(values) and values[i] in CONTROL_VALUES and (
+                len(values) - i > needed_after or not _could_take(specs[k + 1] if k + 1 < len(specs) else None, values[i])):
             i += 1
         elif spec.has_upload and i < len(values) and len(values) - i > needed_after and isinstance(values[i], str):
             i += 1
     return out
+
+
+def _could_take(spec: InputSpec | None, value: Any) -> bool:
+    """Whether widget ``spec`` could hold the text ``value`` (a string, or a combo offering it)."""
+    if spec is None:
+        return False
+    if spec.type == "COMBO":
+        return value in (spec.options or [])
+    return spec.type == "STRING"
 
 
 def _align_widget_values(node: Mapping[str, Any], specs: list[InputSpec]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ photo's contrast, below real low-light data; sensor noise is averaged away by Ge
 256×256 measure). The map is smooth: computed with the shorter side at 64 px and upsampled.
 
 For intensities that strength 1 does not reach, the calibration continues up to the top of
-``stops_max``'s range (12 stops; the noise gains grow with the strength as below 1).
+``stops_max``'s range (12 stops); the noise stays at its strength-1 level (the top of Brooks et
+al.'s range by default).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def low_light(
     gain = bview(torch.exp2(-strength * stops_max))
     add_noise = noise and shot_max > 0
     if add_noise:
-        shot = strength * shot_max
+        shot = strength.clamp(max=1.0) * shot_max  # past strength 1 only the exposure drop grows
         log_read = 2.18 * torch.log(shot.clamp_min(1e-12)) + 1.20 + 0.26 * z_read
         read = torch.where(shot > 0, torch.exp(log_read), torch.zeros_like(shot))
 
