@@ -12,7 +12,8 @@ The search, for all images of a batch at once:
   bracketed, then log-log secant / false position with a bisection every third step);
 * *outer*: σ at the requested μ is taken to change monotonically with ``p`` (in the direction
   the degradation declares); the search starts at the parameter's default, solves the end of its
-  range on the side of the requested σ (that end's σ is the edge of the reachable region), then
+  range on the side of the requested σ (that end's σ is the edge of the reachable region; where
+  μ* is out of reach at that end, the way there is halved up to :data:`SHRINK_STEPS` times), then
   runs false position (Illinois) on ``p`` inside that bracket, each step warm-started with the
   strength interpolated between its neighbours;
 * it stops when ``|μ − μ*| ≤ tol`` (default 0.005) and ``|σ − σ*| ≤ sigma_tol`` (default 0.01)
@@ -57,6 +58,8 @@ from .calibrate import (
 log = logging.getLogger("gendeg")
 
 DEFAULT_SIGMA_TOL = 0.01
+#: halvings towards the default when μ* is out of reach at an end of the second parameter's range
+SHRINK_STEPS = 3
 #: σ modes recorded in the metadata
 REQUESTED, TYPICAL, FREE = "requested", "typical", "free"
 
@@ -291,6 +294,16 @@ class _JointSearch:
         if bool(active.any()):
             s1, _, sg1, ok1 = self.solve_mu(p_end, active, s0)
             s_end, sg_end, ok_end = (torch.where(active, a, c) for a, c in ((s1, s0), (sg1, sg0), (ok1, ok0)))
+        # where μ* is out of reach at that end (the strength limit), halve the way towards the
+        # default until it is reached: the region's edge is the last parameter value that lands on μ*
+        for _ in range(SHRINK_STEPS):
+            shrink = active & ~ok_end
+            if not bool(shrink.any()):
+                break
+            p_end = torch.where(shrink, (p0 + p_end) / 2, p_end)
+            s1, _, sg1, ok1 = self.solve_mu(p_end, shrink, s0)
+            s_end, sg_end, ok_end = (torch.where(shrink, a, c) for a, c in ((s1, s_end), (sg1, sg_end), (ok1, ok_end)))
+        sg_end = torch.where(ok_end, sg_end, sg0)  # no end reached: the default is the only known point
         e_end = sg_end - self.sg_t
         beyond = active & ((e_end * e0) > 0) & (e_end.abs() > aim_sg)  # the requested σ is past the end
         # bracket [pa, pb] with errors ea, eb of opposite signs
@@ -427,17 +440,38 @@ class _JointSearch:
 
 def reachable_sigma(x: torch.Tensor, kind: str, mu: float, seed: int = 0, *, depth: torch.Tensor | None = None,
                     params: dict[str, Any] | None = None, tol: float = DEFAULT_TOL) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image σ at ``mu`` at the two ends of the second parameter's search range: the
-    reachable σ interval at that μ (sorted, ``(lo, hi)``)."""
+    """Per-image σ interval ``(lo, hi)`` reachable at ``mu``: σ at the default of the second
+    parameter and at the two ends of its search range, each end moved halfway towards the default
+    (up to :data:`SHRINK_STEPS` times) while μ is out of reach there. Points where ``mu`` is not
+    reached within ``tol`` are left out; an image that misses ``mu`` everywhere gets ``(nan, nan)``."""
     deg = get(kind)
     if deg.sigma_param is None:
         raise InputError(f"{deg.name} has no second parameter")
-    lo, hi = deg.sigma_range or (deg.params[deg.sigma_param].lo, deg.params[deg.sigma_param].hi)
-    ends = []
-    for p in (lo, hi):
-        r = degrade_to_mu(x, kind, mu, seed, depth=depth, params={**(params or {}), deg.sigma_param: p}, tol=tol)
-        ends.append(r.sigma)
-    return torch.minimum(*ends), torch.maximum(*ends)
+    key = deg.sigma_param
+    lo, hi = deg.sigma_range or (deg.params[key].lo, deg.params[key].hi)
+    default = float(deg.resolve_params(dict(params or {}))[key])
+    b = x.shape[0]
+    low, high = torch.full((b,), float("inf")), torch.full((b,), float("-inf"))
+
+    def at(p: float) -> torch.Tensor:
+        r = degrade_to_mu(x, kind, mu, seed, depth=depth, params={**(params or {}), key: p}, tol=tol)
+        ok = (r.mu - mu).abs() <= tol
+        low.copy_(torch.where(ok, torch.minimum(low, r.sigma), low))
+        high.copy_(torch.where(ok, torch.maximum(high, r.sigma), high))
+        return ok
+
+    at(default)
+    for end in (lo, hi):
+        p, todo = end, torch.ones(b, dtype=torch.bool)
+        for _ in range(SHRINK_STEPS + 1):
+            if p == default:
+                break
+            todo = todo & ~at(p)
+            if not bool(todo.any()):
+                break
+            p = (p + default) / 2
+    nan = torch.full((b,), float("nan"))
+    return torch.where(torch.isfinite(low), low, nan), torch.where(torch.isfinite(high), high, nan)
 
 
 __all__ = ["DEFAULT_SIGMA_TOL", "FREE", "REQUESTED", "TYPICAL", "degrade_to_intensity", "reachable_sigma"]
