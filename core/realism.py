@@ -147,15 +147,21 @@ class Distribution:
         return int(self.counts.sum())
 
     def quantile(self, q: float) -> float:
-        """Value below which a fraction ``q`` (0..1) of the images lie (linear inside a bin)."""
+        """The smallest value below which a fraction ``q`` (0..1) of the images lie (linear inside a bin)."""
         if self.total == 0:
             raise InputError("no real images in this range")
-        cdf = np.concatenate([[0.0], np.cumsum(self.counts) / self.total])
         q = min(max(float(q), 0.0), 1.0)
         nz = np.nonzero(self.counts)[0]
-        lo_edge, hi_edge = self.edges[nz[0]], self.edges[nz[-1] + 1]
-        return float(np.clip(np.interp(q, cdf, self.edges), lo_edge, hi_edge)) if 0 < q < 1 else float(
-            lo_edge if q <= 0 else hi_edge)
+        if q <= 0:
+            return float(self.edges[nz[0]])
+        if q >= 1:
+            return float(self.edges[nz[-1] + 1])
+        cum = np.cumsum(self.counts)
+        target = q * self.total
+        k = int(np.searchsorted(cum, target, side="left"))  # the first bin the target count falls in
+        before = float(cum[k - 1]) if k > 0 else 0.0
+        frac = (target - before) / float(self.counts[k])
+        return float(self.edges[k] + frac * (self.edges[k + 1] - self.edges[k]))
 
     @property
     def median(self) -> float:
@@ -251,9 +257,10 @@ def sample_official(kind: str, rng: random.Random, index: int) -> Draw:
     if st != kind:
         raise InputError(f"GenDeg's dataset synthesis draws for {st} (its {kind} images come from "
                          f"{', '.join(d for (t, d), m in MIXED_DATASETS.items() if m == kind)}); ask for {st}")
-    weights = dataset_weights(st)
-    names = list(weights)
-    dataset = rng.choices(names, weights=[weights[d] for d in names], k=1)[0]
+    names = list(datasets(st))
+    # the official (unnormalised) weights 1/n × down-weight, so the same stream picks the same dataset
+    raw = [DOWN_WEIGHTS.get(st, {}).get(d, 1.0) * 1 / len(names) for d in names]
+    dataset = rng.choices(names, weights=raw, k=1)[0]
     uniform = index % RANDOM_EVERY == 0
     if uniform:
         mu = rng.uniform(*_span(mu_counts(st, dataset), MU_EDGES))
