@@ -211,12 +211,13 @@ def _huge_grey_load(tmp: Path, mp: pytest.MonkeyPatch) -> list[str]:
 
 
 def _oom_while_degrading(tmp: Path, mp: pytest.MonkeyPatch) -> list[str]:
-    from comfyui_gendeg.core.synth import calibrate
+    from comfyui_gendeg.core.synth import calibrate, joint
 
     def synthesize(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError(TORCH_OOM)
 
-    mp.setattr(calibrate, "synthesize", synthesize)
+    mp.setattr(calibrate, "synthesize", synthesize)  # the μ-only calibration
+    mp.setattr(joint, "synthesize", synthesize)  # the joint (μ, σ) one: haze's default
     return _synth(tmp, tmp / "out.png")
 
 
