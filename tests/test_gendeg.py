@@ -97,7 +97,9 @@ def test_presets_are_ordered_and_in_range():
     for t in C.GENDEG_TYPES:
         mus = [C.PRESETS[t][p][0] for p in C.PRESET_NAMES]
         sig = [C.PRESETS[t][p][1] for p in C.PRESET_NAMES]
-        assert mus == sorted(mus) and sig == sorted(sig)
+        # σ is the median of GenDeg's real σ at each μ (tests/test_realism.py): ordered wherever the real
+        # data is; raindrop's heaviest real images (μ ≈ 0.064) have a lower σ than its medium ones
+        assert mus == sorted(mus) and (sig == sorted(sig) or t == "raindrop")
         assert 0 < mus[0] and mus[-1] < C.MU_RANGE[1] and sig[-1] < C.SIGMA_RANGE[1]
     c = C.make_condition("low_light", preset="heavy")
     assert (c.mu, c.sigma) == C.PRESETS["low_light"]["heavy"]

@@ -104,7 +104,8 @@ def test_old_workflows_without_sigma_validate_and_run_with_the_same_mu(tmp_path)
         old = _as_saved_before_sigma(json.loads((ROOT / "workflows" / name).read_text()))
         prompt, _ = load_any(old, info)
         synth = [n for n in prompt.values() if n["class_type"] == "GenDegSynthesize"]
-        assert synth and all("sigma" not in n["inputs"] for n in synth)  # absent: the default (0 = typical)
+        # no saved value: the widget's default (0 = typical), as the editor fills it when it opens the file
+        assert synth and all(n["inputs"]["sigma"] == 0.0 for n in synth)
         assert not Executor(classes).validate(copy.deepcopy(prompt), check_files=False)
     # and it runs: every planned μ is reached, σ is the typical one of real data
     old = _as_saved_before_sigma(json.loads((ROOT / "workflows" / "gendeg_synth_dataset.json").read_text()))

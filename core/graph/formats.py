@@ -228,6 +228,15 @@ def _could_take(spec: InputSpec | None, value: Any) -> bool:
     return spec.type == "STRING"
 
 
+def _has_default(spec: InputSpec) -> bool:
+    return "default" in spec.opts or (spec.type == "COMBO" and bool(spec.options))
+
+
+def _default_of(spec: InputSpec) -> Any:
+    """The value the editor gives a new widget: its declared default, else a combo's first option."""
+    return spec.opts["default"] if "default" in spec.opts else (spec.options or [None])[0]
+
+
 def _align_widget_values(node: Mapping[str, Any], specs: list[InputSpec]) -> dict[str, Any]:
     """Map a node's ``widgets_values`` onto its widget names (list or dict layout)."""
     values = node.get("widgets_values")
@@ -487,6 +496,12 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str
             declared = {s.name: s for s in input_specs(info)}
             for name, value in _align_widget_values(node, specs).items():
                 inputs[name] = _wrap_value(value)
+            if node.get("widgets_values") is not None:
+                # widgets the file has no value for (saved before they were added to the node): the
+                # editor creates them with their default and sends that, so do we
+                for spec in specs:
+                    if spec.name not in inputs and _has_default(spec):
+                        inputs[spec.name] = _wrap_value(_default_of(spec))
         for slot in slots:
             name = slot.get("name")
             if slot.get("link") is None or name is None:
