@@ -137,3 +137,16 @@ def test_bad_requests_are_refused_with_one_line():
         degrade_to_intensity(x, "rain", 0.05, float("nan"))
     with pytest.raises(InputError, match="sigma must be above 0"):
         degrade_to_intensity(x, "rain", 0.05, 0.0)
+
+
+@pytest.mark.slow
+def test_large_photos_are_calibrated_on_a_reduced_copy_and_land_at_full_size():
+    from comfyui_gendeg.core.synth.calibrate import LARGE_PIXELS
+
+    x = load(1024, 1536, PHOTOS[1:2])
+    x = torch.nn.functional.interpolate(x, size=(2048, 2100), mode="bilinear").clamp(0, 1)
+    assert x.shape[-2] * x.shape[-1] > LARGE_PIXELS  # the reduced-copy path
+    r = degrade_to_intensity(x, "haze", 0.109, 0.09, seed=0)
+    mu_m, sg_m = measured(x, r.image)  # the full-size output, measured independently
+    assert r.warnings == [] and abs(float(mu_m[0]) - 0.109) <= TOL_MU and abs(float(sg_m[0]) - 0.09) <= DEFAULT_SIGMA_TOL
+    assert float(r.mu[0]) == pytest.approx(float(mu_m[0]), abs=1e-5)
