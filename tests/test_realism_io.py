@@ -193,3 +193,22 @@ def test_cli_measure_realism(tmp_path, capsys):
     assert "gt/ and lq/" in one_error_line(capsys)
     assert cli.main(["measure", str(tmp_path / "gt"), str(tmp_path / "nothing")]) == 2
     assert "no such file or folder" in one_error_line(capsys)
+
+
+def test_gendeg_sampling_workflow_builds_pairs_with_the_source_dataset(tmp_path):
+    clean = tmp_path / "input" / "clean"
+    for i, name in enumerate(("coffee.png", "chelsea.png", "rocket.png")):
+        save_image(clean / f"{i}_{name}", photo(32, 48, name)[0])
+    wf = ROOT / "workflows" / "gendeg_synth_gendeg_sampling.json"
+    args = ["run", str(wf), "--input-dir", str(tmp_path / "input"), "--output-dir", str(tmp_path / "out"),
+            "--temp-dir", str(tmp_path / "temp"), "--device", "cpu", "--quiet", "--set", "2.types=rain,snow,haze"]
+    assert cli.main(args) == 0
+    records = [json.loads(line) for line in
+               (tmp_path / "out" / "gendeg_synth_gendeg_sampling" / "metadata.jsonl").read_text().splitlines()]
+    plan = make_plan("rain,snow,haze", "", "gendeg_sampling", 1, 0, 0, [f"{i}_{n}" for i, n in
+                                                                       enumerate(("coffee.png", "chelsea.png", "rocket.png"))])
+    assert len(records) == 3
+    for r in records:
+        item = next(i for i in plan if i.dataset == r["source_dataset"] and abs(i.mu - r["mu_requested"]) < 1e-6)
+        assert r["type"] == item.type and r["sigma_requested"] == pytest.approx(item.sigma, abs=1e-6)
+        assert r["sigma_mode"] == "requested"
