@@ -23,6 +23,7 @@ SIZE = 256
 PLAN = {
     "gendeg_synth_sweep": ("chelsea.png", "rain", 0.5, "clean", "every type x intensity", "right"),
     "gendeg_synth_dataset": ("coffee.png", "haze", 0.5, "clean", "paired dataset", "right"),
+    "gendeg_synth_gendeg_sampling": ("chelsea.png", "snow", 0.5, "clean", "GenDeg-style draws", "right"),
     "gendeg_gendeg_degrade": ("chelsea.png", "haze", 0.6, "clean", "GenDeg haze", "right"),
     "gendeg_gendeg_sweep": ("rocket.png", "low_light", 0.6, "clean", "GenDeg sweep", "right"),
     "gendeg_gendeg_dataset": ("coffee.png", "snow", 0.5, "clean", "GenDeg dataset", "right"),
