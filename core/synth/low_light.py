@@ -27,6 +27,8 @@ al.'s range by default).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import Degradation, Param, bview, param_values, random_field, reach_of
@@ -48,6 +50,8 @@ PARAMS = {
 SIGMA_RANGE = (0.0, 1.0)
 #: height of the light above the scene, as a fraction of the shorter side
 LIGHT_HEIGHT = 1.0
+#: floors of the display value, the exponent and the linear value in the exp/log powers (see ``rows``)
+TINY_DISPLAY, MIN_EXPONENT, TINY_LINEAR = 1e-8, -80.0, 1e-30
 
 
 def light_falloff(b: int, h: int, w: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -85,20 +89,30 @@ def low_light(
     # mean drop in stops per image, and its map: (1 − falloff) + falloff·ρ/mean(ρ)
     stops_small = bview(strength * stops_max) * ((1.0 - fo) + fo * light_falloff(b, h, w, generator, x.device))
     even = bool((fo == 0).all())
-    gain = bview(torch.exp2(-strength * stops_max))
     add_noise = noise and shot_max > 0
     if add_noise:
         shot = strength.clamp(max=1.0) * shot_max  # past strength 1 only the exposure drop grows
         log_read = 2.18 * torch.log(shot.clamp_min(1e-12)) + 1.20 + 0.26 * z_read
         read = torch.where(shot > 0, torch.exp(log_read), torch.zeros_like(shot))
 
+    ln_gain = bview(strength * (-stops_max * math.log(2.0)))
+
     def rows(xr: torch.Tensor, nr: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
-        g = gain if even else torch.exp2(-bilinear_rows(stops_small, (h, w), y0, y1))
-        lin = xr.clamp(0, 1).pow_(gamma).mul_(g)
+        # powers as exp(γ·ln J): a non-integer pow costs 4-8× a log and an exp on the CPU. The
+        # exposure drop folds into the exponent (L' = exp(γ·ln J − stops·ln 2)). Floors keep the
+        # vectorised log/exp off their slow paths (log 0, subnormal results), changing values by < 1e-7
+        lin = xr.clamp(TINY_DISPLAY, 1).log_()
+        if even:
+            lin.mul_(gamma).add_(ln_gain)
+        else:
+            drop = bilinear_rows(stops_small, (h, w), y0, y1).mul_(-math.log(2.0))  # [B,1,rows,W]
+            for c in range(lin.shape[1]):  # per channel: no broadcast over channels (a slow path)
+                lin[:, c : c + 1].mul_(gamma).add_(drop)
+        lin.clamp_(min=MIN_EXPONENT).exp_()
         if add_noise:
             std = (lin * bview(shot)).add_(bview(read)).sqrt_()
             lin.addcmul_(nr, std)
-        return lin.clamp_(0, 1).pow_(1.0 / gamma)
+        return lin.clamp_(TINY_LINEAR, 1).log_().mul_(1.0 / gamma).exp_()
 
     if not is_split(h, w):
         return rows(x, n, 0, h)
