@@ -8,12 +8,23 @@ rounding; the seed process has the per-pixel Bernoulli statistics of the old uni
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
+from comfyui_gendeg.core.intensity import measure_intensity
 from comfyui_gendeg.core.synth import make_generator, synthesize
-from comfyui_gendeg.core.synth.base import random_field
+from comfyui_gendeg.core.synth import rain as rain_mod
+from comfyui_gendeg.core.synth.base import random_field, segment_kernels, stationary_conv
+from comfyui_gendeg.core.synth.kernels import bernoulli_sites, stamp_circular
 from comfyui_gendeg.core.synth.low_light import light_falloff
 from helpers import scene
+from PIL import Image
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def test_low_light_uneven_closed_form_with_black_pixels():
@@ -30,3 +41,87 @@ def test_low_light_uneven_closed_form_with_black_pixels():
     expected = (x.double() ** gamma * 2.0 ** (-stops_map)) ** (1 / gamma)
     assert torch.allclose(y.double(), expected, atol=2e-6)
     assert float(y[:, :, :4].abs().max()) < 1e-6
+
+
+# --- sparse seeds and stamping (rain, snow) -----------------------------------------
+
+
+def test_bernoulli_sites_have_the_statistics_of_a_per_pixel_uniform_threshold():
+    n, p = 400_000, 0.01
+    counts, first_half = [], []
+    for seed in range(20):
+        sites = bernoulli_sites(n, p, make_generator(seed, "cpu"), torch.device("cpu"))
+        assert bool((sites[1:] > sites[:-1]).all()) and int(sites[0]) >= 0 and int(sites[-1]) < n  # distinct, in range
+        counts.append(sites.numel())
+        first_half.append(int((sites < n // 2).sum()) / sites.numel())
+        assert torch.equal(sites, bernoulli_sites(n, p, make_generator(seed, "cpu"), torch.device("cpu")))
+    c = torch.tensor(counts, dtype=torch.float64)
+    sd = math.sqrt(n * p * (1 - p))  # binomial: 4000 ± 63 per draw
+    assert abs(float(c.mean()) - n * p) < 3 * sd / math.sqrt(20)
+    assert 0.5 * sd < float(c.std()) < 1.6 * sd
+    assert abs(sum(first_half) / 20 - 0.5) < 0.01  # uniform over the cells
+    dev = torch.device("cpu")
+    assert bernoulli_sites(1000, 0.0, make_generator(0, "cpu"), dev).numel() == 0
+    assert torch.equal(bernoulli_sites(1000, 1.5, make_generator(0, "cpu"), dev), torch.arange(1000))
+    # a long stream: several blocks of gaps
+    assert abs(bernoulli_sites(10**7, 0.3, make_generator(1, "cpu"), dev).numel() - 3 * 10**6) < 5 * math.sqrt(2.1e6)
+
+
+@pytest.mark.parametrize("h,w", [(64, 80), (128, 128)])
+def test_stamping_equals_the_circular_fft_rendering(h, w):
+    g = make_generator(5, "cpu")
+    b = 2
+    sites = bernoulli_sites(b * h * w, 0.01, g, torch.device("cpu"))
+    values = torch.rand(sites.numel(), generator=g) * 0.5 + 0.5
+    k = segment_kernels(torch.tensor([20.0, 9.0]), torch.tensor([1.2, 2.9]), torch.tensor([1.2, 0.7]), 27)
+    dense = torch.zeros(b * h * w)
+    dense[sites] = values
+    fft = stationary_conv(dense.view(b, 1, h, w), k[:, None])[:, 0]
+    stamped = stamp_circular(sites, values, k, h, w)
+    assert stamped is not None
+    assert float((stamped - fft).abs().max()) < 1e-6
+    assert stamp_circular(sites, values, k, h, w, budget=10) is None  # over the budget: the caller's FFT
+
+
+def _old_streak_sites(b, h, w, strength, density, generator, device, top=1.0):
+    """The previous seed process: one uniform per pixel (and a brightness per candidate)."""
+    u = torch.rand((b, 1, h, w), generator=generator, device=device).view(-1)
+    cand = (u < top * density).nonzero().squeeze(1)
+    bright = torch.rand((cand.numel(),), generator=generator, device=device).mul_(0.5).add_(0.5)
+    keep = u[cand] < (strength * density)[torch.div(cand, h * w, rounding_mode="floor")]
+    return cand[keep], bright[keep]
+
+
+def _photos(size: int = 256) -> torch.Tensor:
+    ims = [torch.from_numpy(np.asarray(Image.open(SAMPLES / f"{n}.png").convert("RGB"), dtype=np.float32) / 255)
+           for n in ("chelsea", "coffee", "rocket")]
+    return torch.cat([F.interpolate(im.permute(2, 0, 1)[None], size=(size, size), mode="bilinear",
+                                    align_corners=False) for im in ims]).clamp(0, 1)
+
+
+def _equivalent(kind: str, module, old_sites, monkeypatch, seeds: int = 6) -> None:
+    """Intensity μ and σ of ``kind`` on three photos at two strengths, over several seeds: the fast
+    renderer against the old one (per-pixel uniform seeds, FFT rendering) agree within 4 standard
+    errors of the difference of their means (and 4 % of them), and one seed gives one output."""
+    x = _photos()
+    stats = {"new": [], "old": []}
+    for s in (0.3, 0.8):
+        for seed in range(seeds):
+            y = synthesize(x, kind, s, seed=seed)
+            if seed == 0:
+                assert torch.equal(y, synthesize(x, kind, s, seed=seed))
+            stats["new"].append(torch.stack(measure_intensity(x, y)))
+        with monkeypatch.context() as m:
+            m.setattr(module, old_sites[0], old_sites[1])
+            m.setattr(module, "circular_at", lambda h, w, k: False)
+            for seed in range(seeds):
+                stats["old"].append(torch.stack(measure_intensity(x, synthesize(x, kind, s, seed=seed))))
+    new, old = (torch.stack(stats[k]).view(2, seeds, 2, -1).double() for k in ("new", "old"))  # [s, seed, mu|sd, photo]
+    diff = (new.mean(1) - old.mean(1)).abs()
+    se = ((new.var(1) + old.var(1)) / seeds).sqrt()
+    assert bool((diff <= 4 * se + 1e-4).all()), (new.mean(1), old.mean(1), se)
+    assert float((diff / old.mean(1)).max()) < 0.04
+
+
+def test_rain_stamped_sparse_seeds_match_the_old_renderer(monkeypatch):
+    _equivalent("rain", rain_mod, ("streak_sites", _old_streak_sites), monkeypatch)

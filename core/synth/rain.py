@@ -33,6 +33,7 @@ from .base import (
     Param,
     bview,
     fall_direction,
+    fast_len,
     odd,
     param_values,
     scale_of,
@@ -41,6 +42,7 @@ from .base import (
     stationary_rows,
     streak_area,
 )
+from .kernels import bernoulli_sites, stamp_circular
 from .strips import is_split, strips
 
 #: default streak opacity (the joint calibration searches it in SIGMA_RANGE to set σ at a μ)
@@ -69,21 +71,41 @@ def streak_kernels(b: int, length_px: float, width_px: float, angle: torch.Tenso
     return k * (param_values(opacity, b, dev) / k.flatten(1).amax(dim=1)).view(-1, 1, 1)
 
 
-def streak_seeds(b: int, h: int, w: int, strength: torch.Tensor, density: float, generator: torch.Generator,
-                 device: torch.device, top: float = 1.0) -> torch.Tensor:
-    """Seed map ``[B,1,H,W]``: brightness U(0.5, 1) where ``u < strength·density``, else 0.
+def streak_sites(b: int, h: int, w: int, strength: torch.Tensor, density: float, generator: torch.Generator,
+                 device: torch.device, top: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeds of :func:`streak_seeds` as flat indices into ``[B,H,W]`` (sorted) and brightnesses.
 
-    Draws one uniform field ``u``, then one brightness per candidate pixel (``u < top·density``,
-    the seeds at the largest strength ``top``, independent of the strength), so a pixel keeps its
+    Candidates are the cells of a Bernoulli(``top·density``) process (the seeds at the largest
+    strength ``top``, :func:`~.kernels.bernoulli_sites`); each gets a uniform ``u`` below
+    ``top·density`` (the conditional law of a per-pixel uniform there) and a brightness U(0.5, 1),
+    independent of the strength, and is kept where ``u < strength·density``: a pixel keeps its
     brightness whatever the strength and more strength only adds streaks.
     """
-    u = torch.rand((b, 1, h, w), generator=generator, device=device).view(-1)
-    cand = (u < top * density).nonzero().squeeze(1)
-    bright = torch.rand((cand.numel(),), generator=generator, device=device).mul_(0.5).add_(0.5)
-    keep = u[cand] < (strength * density)[torch.div(cand, h * w, rounding_mode="floor")]
-    seeds = torch.zeros(b * h * w, device=device)
-    seeds[cand] = bright * keep
+    p_top = min(top * density, 1.0)
+    sites = bernoulli_sites(b * h * w, p_top, generator, device)
+    u = torch.rand((sites.numel(),), generator=generator, device=device).mul_(p_top)
+    bright = torch.rand((sites.numel(),), generator=generator, device=device).mul_(0.5).add_(0.5)
+    keep = u < (strength * density)[torch.div(sites, h * w, rounding_mode="floor")]
+    return sites[keep], bright[keep]
+
+
+def dense_seeds(sites: torch.Tensor, values: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+    """Seed map ``[B,1,H,W]``: ``values`` at the flat ``sites``, 0 elsewhere."""
+    seeds = torch.zeros(b * h * w, device=values.device)
+    seeds[sites] = values
     return seeds.view(b, 1, h, w)
+
+
+def streak_seeds(b: int, h: int, w: int, strength: torch.Tensor, density: float, generator: torch.Generator,
+                 device: torch.device, top: float = 1.0) -> torch.Tensor:
+    """Seed map ``[B,1,H,W]``: brightness U(0.5, 1) where ``u < strength·density``, else 0
+    (``u`` a uniform per pixel; see :func:`streak_sites`)."""
+    return dense_seeds(*streak_sites(b, h, w, strength, density, generator, device, top), b, h, w)
+
+
+def circular_at(h: int, w: int, k: int) -> bool:
+    """Whether :func:`~.base.stationary_conv` renders a ``k``-tap kernel circularly on ``h × w``."""
+    return k <= min(h, w) and fast_len(h) == h and fast_len(w) == w
 
 
 def rain(
@@ -117,16 +139,12 @@ def rain(
     far_density = 2 * density * (streak_area(length * REF_SIDE / 2, max(0.3, width / 2)) / streak_area(length_px / 2, far_w))
     # both layers' seeds first (same draw order as one layer at a time), then one FFT pass
     top = reach({"density": density, "veil": veil})
-    near_seeds = streak_seeds(b, h, w, strength, near_density, generator, dev, top)
-    far_seeds = streak_seeds(b, h, w, strength, far_density, generator, dev, top)
+    near = streak_sites(b, h, w, strength, near_density, generator, dev, top)
+    far = streak_sites(b, h, w, strength, far_density, generator, dev, top)
     near_size, far_size = odd(length_px + 6 * near_w), odd(length_px / 2 + 6 * far_w)
     size = max(near_size, far_size)
-    k = torch.zeros(b, 2, size, size, device=dev)
-    for j, (n, kj) in enumerate(((near_size, streak_kernels(b, length_px, near_w, theta, opacity, near_size)),
-                                 (far_size, streak_kernels(b, length_px / 2, far_w, theta,
-                                                           param_values(opacity, b, dev) * 0.6, far_size)))):
-        o = (size - n) // 2
-        k[:, j, o : o + n, o : o + n] = kj
+    kernels = (streak_kernels(b, length_px, near_w, theta, opacity, near_size),
+               streak_kernels(b, length_px / 2, far_w, theta, param_values(opacity, b, dev) * 0.6, far_size))
     # screen blends and the veil in one pass over the colour image:
     # I = (1 − v)·(1 − (1 − J)·T) + 0.9·v with T = (1 − near)(1 − far)
     #   = J·A + (1 − 0.1·v − A),  A = (1 − v)·T
@@ -136,7 +154,17 @@ def rain(
         a = (1.0 - layers[:, :1]).mul_(1.0 - layers[:, 1:]).mul_(1.0 - v)
         return torch.addcmul(1.0 - 0.1 * v - a, xr, a).clamp_(0, 1)
 
-    if not is_split(h, w):
+    split = is_split(h, w)
+    if not split and circular_at(h, w, size):  # sparse seeds: stamp the streaks (no FFT, no dense seed maps)
+        stamped = [stamp_circular(sites, vals, kj, h, w) for (sites, vals), kj in zip((near, far), kernels, strict=True)]
+        if stamped[0] is not None and stamped[1] is not None:
+            return blend(x, torch.stack(stamped, dim=1).clamp_(0, 1))
+    k = torch.zeros(b, 2, size, size, device=dev)
+    for j, kj in enumerate(kernels):
+        o = (size - kj.shape[-1]) // 2
+        k[:, j, o : o + kj.shape[-1], o : o + kj.shape[-1]] = kj
+    near_seeds, far_seeds = dense_seeds(*near, b, h, w), dense_seeds(*far, b, h, w)
+    if not split:
         layers = stationary_conv(torch.cat([near_seeds, far_seeds], dim=1), k).clamp_(0, 1)  # [B,2,H,W]
         return blend(x, layers)
     out = torch.empty_like(x) if out is None else out  # large images: the same streak field and blend, strip by strip
