@@ -42,7 +42,7 @@ from .base import (
     stationary_rows,
     streak_area,
 )
-from .kernels import bernoulli_sites, stamp_circular
+from .kernels import bernoulli_sites, stamp_circular, truncate
 from .strips import is_split, strips
 
 #: default streak opacity (the joint calibration searches it in SIGMA_RANGE to set σ at a μ)
@@ -65,10 +65,10 @@ PARAMS = {
 def streak_kernels(b: int, length_px: float, width_px: float, angle: torch.Tensor, opacity: float | torch.Tensor,
                    size: int) -> torch.Tensor:
     """Segment kernels ``[B,size,size]`` scaled so an isolated seed of value 1 peaks at ``opacity``
-    (one value, or ``[B]``: one per image)."""
+    (one value, or ``[B]``: one per image), without their negligible tails (:func:`~.kernels.truncate`)."""
     dev = angle.device
     k = segment_kernels(torch.full((b,), length_px, device=dev), angle, torch.full((b,), width_px, device=dev), size)
-    return k * (param_values(opacity, b, dev) / k.flatten(1).amax(dim=1)).view(-1, 1, 1)
+    return truncate(k * (param_values(opacity, b, dev) / k.flatten(1).amax(dim=1)).view(-1, 1, 1))
 
 
 def streak_sites(b: int, h: int, w: int, strength: torch.Tensor, density: float, generator: torch.Generator,
@@ -150,28 +150,32 @@ def rain(
     #   = J·A + (1 − 0.1·v − A),  A = (1 − v)·T
     v = bview(strength * veil)
 
-    def blend(xr: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
-        a = (1.0 - layers[:, :1]).mul_(1.0 - layers[:, 1:]).mul_(1.0 - v)
-        return torch.addcmul(1.0 - 0.1 * v - a, xr, a).clamp_(0, 1)
+    def blend(xr: torch.Tensor, near_l: torch.Tensor, far_l: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """``dst`` ← the blend of ``xr`` with the (unclamped) layers ``[B,1,rows,W]``, channel by channel
+        (no broadcast over channels; ``dst`` may be ``xr``)."""
+        a = near_l.clamp_(0, 1).sub_(1).mul_(far_l.clamp_(0, 1).sub_(1)).mul_(1.0 - v)  # (1 − near)(1 − far)(1 − v)
+        c = (1.0 - 0.1 * v) - a
+        for ch in range(xr.shape[1]):
+            torch.addcmul(c, xr[:, ch : ch + 1], a, out=dst[:, ch : ch + 1]).clamp_(0, 1)
+        return dst
 
     split = is_split(h, w)
     if not split and circular_at(h, w, size):  # sparse seeds: stamp the streaks (no FFT, no dense seed maps)
         stamped = [stamp_circular(sites, vals, kj, h, w) for (sites, vals), kj in zip((near, far), kernels, strict=True)]
         if stamped[0] is not None and stamped[1] is not None:
-            return blend(x, torch.stack(stamped, dim=1).clamp_(0, 1))
+            return blend(x, stamped[0].unsqueeze(1), stamped[1].unsqueeze(1), torch.empty_like(x) if out is None else out)
     k = torch.zeros(b, 2, size, size, device=dev)
     for j, kj in enumerate(kernels):
         o = (size - kj.shape[-1]) // 2
         k[:, j, o : o + kj.shape[-1], o : o + kj.shape[-1]] = kj
     near_seeds, far_seeds = dense_seeds(*near, b, h, w), dense_seeds(*far, b, h, w)
     if not split:
-        layers = stationary_conv(torch.cat([near_seeds, far_seeds], dim=1), k).clamp_(0, 1)  # [B,2,H,W]
-        return blend(x, layers)
+        layers = stationary_conv(torch.cat([near_seeds, far_seeds], dim=1), k)  # [B,2,H,W]
+        return blend(x, layers[:, :1], layers[:, 1:], torch.empty_like(x) if out is None else out)
     out = torch.empty_like(x) if out is None else out  # large images: the same streak field and blend, strip by strip
     for y0, y1 in strips(h, w, halo=size // 2):
-        layers = torch.cat([stationary_rows(near_seeds, k[:, :1], y0, y1),
-                            stationary_rows(far_seeds, k[:, 1:], y0, y1)], dim=1).clamp_(0, 1)
-        out[..., y0:y1, :] = blend(x[..., y0:y1, :], layers)
+        blend(x[..., y0:y1, :], stationary_rows(near_seeds, k[:, :1], y0, y1), stationary_rows(far_seeds, k[:, 1:], y0, y1),
+              out[..., y0:y1, :])
     return out
 
 
