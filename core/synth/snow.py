@@ -8,10 +8,12 @@ and large), scaled by the ratio of a flake's area at 512 px to its area at this 
 per pixel give the same snowfall at any resolution), motion streak length ``streak · (0.5, 1, 2)`` pixels at 512 px along the fall
 direction (near flakes cross more of the frame during the exposure), opacity
 ``(0.7, 0.85, 1.0)``. Each flake is an antialiased capsule (Gaussian cross-section =
-radius) rendered by FFT convolution of the seed map; layers are composited over the image
+radius, cut below 1e-3 of its peak) stamped at its seed (sparse seeds, :mod:`.kernels`; an FFT
+convolution of the seed map when they are dense or the image is processed in strips); layers are composited over the image
 with ``I ← I·(1 − m) + c·m`` (``c`` = flake brightness, 0.85..1 per layer and image). Finally a veil of scattered
 light: ``I ← I·(1 − v) + v·0.85`` with ``v = strength · veil``. Seeds are nested thresholds
-of fixed uniform fields, so more strength only adds flakes.
+of fixed uniforms (drawn only for the candidate pixels of the largest strength), so more
+strength only adds flakes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from .base import (
     stationary_rows,
     streak_area,
 )
+from .kernels import bernoulli_sites, stamp_circular, truncate
+from .rain import circular_at, dense_seeds
 from .strips import is_split, strips
 
 #: default flake opacity
@@ -86,45 +90,68 @@ def snow(
     sc = scale_of(x)
     s = bview(strength)
     op = param_values(opacity, b, dev)
-    seeds, tones, kernels = [], [], []
-    for size_f, dens_f, streak_f, layer_opacity in LAYERS:  # draws: uniform field, then tone, per layer
-        u = torch.rand((b, 1, h, w), generator=generator, device=dev)
-        tones.append(bview(torch.rand((b,), generator=generator, device=dev) * 0.15 + 0.85))  # flake brightness
+    top = max(reach({"density": density, "veil": veil}), float(strength.max()))
+    sites, tones, kernels = [], [], []
+    for size_f, dens_f, streak_f, layer_opacity in LAYERS:  # draws: candidate sites and their uniforms, then tone, per layer
         radius = max(0.3, size * size_f * sc)
         length = streak * streak_f * sc
         # seeds per pixel so that the flakes cover the same fraction of the frame at any resolution
         per_pixel = density * (streak_area(streak * streak_f, size * size_f) / streak_area(length, radius))
-        seeds.append((u < s * per_pixel * dens_f).float())
+        sites.append(flake_sites(b, h, w, strength, per_pixel * dens_f, generator, dev, top))
+        tones.append(bview(torch.rand((b,), generator=generator, device=dev) * 0.15 + 0.85))  # flake brightness
         k = segment_kernels(torch.full((b,), length, device=dev), theta, torch.full((b,), radius, device=dev),
                             odd(length + 6 * radius))
-        kernels.append(k * (layer_opacity * op / k.flatten(1).amax(dim=1)).view(-1, 1, 1))  # isolated flake's peak
-    # all layers in one FFT pass (kernels centred in the largest size)
+        kernels.append(truncate(k * (layer_opacity * op / k.flatten(1).amax(dim=1)).view(-1, 1, 1)))  # isolated flake's peak
     size_max = max(k.shape[-1] for k in kernels)
+    v = s * veil
+
+    def composite(xr: torch.Tensor, masks: list[torch.Tensor], dst: torch.Tensor) -> torch.Tensor:
+        """``dst`` ← ``xr`` with the (unclamped) flake masks ``[B,1,rows,W]`` composited far to near,
+        I ← I·(1 − m_j) + c_j·m_j, then the veil I ← I·(1 − v) + 0.85·v, folded into one pass over the
+        colour image, I = J·P + Q with P, Q single-channel maps, channel by channel (``dst`` may be ``xr``)."""
+        m0 = masks[0].clamp_(0, 1)
+        q = m0 * tones[0]
+        p = m0.neg_().add_(1.0).mul_(1.0 - v)
+        for j in range(1, len(tones)):
+            mj = masks[j].clamp_(0, 1)
+            q.sub_(tones[j]).mul_(mj.neg().add_(1.0)).add_(tones[j])  # q·(1 − m) + c·m = (q − c)(1 − m) + c
+            p.mul_(mj.neg_().add_(1.0))
+        q.mul_(1.0 - v).add_(0.85 * v)
+        for ch in range(xr.shape[1]):
+            torch.addcmul(q, xr[:, ch : ch + 1], p, out=dst[:, ch : ch + 1]).clamp_(0, 1)
+        return dst
+
+    split = is_split(h, w)
+    if not split and circular_at(h, w, size_max):  # sparse seeds: stamp the flakes (no FFT, no dense seed maps)
+        stamped = [stamp_circular(sj, torch.ones(sj.shape, device=dev), kj, h, w)
+                   for sj, kj in zip(sites, kernels, strict=True)]
+        if all(m is not None for m in stamped):
+            return composite(x, [m.unsqueeze(1) for m in stamped], torch.empty_like(x) if out is None else out)
+    # all layers in one FFT pass (kernels centred in the largest size)
     kk = torch.zeros(b, len(kernels), size_max, size_max, device=dev)
     for j, k in enumerate(kernels):
         o = (size_max - k.shape[-1]) // 2
         kk[:, j, o : o + k.shape[-1], o : o + k.shape[-1]] = k
-    v = s * veil
-
-    def composite(xr: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        # composite far to near, I ← I·(1 − m_j) + c_j·m_j, then the veil I ← I·(1 − v) + 0.85·v, folded
-        # into one pass over the colour image: I = J·P + Q with P, Q single-channel maps
-        p = (1.0 - masks[:, :1]) * (1.0 - v)
-        q = masks[:, :1] * tones[0]
-        for j in range(1, len(tones)):
-            keep = 1.0 - masks[:, j : j + 1]
-            p.mul_(keep)
-            q.mul_(keep).add_(masks[:, j : j + 1] * tones[j])
-        q.mul_(1.0 - v).add_(0.85 * v)
-        return torch.addcmul(q, xr, p).clamp_(0, 1)
-
-    if not is_split(h, w):
-        return composite(x, stationary_conv(torch.cat(seeds, dim=1), kk).clamp_(0, 1))  # masks [B,layers,H,W]
+    seeds = [dense_seeds(sj, torch.ones(sj.shape, device=dev), b, h, w) for sj in sites]
+    if not split:
+        masks = stationary_conv(torch.cat(seeds, dim=1), kk)  # [B,layers,H,W]
+        return composite(x, [masks[:, j : j + 1] for j in range(len(seeds))], torch.empty_like(x) if out is None else out)
     out = torch.empty_like(x) if out is None else out  # large images: the same flakes and compositing, strip by strip
     for y0, y1 in strips(h, w, halo=size_max // 2):
-        masks = torch.cat([stationary_rows(sd, kk[:, j : j + 1], y0, y1) for j, sd in enumerate(seeds)], dim=1)
-        out[..., y0:y1, :] = composite(x[..., y0:y1, :], masks.clamp_(0, 1))
+        composite(x[..., y0:y1, :], [stationary_rows(sd, kk[:, j : j + 1], y0, y1) for j, sd in enumerate(seeds)],
+                  out[..., y0:y1, :])
     return out
+
+
+def flake_sites(b: int, h: int, w: int, strength: torch.Tensor, p: float, generator: torch.Generator,
+                device: torch.device, top: float) -> torch.Tensor:
+    """Flat indices into ``[B,H,W]`` (sorted) of the pixels seeding a flake with probability
+    ``strength·p`` each: candidates of a Bernoulli(``top·p``) process, each with a uniform ``u``
+    below ``top·p``, kept where ``u < strength·p`` (more strength only adds flakes)."""
+    p_top = min(top * p, 1.0)
+    cand = bernoulli_sites(b * h * w, p_top, generator, device)
+    u = torch.rand((cand.numel(),), generator=generator, device=device).mul_(p_top)
+    return cand[u < (strength * p)[torch.div(cand, h * w, rounding_mode="floor")]]
 
 
 def reach(params: dict[str, Any]) -> float:
