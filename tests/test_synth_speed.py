@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from comfyui_gendeg.core.intensity import measure_intensity
 from comfyui_gendeg.core.synth import make_generator, synthesize
 from comfyui_gendeg.core.synth import rain as rain_mod
+from comfyui_gendeg.core.synth import raindrop as raindrop_mod
 from comfyui_gendeg.core.synth import snow as snow_mod
-from comfyui_gendeg.core.synth.base import random_field, segment_kernels, stationary_conv
-from comfyui_gendeg.core.synth.kernels import bernoulli_sites, stamp_circular
+from comfyui_gendeg.core.synth.base import random_field, render_sparse, segment_kernels, stationary_conv
+from comfyui_gendeg.core.synth.kernels import bernoulli_sites, stamp_circular, stamp_reflect
 from comfyui_gendeg.core.synth.low_light import light_falloff
+from comfyui_gendeg.core.synth.raindrop import cap_kernels
 from helpers import scene
 from PIL import Image
 
@@ -100,10 +102,11 @@ def _photos(size: int = 256) -> torch.Tensor:
                                     align_corners=False) for im in ims]).clamp(0, 1)
 
 
-def _equivalent(kind: str, module, old_sites, monkeypatch, seeds: int = 6) -> None:
+def _equivalent(kind: str, module, old_sites, monkeypatch, seeds: int = 6, fft: bool = True, rel: float = 0.06) -> None:
     """Intensity μ and σ of ``kind`` on three photos at two strengths, over several seeds: the fast
     renderer against the old one (per-pixel uniform seeds, FFT rendering) agree within 4 standard
-    errors of the difference of their means (and 6 % of them; the standard errors are 1-2 %), and one seed gives one output."""
+    errors of the difference of their means (and ``rel`` of them: the standard errors are 1-2 % for
+    rain and snow, up to 5 % for the few large raindrops), and one seed gives one output."""
     x = _photos()
     stats = {"new": [], "old": []}
     for s in (0.3, 0.8):
@@ -114,14 +117,15 @@ def _equivalent(kind: str, module, old_sites, monkeypatch, seeds: int = 6) -> No
             stats["new"].append(torch.stack(measure_intensity(x, y)))
         with monkeypatch.context() as m:
             m.setattr(module, old_sites[0], old_sites[1])
-            m.setattr(module, "circular_at", lambda h, w, k: False)
+            if fft:
+                m.setattr(module, "circular_at", lambda h, w, k: False)
             for seed in range(seeds):
                 stats["old"].append(torch.stack(measure_intensity(x, synthesize(x, kind, s, seed=seed))))
     new, old = (torch.stack(stats[k]).view(2, seeds, 2, -1).double() for k in ("new", "old"))  # [s, seed, mu|sd, photo]
     diff = (new.mean(1) - old.mean(1)).abs()
     se = ((new.var(1) + old.var(1)) / seeds).sqrt()
     assert bool((diff <= 4 * se + 1e-4).all()), (new.mean(1), old.mean(1), se)
-    assert float((diff / old.mean(1)).max()) < 0.06
+    assert float((diff / old.mean(1)).max()) < rel
 
 
 def test_rain_stamped_sparse_seeds_match_the_old_renderer(monkeypatch):
@@ -136,3 +140,29 @@ def _old_flake_sites(b, h, w, strength, p, generator, device, top):
 
 def test_snow_stamped_sparse_seeds_match_the_old_renderer(monkeypatch):
     _equivalent("snow", snow_mod, ("flake_sites", _old_flake_sites), monkeypatch)
+
+
+def _old_drop_sites(b, hw, strength, p, generator, device, top):
+    """The previous seed process: one uniform per pixel and class, a drop where it is below strength·p."""
+    u = torch.rand((b, hw), generator=generator, device=device)
+    cand = (u < strength.view(-1, 1) * p).view(-1).nonzero().squeeze(1)
+    return cand, torch.ones(cand.shape, dtype=torch.bool)
+
+
+def test_raindrop_sparse_seeds_match_the_old_renderer(monkeypatch):
+    _equivalent("raindrop", raindrop_mod, ("nested_sites", _old_drop_sites), monkeypatch, seeds=8, fft=False, rel=0.15)
+
+
+@pytest.mark.parametrize("h,w,y0,y1", [(64, 80, 0, 64), (64, 80, 10, 37), (40, 33, 0, 40)])
+def test_stamp_reflect_equals_the_reflect_padded_rendering(h, w, y0, y1):
+    g = make_generator(2, "cpu")
+    b, radii = 2, [3.0, 5.0, 8.5]
+    caps = cap_kernels(radii, 19, torch.device("cpu"))
+    sites = [bernoulli_sites(b * h * w, 0.004, g, torch.device("cpu")) for _ in radii]
+    sites[0] = torch.cat([sites[0], torch.tensor([0, w - 1, h * w - 1, 3 * w + 1, h * w + 2])]).unique()  # corners, borders
+    dense = torch.zeros(len(radii), b * h * w)
+    for c, s in enumerate(sites):
+        dense[c, s] = 1.0
+    dense = dense.view(len(radii), b, h, w).transpose(0, 1)
+    ref = render_sparse(dense, caps.expand(b, -1, -1, -1), pad_mode="reflect")[..., y0:y1, :]
+    assert float((stamp_reflect(sites, caps, b, h, w, y0, y1) - ref).abs().max()) < 1e-5

@@ -115,3 +115,60 @@ def stamp_circular(sites: torch.Tensor, values: torch.Tensor, kernels: torch.Ten
         c[:, p : 2 * p] += c[:, w + p :]
         out[i] = c[p : p + h, p : p + w]
     return out
+
+
+def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: torch.Generator,
+                 device: torch.device, top: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeds of probability ``strength·p`` per cell of ``B`` images of ``hw`` cells, nested in the strength.
+
+    Candidates are the cells of a Bernoulli(``top·p``) process (the seeds at the largest strength
+    ``top``); each gets a uniform ``u`` below ``top·p`` (the conditional law of a per-cell uniform
+    there) and is kept where ``u < strength·p``, so more strength only adds seeds: the same
+    distribution as thresholding one uniform per cell. Returns the candidates (sorted flat
+    indices into ``[B, hw]``) and their ``keep`` mask; callers draw any per-candidate values
+    (brightness) right after, before selecting, so that they do not depend on the strength.
+    """
+    p_top = min(top * p, 1.0)
+    cand = bernoulli_sites(b * hw, p_top, generator, device)
+    u = torch.rand((cand.numel(),), generator=generator, device=device).mul_(p_top)
+    keep = u < (strength * p)[torch.div(cand, hw, rounding_mode="floor")]
+    return cand, keep
+
+
+def stamp_reflect(sites: list[torch.Tensor], kernels: torch.Tensor, b: int, h: int, w: int, y0: int, y1: int,
+                  rel_threshold: float = 1e-4) -> torch.Tensor:
+    """Rows ``y0..y1−1`` ``[B,C,y1−y0,w]`` of seed maps of 1s convolved with symmetric kernels, borders reflected.
+
+    ``sites[c]``: flat indices into ``[B,h,w]`` of the seeds of channel ``c``; ``kernels``
+    ``[C,K,K]`` (K odd, ``K//2 < min(h, w)``), point-symmetric. The same result as padding the
+    seed maps by reflection (``F.pad(..., mode="reflect")``: a seed at row y also stands at −y
+    and 2(h−1)−y) and convolving (:func:`~.base.render_sparse`, taps above ``rel_threshold`` ×
+    the peak): every seed and each of its mirror images within ``K//2`` of the frame stamps its
+    kernel, clipped to the rows asked for.
+    """
+    c_n, k = kernels.shape[0], kernels.shape[-1]
+    p = k // 2
+    rows = y1 - y0
+    dev = kernels.device
+    out = torch.zeros(b * c_n * rows * w, device=dev, dtype=kernels.dtype)
+    for c, s in enumerate(sites):
+        if s.numel() == 0:
+            continue
+        img, r = torch.div(s, h * w, rounding_mode="floor"), s % (h * w)
+        y, x = torch.div(r, w, rounding_mode="floor"), r % w
+        ys = torch.stack([y, -y, 2 * (h - 1) - y])  # the seed and its mirror images, per axis
+        vy = torch.stack([y >= 0, (y >= 1) & (y <= p), (y >= h - 1 - p) & (y <= h - 2)])
+        xs = torch.stack([x, -x, 2 * (w - 1) - x])
+        vx = torch.stack([x >= 0, (x >= 1) & (x <= p), (x >= w - 1 - p) & (x <= w - 2)])
+        cy, cx = ys[:, None].expand(3, 3, -1), xs[None, :].expand(3, 3, -1)
+        valid = (vy[:, None] & vx[None, :]) & (cy + p >= y0) & (cy - p < y1)
+        cy, cx, im = cy[valid], cx[valid], img.expand(3, 3, -1)[valid]
+        kc = kernels[c]
+        tap = (kc > rel_threshold * kc.amax()).nonzero()  # [T,2]
+        wt = kc[tap[:, 0], tap[:, 1]]
+        yy = cy[:, None] + (tap[:, 0] - p)[None, :]
+        xx = cx[:, None] + (tap[:, 1] - p)[None, :]
+        ok = (yy >= y0) & (yy < y1) & (xx >= 0) & (xx < w)
+        idx = ((im[:, None] * c_n + c) * rows + (yy - y0)) * w + xx
+        out.index_add_(0, idx[ok], wt.expand_as(idx)[ok])
+    return out.view(b, c_n, rows, w)

@@ -44,7 +44,7 @@ from .base import (
     stationary_rows,
     streak_area,
 )
-from .kernels import bernoulli_sites, stamp_circular, truncate
+from .kernels import nested_sites, stamp_circular, truncate
 from .strips import is_split, strips
 
 #: default streak opacity (the joint calibration searches it in SIGMA_RANGE to set σ at a μ)
@@ -77,17 +77,13 @@ def streak_sites(b: int, h: int, w: int, strength: torch.Tensor, density: float,
                  device: torch.device, top: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The seeds of :func:`streak_seeds` as flat indices into ``[B,H,W]`` (sorted) and brightnesses.
 
-    Candidates are the cells of a Bernoulli(``top·density``) process (the seeds at the largest
-    strength ``top``, :func:`~.kernels.bernoulli_sites`); each gets a uniform ``u`` below
-    ``top·density`` (the conditional law of a per-pixel uniform there) and a brightness U(0.5, 1),
-    independent of the strength, and is kept where ``u < strength·density``: a pixel keeps its
-    brightness whatever the strength and more strength only adds streaks.
+    Candidates of the largest strength ``top`` and their nested thresholds as in
+    :func:`~.kernels.nested_sites`; each candidate draws a brightness U(0.5, 1) before the
+    selection, so a pixel keeps its brightness whatever the strength and more strength only adds
+    streaks.
     """
-    p_top = min(top * density, 1.0)
-    sites = bernoulli_sites(b * h * w, p_top, generator, device)
-    u = torch.rand((sites.numel(),), generator=generator, device=device).mul_(p_top)
+    sites, keep = nested_sites(b, h * w, strength, density, generator, device, top)
     bright = torch.rand((sites.numel(),), generator=generator, device=device).mul_(0.5).add_(0.5)
-    keep = u < (strength * density)[torch.div(sites, h * w, rounding_mode="floor")]
     return sites[keep], bright[keep]
 
 

@@ -30,7 +30,6 @@ from .base import (
     Degradation,
     Param,
     border_mode,
-    bview,
     gaussian_blur,
     odd,
     param_values,
@@ -38,6 +37,7 @@ from .base import (
     render_sparse_padded,
     smooth_blur,
 )
+from .kernels import nested_sites, stamp_reflect
 from .strips import is_split, pad_columns, rows_with_border, strips
 
 #: default refraction
@@ -82,20 +82,17 @@ def raindrop(
     dev = x.device
     side = min(h, w)
     radii = [max(1.0, size * f * side) for f in CLASSES]
-    prob = torch.tensor([coverage / (len(radii) * math.pi * r * r) for r in radii], device=dev).view(1, -1, 1, 1)
-    thresholds = bview(strength) * prob  # [B,3,1,1]
+    # drops of each class, nested in the strength: candidates at the largest strength (sparse: a
+    # few hundred per class at 512², drawn without a uniform per pixel)
+    top = max(PARAMS["coverage"].hi / coverage if coverage > 0 else 1.0, float(strength.max()))
+    sites = []
+    for r in radii:
+        cand, keep = nested_sites(b, h * w, strength, coverage / (len(radii) * math.pi * r * r), generator, dev, top)
+        sites.append(cand[keep])
     split = is_split(h, w)
-    if split and dev.type == "cpu":
-        # large images: the same uniform numbers (CPU draws fill memory in order), one plane at a
-        # time, kept as booleans
-        seeds = torch.empty((b, len(radii), h, w), dtype=torch.bool, device=dev)
-        for i in range(b):
-            for c in range(len(radii)):
-                seeds[i, c] = torch.rand((h, w), generator=generator, device=dev) < thresholds[i, c]
-    else:
-        seeds = torch.rand((b, len(radii), h, w), generator=generator, device=dev) < thresholds
     k = odd(2 * max(radii) + 1)
-    caps = cap_kernels(radii, k, dev).expand(b, -1, -1, -1)  # [B,3,k,k]
+    caps1 = cap_kernels(radii, k, dev)  # [3,k,k]
+    caps = caps1.expand(b, -1, -1, -1)  # [B,3,k,k]
     rad = torch.tensor(radii, device=dev).view(1, -1, 1, 1)
     gain = ((1 + param_values(refraction, b, dev)) / 2).view(-1, 1, 1)  # one value per image
     # the defocused background is smooth: blurred at a reduced resolution and sampled from there
@@ -104,13 +101,22 @@ def raindrop(
     sigma_a = 0.08 * radii[1]
     g = max(1, gaussian_radius(sigma_a, h, w))  # rows the edge blur reaches (≥ 1 for the gradient)
     mode = border_mode("reflect", k // 2, h, w)
+    seeds = None
+    if mode != "reflect":  # drops wider than the image: dense seed maps with replicated borders
+        seeds = torch.zeros(len(radii), b * h * w, dtype=torch.bool, device=dev)
+        for c, sc in enumerate(sites):
+            seeds[c, sc] = True
+        seeds = seeds.view(len(radii), b, h, w).transpose(0, 1)
 
     def rows(y0: int, y1: int) -> torch.Tensor:
         """Output rows ``y0..y1`` (drop heights are rendered ``g`` rows further on each side)."""
         a, e = max(0, y0 - g), min(h, y1 + g)
-        p = k // 2
-        sp = pad_columns(rows_with_border(seeds, a - p, e + p, mode).to(x.dtype), p, mode)
-        z_c = render_sparse_padded(sp, caps).clamp_min_(0)  # [B,3,e-a,W], heights in pixels
+        if seeds is None:  # every drop (and its mirror images across the borders) stamps its cap
+            z_c = stamp_reflect(sites, caps1, b, h, w, a, e)  # [B,3,e-a,W], heights in pixels
+        else:
+            p = k // 2
+            sp = pad_columns(rows_with_border(seeds, a - p, e + p, mode).to(x.dtype), p, mode)
+            z_c = render_sparse_padded(sp, caps).clamp_min_(0)
         z = z_c.amax(dim=1, keepdim=True)
         hn = (z_c / rad).amax(dim=1, keepdim=True).clamp_(0, 1)  # 0 at glass, 1 at a drop's apex
         del z_c

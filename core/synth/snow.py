@@ -35,7 +35,7 @@ from .base import (
     stationary_rows,
     streak_area,
 )
-from .kernels import bernoulli_sites, stamp_circular, truncate
+from .kernels import nested_sites, stamp_circular, truncate
 from .rain import circular_at, dense_seeds
 from .strips import is_split, strips
 
@@ -146,12 +146,9 @@ def snow(
 def flake_sites(b: int, h: int, w: int, strength: torch.Tensor, p: float, generator: torch.Generator,
                 device: torch.device, top: float) -> torch.Tensor:
     """Flat indices into ``[B,H,W]`` (sorted) of the pixels seeding a flake with probability
-    ``strength·p`` each: candidates of a Bernoulli(``top·p``) process, each with a uniform ``u``
-    below ``top·p``, kept where ``u < strength·p`` (more strength only adds flakes)."""
-    p_top = min(top * p, 1.0)
-    cand = bernoulli_sites(b * h * w, p_top, generator, device)
-    u = torch.rand((cand.numel(),), generator=generator, device=device).mul_(p_top)
-    return cand[u < (strength * p)[torch.div(cand, h * w, rounding_mode="floor")]]
+    ``strength·p`` each, nested in the strength (:func:`~.kernels.nested_sites`)."""
+    cand, keep = nested_sites(b, h * w, strength, p, generator, device, top)
+    return cand[keep]
 
 
 def reach(params: dict[str, Any]) -> float:
