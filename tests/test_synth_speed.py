@@ -20,7 +20,13 @@ from comfyui_gendeg.core.synth import make_generator, synthesize
 from comfyui_gendeg.core.synth import rain as rain_mod
 from comfyui_gendeg.core.synth import raindrop as raindrop_mod
 from comfyui_gendeg.core.synth import snow as snow_mod
-from comfyui_gendeg.core.synth.base import random_field, render_sparse, segment_kernels, stationary_conv
+from comfyui_gendeg.core.synth.base import (
+    box_downsample,
+    random_field,
+    render_sparse,
+    segment_kernels,
+    stationary_conv,
+)
 from comfyui_gendeg.core.synth.kernels import bernoulli_sites, stamp_circular, stamp_reflect
 from comfyui_gendeg.core.synth.low_light import light_falloff
 from comfyui_gendeg.core.synth.raindrop import cap_kernels
@@ -166,3 +172,10 @@ def test_stamp_reflect_equals_the_reflect_padded_rendering(h, w, y0, y1):
     dense = dense.view(len(radii), b, h, w).transpose(0, 1)
     ref = render_sparse(dense, caps.expand(b, -1, -1, -1), pad_mode="reflect")[..., y0:y1, :]
     assert float((stamp_reflect(sites, caps, b, h, w, y0, y1) - ref).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("f,h,w", [(2, 64, 48), (3, 63, 45), (2, 31, 40), (4, 40, 37)])
+def test_box_downsample_is_avg_pool(f, h, w):
+    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(f))
+    ref = F.avg_pool2d(x, f, ceil_mode=True)
+    assert torch.allclose(box_downsample(x, f), ref, atol=1e-6)

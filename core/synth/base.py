@@ -264,6 +264,22 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return acc
 
 
+def box_downsample(x: torch.Tensor, f: int) -> torch.Tensor:
+    """Mean of every ``f × f`` block (``F.avg_pool2d(x, f, ceil_mode=True)``: partial blocks at the
+    right and bottom edges are averaged over their pixels). Sums of strided views when ``f``
+    divides both sides (≈ 5× faster than ``avg_pool2d`` on the CPU), equal up to rounding."""
+    h, w = x.shape[-2:]
+    if h % f or w % f:
+        return F.avg_pool2d(x, f, ceil_mode=True)
+    rows = x[..., 0::f, :].clone()
+    for i in range(1, f):
+        rows.add_(x[..., i::f, :])
+    out = rows[..., 0::f].clone()
+    for j in range(1, f):
+        out.add_(rows[..., j::f])
+    return out.mul_(1.0 / (f * f))
+
+
 def smooth_blur(x: torch.Tensor, sigma: float, upsample: bool = True) -> torch.Tensor:
     """Gaussian blur of σ ``sigma`` pixels computed at a reduced resolution (for σ ≥ 3 px).
 
@@ -276,7 +292,7 @@ def smooth_blur(x: torch.Tensor, sigma: float, upsample: bool = True) -> torch.T
     h, w = x.shape[-2:]
     if f < 2 or min(h, w) < 4 * f:
         return gaussian_blur(x, sigma)
-    small = F.avg_pool2d(x, f, ceil_mode=True)
+    small = box_downsample(x, f)
     var = sigma * sigma - (f * f - 1) / 12.0 - f * f / 6.0
     small = gaussian_blur(small, math.sqrt(max(var, 0.0)) / f)
     if not upsample:  # the caller samples it bilinearly itself (same frame, align_corners=False)

@@ -150,10 +150,13 @@ def stamp_reflect(sites: list[torch.Tensor], kernels: torch.Tensor, b: int, h: i
     p = k // 2
     rows = y1 - y0
     dev = kernels.device
-    out = torch.zeros(b * c_n * rows * w, device=dev, dtype=kernels.dtype)
-    for c, s in enumerate(sites):
-        if s.numel() == 0:
-            continue
+    m = 2 * p  # canvas margin: every stamp that touches the rows lies inside, no clipping per tap
+    crow, cw = rows + 2 * m, w + 2 * m
+    canvas = torch.zeros(b * c_n * crow * cw, device=dev, dtype=kernels.dtype)
+    counts = [int(s.numel()) for s in sites]
+    if sum(counts):
+        s = torch.cat(list(sites))
+        cls = torch.repeat_interleave(torch.arange(c_n, device=dev), torch.tensor(counts, device=dev))
         img, r = torch.div(s, h * w, rounding_mode="floor"), s % (h * w)
         y, x = torch.div(r, w, rounding_mode="floor"), r % w
         ys = torch.stack([y, -y, 2 * (h - 1) - y])  # the seed and its mirror images, per axis
@@ -162,13 +165,14 @@ def stamp_reflect(sites: list[torch.Tensor], kernels: torch.Tensor, b: int, h: i
         vx = torch.stack([x >= 0, (x >= 1) & (x <= p), (x >= w - 1 - p) & (x <= w - 2)])
         cy, cx = ys[:, None].expand(3, 3, -1), xs[None, :].expand(3, 3, -1)
         valid = (vy[:, None] & vx[None, :]) & (cy + p >= y0) & (cy - p < y1)
-        cy, cx, im = cy[valid], cx[valid], img.expand(3, 3, -1)[valid]
-        kc = kernels[c]
-        tap = (kc > rel_threshold * kc.amax()).nonzero()  # [T,2]
-        wt = kc[tap[:, 0], tap[:, 1]]
-        yy = cy[:, None] + (tap[:, 0] - p)[None, :]
-        xx = cx[:, None] + (tap[:, 1] - p)[None, :]
-        ok = (yy >= y0) & (yy < y1) & (xx >= 0) & (xx < w)
-        idx = ((im[:, None] * c_n + c) * rows + (yy - y0)) * w + xx
-        out.index_add_(0, idx[ok], wt.expand_as(idx)[ok])
-    return out.view(b, c_n, rows, w)
+        cy, cx, im, cls = cy[valid], cx[valid], img.expand(3, 3, -1)[valid], cls.expand(3, 3, -1)[valid]
+        base = ((im * c_n + cls) * crow + (cy - y0 + m)) * cw + (cx + m)
+        idx, wts = [], []
+        for c in range(c_n):
+            kc = kernels[c]
+            tap = (kc > rel_threshold * kc.amax()).nonzero()  # [T,2]
+            bc = base[cls == c]
+            idx.append((bc[:, None] + ((tap[:, 0] - p) * cw + (tap[:, 1] - p))[None, :]).view(-1))
+            wts.append(kc[tap[:, 0], tap[:, 1]].expand(bc.numel(), -1).reshape(-1))
+        canvas.index_add_(0, torch.cat(idx), torch.cat(wts))
+    return canvas.view(b, c_n, crow, cw)[..., m : m + rows, m : m + w]
