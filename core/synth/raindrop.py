@@ -125,14 +125,16 @@ def raindrop(
         top, bottom = int(a == y0), int(e == y1)
         half = F.pad(0.5 * z * z, (1, 1, top, bottom), mode="replicate")[:, 0]
         c0, r = y0 - a + top, y1 - y0
-        disp_x = (half[:, c0 : c0 + r, 2:] - half[:, c0 : c0 + r, :-2]).mul_(gain)
-        disp_y = (half[:, c0 + 1 : c0 + r + 1, 1:-1] - half[:, c0 - 1 : c0 + r - 1, 1:-1]).mul_(gain)
-        ys = torch.arange(y0, y1, device=dev, dtype=x.dtype).view(1, r, 1)
-        xs = torch.arange(w, device=dev, dtype=x.dtype).view(1, 1, w)
-        grid = torch.stack([(disp_x + xs).add_(0.5).mul_(2.0 / w).sub_(1.0),
-                            (disp_y + ys).add_(0.5).mul_(2.0 / h).sub_(1.0)], dim=-1)
-        through = F.grid_sample(background, grid.to(x.dtype), mode="bilinear", padding_mode="reflection",
-                                align_corners=False)
+        # sampling grid in grid_sample's units, written in place into its interleaved layout:
+        # (p + displacement + 0.5)·2/size − 1
+        grid = torch.empty((b, r, w, 2), device=dev, dtype=x.dtype)
+        gx, gy = grid[..., 0], grid[..., 1]
+        torch.sub(half[:, c0 : c0 + r, 2:], half[:, c0 : c0 + r, :-2], out=gx)
+        gx.mul_(gain * (2.0 / w)).add_(torch.arange(w, device=dev, dtype=x.dtype).add_(0.5).mul_(2.0 / w).sub_(1.0))
+        torch.sub(half[:, c0 + 1 : c0 + r + 1, 1:-1], half[:, c0 - 1 : c0 + r - 1, 1:-1], out=gy)
+        gy.mul_(gain * (2.0 / h)).add_(torch.arange(y0, y1, device=dev, dtype=x.dtype).add_(0.5).mul_(2.0 / h)
+                                       .sub_(1.0).view(r, 1))
+        through = F.grid_sample(background, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         hn_r = hn[..., y0 - a : y1 - a, :]
         through.mul_(1 - rim * (1 - hn_r) ** 2)
         alpha = gaussian_blur((hn * 4).clamp_(0, 1), sigma_a)[..., y0 - a : y1 - a, :]
