@@ -95,23 +95,33 @@ def low_light(
         log_read = 2.18 * torch.log(shot.clamp_min(1e-12)) + 1.20 + 0.26 * z_read
         read = torch.where(shot > 0, torch.exp(log_read), torch.zeros_like(shot))
 
-    ln_gain = bview(strength * (-stops_max * math.log(2.0)))
+    ln2 = math.log(2.0)
+    ln_gain = (strength * (-stops_max * ln2)).tolist()  # per image, Python floats: one fused pass per step
+    if add_noise:
+        shot_l, read_l = shot.tolist(), read.tolist()
+    # the exponent's floor only matters where an uneven drop reaches past ~30 stops
+    max_stops = float(stops_small.max()) if not even else float(strength.max()) * stops_max
+    floor_exponent = gamma * math.log(TINY_DISPLAY) - max_stops * ln2 < MIN_EXPONENT
 
     def rows(xr: torch.Tensor, nr: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
         # powers as exp(γ·ln J): a non-integer pow costs 4-8× a log and an exp on the CPU. The
         # exposure drop folds into the exponent (L' = exp(γ·ln J − stops·ln 2)). Floors keep the
         # vectorised log/exp off their slow paths (log 0, subnormal results), changing values by < 1e-7
         lin = xr.clamp(TINY_DISPLAY, 1).log_()
-        if even:
-            lin.mul_(gamma).add_(ln_gain)
-        else:
-            drop = bilinear_rows(stops_small, (h, w), y0, y1).mul_(-math.log(2.0))  # [B,1,rows,W]
-            for c in range(lin.shape[1]):  # per channel: no broadcast over channels (a slow path)
-                lin[:, c : c + 1].mul_(gamma).add_(drop)
-        lin.clamp_(min=MIN_EXPONENT).exp_()
-        if add_noise:
-            std = (lin * bview(shot)).add_(bview(read)).sqrt_()
-            lin.addcmul_(nr, std)
+        drop = None if even else bilinear_rows(stops_small, (h, w), y0, y1).mul_(-ln2)  # [B,1,rows,W]
+        for i in range(b):  # per image and channel, with scalars: one pass per step, no broadcasting
+            li = lin[i]
+            if even:
+                torch.add(torch.tensor(ln_gain[i]), li, alpha=gamma, out=li)
+            else:
+                for c in range(li.shape[0]):
+                    torch.add(drop[i, 0], li[c], alpha=gamma, out=li[c])
+            if floor_exponent:
+                li.clamp_(min=MIN_EXPONENT)
+            li.exp_()
+            if add_noise:
+                std = torch.add(torch.tensor(read_l[i]), li, alpha=shot_l[i]).sqrt_()  # shot·L' + read
+                li.addcmul_(nr[i], std)
         return lin.clamp_(TINY_LINEAR, 1).log_().mul_(1.0 / gamma).exp_()
 
     if not is_split(h, w):
