@@ -78,43 +78,39 @@ def stamp_circular(sites: torch.Tensor, values: torch.Tensor, kernels: torch.Ten
     b, k = kernels.shape[0], kernels.shape[-1]
     p = k // 2
     hp, wp = h + 2 * p, w + 2 * p
-    flat = kernels.reshape(b, -1)
-    taps = flat != 0
-    ntaps = taps.sum(dim=1).tolist()
-    bounds = torch.searchsorted(sites, torch.arange(b + 1, device=sites.device) * (h * w)).tolist()
-    if any((bounds[i + 1] - bounds[i]) * ntaps[i] > budget for i in range(b)):
-        return None
-    out = torch.empty((b, h, w), device=kernels.device, dtype=kernels.dtype)
     dev = sites.device
-    index_dtype = torch.int32 if hp * wp < 2**31 else torch.long
-    ky, kx = torch.arange(k, device=dev).repeat_interleave(k), torch.arange(k, device=dev).repeat(k)
-    for i in range(b):
-        canvas = torch.zeros(hp * wp, device=kernels.device, dtype=kernels.dtype)  # frame + p on every side
-        pos = sites[bounds[i] : bounds[i + 1]] - i * h * w
-        sel = taps[i].nonzero().squeeze(1)
-        n = pos.numel() if sel.numel() else 0
-        if n:
-            off = (ky[sel] * wp + kx[sel]).to(index_dtype)  # tap (ty, tx) of a seed at (y, x) lands on canvas (y + ty, x + tx)
-            wt = flat[i, sel]
-            base = ((pos // w) * wp + pos % w).to(index_dtype)
-            val = values[bounds[i] : bounds[i + 1]]
-            # blocks of seeds whose indices and contributions stay in cache (reused buffers)
-            step = max(1, STAMP_BLOCK // off.numel())
-            idx = torch.empty((min(step, n), off.numel()), dtype=index_dtype, device=dev)
-            contrib = torch.empty((min(step, n), off.numel()), dtype=kernels.dtype, device=dev)
-            for s in range(0, n, step):
-                e = min(n, s + step)
-                torch.add(base[s:e, None], off[None, :], out=idx[: e - s])
-                torch.mul(val[s:e, None], wt[None, :], out=contrib[: e - s])
-                canvas.index_add_(0, idx[: e - s].view(-1), contrib[: e - s].view(-1))
-        c = canvas.view(hp, wp)
-        # wrap the margins around (circular): canvas row r is frame row r − p
-        c[h : h + p] += c[:p]
-        c[p : 2 * p] += c[h + p :]
-        c[:, w : w + p] += c[:, :p]
-        c[:, p : 2 * p] += c[:, w + p :]
-        out[i] = c[p : p + h, p : p + w]
-    return out
+    flat = kernels.reshape(b, -1)
+    sel = (flat != 0).any(dim=0).nonzero().squeeze(1)  # taps of any image's kernel (all images in one pass)
+    t = sel.numel()
+    counts = torch.bincount(torch.div(sites, h * w, rounding_mode="floor"), minlength=b) if b > 1 else None
+    if (int(counts.max()) if counts is not None else sites.numel()) * t > budget:
+        return None
+    canvas = torch.zeros(b * hp * wp, device=kernels.device, dtype=kernels.dtype)  # frames + p on every side
+    n = sites.numel() if t else 0
+    if n:
+        index_dtype = torch.int32 if b * hp * wp < 2**31 else torch.long
+        ky, kx = torch.div(sel, k, rounding_mode="floor"), sel % k
+        off = (ky * wp + kx).to(index_dtype)  # tap (ty, tx) of a seed at (y, x) lands on canvas (y + ty, x + tx)
+        img, pos = torch.div(sites, h * w, rounding_mode="floor"), sites % (h * w)
+        base = (img * (hp * wp) + torch.div(pos, w, rounding_mode="floor") * wp + pos % w).to(index_dtype)
+        wt = flat[:, sel]  # [B,T]
+        # blocks of seeds whose indices and contributions stay in cache (reused buffers)
+        step = max(1, STAMP_BLOCK // t)
+        idx = torch.empty((min(step, n), t), dtype=index_dtype, device=dev)
+        contrib = torch.empty((min(step, n), t), dtype=kernels.dtype, device=dev)
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            torch.add(base[s:e, None], off[None, :], out=idx[: e - s])
+            w_rows = wt[:1] if b == 1 else wt.index_select(0, img[s:e])  # each seed's own kernel
+            torch.mul(values[s:e, None], w_rows, out=contrib[: e - s])
+            canvas.index_add_(0, idx[: e - s].view(-1), contrib[: e - s].view(-1))
+    c = canvas.view(b, hp, wp)
+    # wrap the margins around (circular): canvas row r is frame row r − p
+    c[:, h : h + p] += c[:, :p]
+    c[:, p : 2 * p] += c[:, h + p :]
+    c[..., w : w + p] += c[..., :p]
+    c[..., p : 2 * p] += c[..., w + p :]
+    return c[:, p : p + h, p : p + w]
 
 
 def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: torch.Generator,

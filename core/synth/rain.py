@@ -158,7 +158,8 @@ def rain(
         return dst
 
     split = is_split(h, w)
-    if not split and circular_at(h, w, size):  # sparse seeds: stamp the streaks (no FFT, no dense seed maps)
+    # CPU, sparse seeds: stamp the streaks (no FFT, no dense seed maps); accelerators keep the batched FFT
+    if not split and dev.type == "cpu" and circular_at(h, w, size):
         stamped = [stamp_circular(sites, vals, kj, h, w) for (sites, vals), kj in zip((near, far), kernels, strict=True)]
         if stamped[0] is not None and stamped[1] is not None:
             return blend(x, stamped[0].unsqueeze(1), stamped[1].unsqueeze(1), torch.empty_like(x) if out is None else out)

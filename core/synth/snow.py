@@ -122,7 +122,8 @@ def snow(
         return dst
 
     split = is_split(h, w)
-    if not split and circular_at(h, w, size_max):  # sparse seeds: stamp the flakes (no FFT, no dense seed maps)
+    # CPU, sparse seeds: stamp the flakes (no FFT, no dense seed maps); accelerators keep the batched FFT
+    if not split and dev.type == "cpu" and circular_at(h, w, size_max):
         stamped = [stamp_circular(sj, torch.ones(sj.shape, device=dev), kj, h, w)
                    for sj, kj in zip(sites, kernels, strict=True)]
         if all(m is not None for m in stamped):
