@@ -11,8 +11,8 @@ The usual photometric recipe of synthetic rain sets (Rain100/Rain1400 style):
 2. Motion blur of the seeds along the fall direction: an antialiased segment kernel of
    length ``length · min(H,W)`` pixels at ``angle`` degrees from vertical and Gaussian
    cross-section ``width`` pixels (at 512 px; cut below 1e-3 of its peak), stamped at each seed
-   (sparse seeds, :mod:`.kernels`; an FFT convolution of the seed map when they are dense or the
-   image is processed in strips). Rain is fast, so each drop becomes a streak.
+   (sparse seeds on the CPU, :mod:`.kernels`; an FFT convolution of the seed map when they are
+   dense, on accelerators, or when the image is processed in strips). Rain is fast, so each drop becomes a streak.
    Two layers are drawn: near (the given length/width) and far (half the length and width,
    twice as dense), as rain seen through depth.
 3. The streak layer ``S`` (scaled so an isolated streak peaks at ``opacity``) is screen

@@ -8,8 +8,8 @@ and large), scaled by the ratio of a flake's area at 512 px to its area at this 
 per pixel give the same snowfall at any resolution), motion streak length ``streak · (0.5, 1, 2)`` pixels at 512 px along the fall
 direction (near flakes cross more of the frame during the exposure), opacity
 ``(0.7, 0.85, 1.0)``. Each flake is an antialiased capsule (Gaussian cross-section =
-radius, cut below 1e-3 of its peak) stamped at its seed (sparse seeds, :mod:`.kernels`; an FFT
-convolution of the seed map when they are dense or the image is processed in strips); layers are composited over the image
+radius, cut below 1e-3 of its peak) stamped at its seed (sparse seeds on the CPU, :mod:`.kernels`; an
+FFT convolution of the seed map when they are dense, on accelerators, or in strips); layers are composited over the image
 with ``I ← I·(1 − m) + c·m`` (``c`` = flake brightness, 0.85..1 per layer and image). Finally a veil of scattered
 light: ``I ← I·(1 − v) + v·0.85`` with ``v = strength · veil``. Seeds are nested thresholds
 of fixed uniforms (drawn only for the candidate pixels of the largest strength), so more
