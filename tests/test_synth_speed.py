@@ -179,3 +179,12 @@ def test_box_downsample_is_avg_pool(f, h, w):
     x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(f))
     ref = F.avg_pool2d(x, f, ceil_mode=True)
     assert torch.allclose(box_downsample(x, f), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["rain", "snow"])
+def test_channels_last_chunks_are_read_in_place_with_the_same_result(kind):
+    x = scene(3, 256, 512, seed=7)  # two images per CPU chunk: two chunks
+    cl = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # ComfyUI's layout
+    y = synthesize(x, kind, 0.7, seed=5)
+    assert torch.equal(synthesize(cl, kind, 0.7, seed=5), y)
+    assert y.is_contiguous() and float((y - x).abs().mean()) > 0.01

@@ -8,6 +8,7 @@ jpeg, noise`` and the mixed ``rain+haze, snow+haze`` (:mod:`.mixed`) to them;
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -135,10 +136,16 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # standard layout, like the one-call path
     b = x.shape[0]
     per_image = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == b]
+    # a degradation with an ``out`` parameter (rain, snow) writes its result there and reads ``x``
+    # in any memory layout: no copy of the chunk in, none of its result out
+    writes_out = "out" in inspect.signature(deg.fn).parameters
     for i, seed in zip(starts, seeds, strict=True):
         kw = dict(kwargs)
         for k in per_image:  # depth maps and per-image parameters follow their images
             kw[k] = kwargs[k][i : i + step]
+        if writes_out:
+            deg.fn(x[i : i + step], s[i : i + step], make_generator(seed, x.device), out=out[i : i + step], **kw)
+            continue
         xi = x[i : i + step].contiguous()  # standard layout, copied just before use (in cache)
         out[i : i + step] = deg.fn(xi, s[i : i + step], make_generator(seed, x.device), **kw)
     return out

@@ -81,8 +81,9 @@ def snow(
     """Snowy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1 (up to :func:`reach`);
     ``opacity`` one value or ``[B]``.
 
-    ``out``: where large images are written strip by strip (may be ``x`` itself: a strip reads its
-    rows of ``x`` before writing them); a new tensor when not given.
+    ``out``: where the result is written (large images strip by strip; may be ``x`` itself: a strip
+    reads its rows of ``x`` before writing them); a new tensor when not given. ``x`` may be in any
+    memory layout (channels-last ComfyUI images are read in place).
     """
     b, _, h, w = x.shape
     dev = x.device
