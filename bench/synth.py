@@ -397,14 +397,16 @@ def big(args: argparse.Namespace) -> list[dict]:
 
 #: our type -> the closest albumentations transform(s) (issue 15), built by :func:`albu_transform`.
 #: Defaults everywhere (what a dataset builder runs), except the parameters that are the strength:
-#: JPEG quality and Gaussian std are those of our strength 0.6.
+#: JPEG quality, Gaussian std and the motion-blur length are those of our strength 0.6.
 ALBU_CLOSEST = {
-    "haze": "RandomFog", "rain": "RandomRain", "snow": "RandomSnow", "motion_blur": "MotionBlur",
+    "haze": "RandomFog", "rain": "RandomRain", "snow": "RandomSnow", "motion_blur": "MotionBlur(blur_limit 51: our path's kernel)",
     "low_light": "RandomBrightnessContrast(-0.5) + RandomGamma(150) + GaussNoise(0.05)",
     "raindrop": "Spatter(mode=rain)", "jpeg": "ImageCompression(quality 43)", "noise": "GaussNoise(std 0.18)",
     "rain+haze": "RandomFog + RandomRain", "snow+haze": "RandomFog + RandomSnow",
 }
 PER_CORE_STRENGTH = 0.6
+#: odd side of our motion-blur kernel at PER_CORE_STRENGTH on 512² (path 0.6 · 0.15 · 512 px, + 3)
+MOTION_KERNEL = 51
 
 
 def albu_transform(A, kind: str):  # noqa: ANN001, ANN201 - albumentations is optional
@@ -416,7 +418,9 @@ def albu_transform(A, kind: str):  # noqa: ANN001, ANN201 - albumentations is op
         "haze": lambda: [A.RandomFog(p=1)],
         "rain": lambda: [A.RandomRain(p=1)],
         "snow": lambda: [A.RandomSnow(p=1)],
-        "motion_blur": lambda: [A.MotionBlur(p=1)],
+        # the same extent of blur: a line as long as our camera path's kernel at strength 0.6 and 512²
+        # (MotionBlur's default blur_limit of 3..7 px is a blur of another size, 0.6 ms against 28 ms)
+        "motion_blur": lambda: [A.MotionBlur(blur_limit=(MOTION_KERNEL, MOTION_KERNEL), p=1)],
         "low_light": lambda: [A.RandomBrightnessContrast(brightness_limit=(-0.5, -0.5), contrast_limit=(0, 0), p=1),
                               A.RandomGamma(gamma_limit=(150, 150), p=1), A.GaussNoise(std_range=(0.05, 0.05), p=1)],
         "raindrop": lambda: [A.Spatter(mode="rain", p=1)],
