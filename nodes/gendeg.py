@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import json
 import time
@@ -243,12 +245,17 @@ class GenDegCondition:
                     "tooltip": "Name of the custom type (recorded in the metadata, e.g. underwater); empty: 'custom'. "
                     "Only used with custom_phrase.",
                 }),
+                "source_dataset": ("STRING", {
+                    "forceInput": True,
+                    "tooltip": "The real dataset the intensity was drawn from (the dataset output of GenDeg Degradation "
+                    "Plan in gendeg_sampling mode); recorded in GenDeg Sample's metadata.",
+                }),
             },
         }
 
     def condition(self, degradation: str, caption: str, preset: str, mu: float, sigma: float, mu_sweep: str = "",
                   type_name: str | None = None, previous: list[Condition] | None = None, custom_phrase: str = "",
-                  custom_type: str = ""):
+                  custom_type: str = "", source_dataset: str | None = None):
         phrase = clean_phrase(custom_phrase)
         if phrase:
             kind = custom_type_name(custom_type or type_name or "custom")
@@ -262,6 +269,8 @@ class GenDegCondition:
             conds = condition_sweep([kind], caption, mus, phrase=phrase, reference=(mu, sigma) if phrase else None)
         else:
             conds = [make_condition(kind, caption, mu=mu, sigma=sigma, preset=preset, phrase=phrase)]
+        if source_dataset and source_dataset.strip():
+            conds = [dataclasses.replace(c, source_dataset=source_dataset.strip()) for c in conds]
         out = list(previous or []) + conds
         return (out, "\n".join(c.prompt for c in out))
 
@@ -374,6 +383,8 @@ class GenDegSample:
             })
             if c.phrase:  # a fine-tuned type (only then: the keys of old records, hence their pair ids, stay)
                 rows[-1]["phrase"] = c.phrase
+            if c.source_dataset:  # drawn by a gendeg_sampling plan (same rule: only when set)
+                rows[-1]["source_dataset"] = c.source_dataset
             if model.info.get("lora"):
                 rows[-1]["lora"] = model.info["lora"]
         meta = json.dumps(rows[0] if len(rows) == 1 else rows)

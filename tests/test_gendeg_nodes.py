@@ -105,10 +105,15 @@ def test_load_sample_filter_and_correct(models):
     assert mu == pytest.approx(sum(r["mu"] for r in rows) / 4, abs=1e-5)
     assert len(labels.splitlines()) == 4 and labels.startswith("haze 0.050 -> ")
     assert model.parameter_device() == torch.device("cpu")  # offloaded after sampling
+    assert "source_dataset" not in rows[0]  # only recorded when a plan drew the intensity (old pair ids stay)
     grey = torch.rand(1, 17, 19, 1)
-    g, *_ = _run("GenDegSample", image=grey, model=model, condition=conds[:1], seed=0, steps=1,
-                 scheduler="ddim", text_guidance=7.5, image_guidance=1.5, resolution=0)
+    # a gendeg_sampling plan's draw: its dataset output reaches the condition, then the metadata
+    drawn, _ = _run("GenDegCondition", degradation="haze", caption="a hill", preset="custom", mu=0.21, sigma=0.08,
+                    source_dataset="Dense-Haze")
+    g, _, _, g_meta, *_ = _run("GenDegSample", image=grey, model=model, condition=drawn, seed=0, steps=1,
+                               scheduler="ddim", text_guidance=7.5, image_guidance=1.5, resolution=0)
     assert g.shape == (1, 17, 19, 1)
+    assert json.loads(g_meta)["source_dataset"] == "Dense-Haze" and json.loads(g_meta)["mu_requested"] == 0.21
 
     # intensity filter: tolerance decides what is kept; everything dropped is an error
     d_list, c_list = [deg], [clean]

@@ -148,7 +148,8 @@ class GenDegCondition:
     """One GenDeg condition: degradation type, scene caption and requested intensity (μ, σ in 0..1).
 
     ``phrase`` (optional) replaces the type's official phrase: a type learnt by fine-tuning
-    (``degradation`` is then any name, e.g. ``underwater``).
+    (``degradation`` is then any name, e.g. ``underwater``). ``source_dataset`` (optional) names
+    the real dataset the intensity was drawn from (a ``gendeg_sampling`` plan), for the metadata.
     """
 
     degradation: str
@@ -157,6 +158,7 @@ class GenDegCondition:
     sigma: float = 0.069
     preset: str = "custom"
     phrase: str = ""
+    source_dataset: str = ""
 
     def __post_init__(self) -> None:
         phrase = clean_phrase(self.phrase)
