@@ -246,7 +246,7 @@ def _run_on_ray(args: argparse.Namespace, prompt, job, order, options, extra) ->
 
     from ..core.scale.ray_job import BatchError
     from ..nodes import host
-    from ..scale import run_prompt_on_ray
+    from ._ray_run import run_prompt_on_ray
 
     start = time.perf_counter()
     where = f"the Ray cluster at {options.address}" if options.address else "a local Ray"

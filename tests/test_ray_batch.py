@@ -162,9 +162,9 @@ def test_a_shard_in_batches_plans_and_writes_as_the_plain_shard_run(tmp_path):
     """`--shard 1/2 --ray`: the batches get the files' positions in the whole folder (the balanced plan needs them)."""
     import argparse
 
+    from comfyui_gendeg.commands._ray_run import _listing
     from comfyui_gendeg.commands.run import apply_host_settings
     from comfyui_gendeg.nodes import _ray_batch
-    from comfyui_gendeg.scale import _listing
 
     make_folder(tmp_path / "input")
     prompt = every_writer_prompt()
