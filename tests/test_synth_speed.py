@@ -181,10 +181,22 @@ def test_box_downsample_is_avg_pool(f, h, w):
     assert torch.allclose(box_downsample(x, f), ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["rain", "snow"])
+@pytest.mark.parametrize("kind", ["rain", "snow", "noise", "low_light"])
 def test_channels_last_chunks_are_read_in_place_with_the_same_result(kind):
     x = scene(3, 256, 512, seed=7)  # two images per CPU chunk: two chunks
     cl = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # ComfyUI's layout
     y = synthesize(x, kind, 0.7, seed=5)
     assert torch.equal(synthesize(cl, kind, 0.7, seed=5), y)
     assert y.is_contiguous() and float((y - x).abs().mean()) > 0.01
+
+
+@pytest.mark.parametrize("model", ["gaussian", "poisson_gaussian"])
+def test_noise_shared_across_channels_is_luminance_noise(model):
+    """per_channel false: one field for R, G and B (was a crash: the field has one channel)."""
+    x = torch.full((2, 3, 40, 48), 0.5)  # mid-grey: no clipping, the three channels see the same noise
+    y = synthesize(x, "noise", 0.2, seed=3, params={"per_channel": False, "model": model})
+    d = y - x
+    assert y.shape == x.shape and float(d.abs().mean()) > 0.01
+    assert torch.allclose(d[:, 0], d[:, 1], atol=1e-6) and torch.allclose(d[:, 0], d[:, 2], atol=1e-6)
+    own = synthesize(x, "noise", 0.2, seed=3, params={"model": model})
+    assert not torch.allclose((own - x)[:, 0], (own - x)[:, 1])  # per channel: independent

@@ -80,8 +80,13 @@ def low_light(
     shot_max: float = 0.012,
     noise: bool = True,
     falloff: float | torch.Tensor = FALLOFF,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dark, noisy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1; ``falloff`` one value or ``[B]``."""
+    """Dark, noisy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1; ``falloff`` one value or ``[B]``.
+
+    ``out``: where the result is written (``[B,3,H,W]``, standard layout; ``x`` is then read in
+    any memory layout, e.g. a channels-last ComfyUI image, without a copy).
+    """
     b, _, h, w = x.shape
     z_read = torch.randn((b,), generator=generator, device=x.device)
     n = random_field(tuple(x.shape), generator, x.device, normal=True, dtype=x.dtype)
@@ -103,11 +108,11 @@ def low_light(
     max_stops = float(stops_small.max()) if not even else float(strength.max()) * stops_max
     floor_exponent = gamma * math.log(TINY_DISPLAY) - max_stops * ln2 < MIN_EXPONENT
 
-    def rows(xr: torch.Tensor, nr: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
+    def rows(xr: torch.Tensor, nr: torch.Tensor, y0: int, y1: int, dst: torch.Tensor | None) -> torch.Tensor:
         # powers as exp(γ·ln J): a non-integer pow costs 4-8× a log and an exp on the CPU. The
         # exposure drop folds into the exponent (L' = exp(γ·ln J − stops·ln 2)). Floors keep the
         # vectorised log/exp off their slow paths (log 0, subnormal results), changing values by < 1e-7
-        lin = xr.clamp(TINY_DISPLAY, 1).log_()
+        lin = (xr.clamp(TINY_DISPLAY, 1) if dst is None else torch.clamp(xr, TINY_DISPLAY, 1, out=dst)).log_()
         drop = None if even else bilinear_rows(stops_small, (h, w), y0, y1).mul_(-ln2)  # [B,1,rows,W]
         for i in range(b):  # per image and channel, with scalars: one pass per step, no broadcasting
             li = lin[i]
@@ -125,10 +130,14 @@ def low_light(
         return lin.clamp_(TINY_LINEAR, 1).log_().mul_(1.0 / gamma).exp_()
 
     if not is_split(h, w):
-        return rows(x, n, 0, h)
-    for y0, y1 in strips(h, w):  # large images: in place over the noise field, strip by strip
-        n[..., y0:y1, :] = rows(x[..., y0:y1, :], n[..., y0:y1, :], y0, y1)
-    return n
+        return rows(x, n, 0, h, out)
+    if out is None:  # large images: in place over the noise field, strip by strip
+        for y0, y1 in strips(h, w):
+            n[..., y0:y1, :] = rows(x[..., y0:y1, :], n[..., y0:y1, :], y0, y1, None)
+        return n
+    for y0, y1 in strips(h, w):
+        rows(x[..., y0:y1, :], n[..., y0:y1, :], y0, y1, out[..., y0:y1, :])
+    return out
 
 
 DEGRADATION = Degradation("low_light", low_light, PARAMS, __doc__ or "", reach=reach_of(PARAMS["stops_max"], "stops_max"),

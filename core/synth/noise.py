@@ -42,24 +42,31 @@ def noise(
     poisson_max: float = 0.05,
     read_fraction: float = 0.25,
     per_channel: bool = True,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Noisy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1."""
+    """Noisy ``[B,3,H,W]`` 0..1 from clean ``x``; ``strength`` ``[B]`` in 0..1.
+
+    ``out``: where the result is written (``[B,3,H,W]``; ``x`` is then read in any memory
+    layout, e.g. a channels-last ComfyUI image, without a copy). Default: a new tensor (the
+    noise field itself where it has three channels).
+    """
     b, c, h, w = x.shape
     shape = (b, c if per_channel else 1, h, w)
     n = random_field(shape, generator, x.device, normal=True, dtype=x.dtype)
     s = bview(strength)
-    if model == "gaussian":
-        std = s * sigma_max
-        if not is_split(h, w):
-            return n.mul_(std).add_(x).clamp_(0, 1)  # in place on the noise field: one temporary in all
-        for y0, y1 in strips(h, w):
-            n[..., y0:y1, :].mul_(std).add_(x[..., y0:y1, :]).clamp_(0, 1)
-        return n
-    out = torch.empty_like(x) if not per_channel else n  # the noise field becomes the output where it can
-    for y0, y1 in strips(h, w):
-        xr = x[..., y0:y1, :]
-        std = torch.sqrt(s * poisson_max * xr.clamp(0, 1) + (s * sigma_max * read_fraction) ** 2)
-        out[..., y0:y1, :] = std.mul_(n[..., y0:y1, :]).add_(xr).clamp_(0, 1)
+    if out is None:
+        out = n if per_channel else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    rows = strips(h, w) if is_split(h, w) else [(0, h)]
+    for y0, y1 in rows:  # large images strip by strip: one strip's temporaries at a time
+        xr, nr, dst = x[..., y0:y1, :], n[..., y0:y1, :], out[..., y0:y1, :]
+        if model == "gaussian":
+            std = s * sigma_max
+        else:
+            std = torch.sqrt(s * poisson_max * xr.clamp(0, 1) + (s * sigma_max * read_fraction) ** 2)
+        # (n·std) + x, clipped: the noise field is scaled in place when it has one value per
+        # pixel and channel (the result may be written over it); a shared field is broadcast
+        scaled = nr.mul_(std) if std.shape[1] <= nr.shape[1] else nr * std
+        torch.add(scaled, xr, out=dst).clamp_(0, 1)
     return out
 
 
