@@ -97,8 +97,9 @@ def run_plain(code: str, input_dir: Path, out: Path, warm: Path | None) -> tuple
     return float(m.group(1)), float(c.group(1))
 
 
-def run_two_shards(input_dir: Path, out: Path) -> float:
-    """``gendeg run --shard 0/2`` and ``--shard 1/2`` at once, one thread each: pairs/s of the pair.
+def run_two_shards(input_dir: Path, out: Path) -> tuple[float, float]:
+    """``gendeg run --shard 0/2`` and ``--shard 1/2`` at once, one thread each: the longer run's
+    seconds, and both processes' CPU seconds.
 
     The same two cores with nothing between the processes: this machine's own ceiling for two
     single-thread workers (shared caches, memory bandwidth, turbo), against which Ray's
@@ -110,14 +111,16 @@ def run_two_shards(input_dir: Path, out: Path) -> float:
                str(out), "--shard", f"{i}/2", "--quiet", "-"]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                       env={**os.environ, "GENDEG_NO_PROGRESS": "1"}))
-    seconds = []
+    seconds, cpu = [], 0.0
     for proc in procs:
         stdout, stderr = proc.communicate()
         m = re.search(r"done in ([0-9.]+) s", stdout)
-        if proc.returncode != 0 or not m:
+        c = re.search(r"^cpu ([0-9.]+)$", stderr, re.M)
+        if proc.returncode != 0 or not m or not c:
             raise SystemExit(f"gendeg run --shard failed:\n{stderr[-3000:]}")
         seconds.append(float(m.group(1)))
-    return max(seconds)
+        cpu += float(c.group(1))
+    return max(seconds), cpu
 
 
 def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
@@ -159,6 +162,7 @@ def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
         "overhead_per_pair_ms": 1000 * (busy * 2 - runner) / n,
         "runner_s_per_pair": runner / n,
         "runner_cpu_s_per_pair": sum(r["cpu_seconds"] for _, r in arrivals) / n,
+        "runner_thread_cpu_s_per_pair": sum(r["thread_cpu_seconds"] for _, r in arrivals) / n,
         "workers_seen": len({r["pid"] for _, r in arrivals}),
     }
 
@@ -203,7 +207,7 @@ def main() -> None:
         # warm reference: the full run only (the smoke run checks that everything runs, quickly)
         t1w = None if args.smoke else run_plain(ONE_THREAD, work / "input", work / "one_thread_warm", work / "warm_up")[0]
         td, _ = run_plain(DEFAULT, work / "input", work / "default", None)
-        t2 = None if args.smoke else run_two_shards(work / "input", work / "two_shards")
+        t2, cpu2 = (None, None) if args.smoke else run_two_shards(work / "input", work / "two_shards")
         r = run_ray(work / "input", work / "ray", batch)
         result = {
             "images": n,
@@ -220,6 +224,7 @@ def main() -> None:
             "two_shards_pairs_per_s": round(n / t2, 3) if t2 else None,
             "two_shards_vs_1_thread": round(t1 / t2, 3) if t2 else None,
             "ray_vs_two_shards": round(r["pairs_per_s"] / (n / t2), 3) if t2 else None,
+            "two_shards_cpu_s_per_pair": round(cpu2 / n, 4) if cpu2 else None,
             "one_process_1_thread_warm_pairs_per_s": round(n / t1w, 3) if t1w else None,
             "ray_2_workers_steady_pairs_per_s": round(r["steady_pairs_per_s"], 3),
             "ray_steady_vs_1_thread_warm": round(r["steady_pairs_per_s"] / (n / t1w), 3) if t1w else None,
@@ -227,6 +232,7 @@ def main() -> None:
             "ray_runner_s_per_pair": round(r["runner_s_per_pair"], 4),
             "one_process_1_thread_s_per_pair": round(t1 / n, 4),
             "ray_runner_cpu_s_per_pair": round(r["runner_cpu_s_per_pair"], 4),
+            "ray_runner_thread_cpu_s_per_pair": round(r["runner_thread_cpu_s_per_pair"], 4),
             "one_process_1_thread_cpu_s_per_pair": round(cpu1 / n, 4),
             "ray_init_s": round(r["ray_init_s"], 2),
             "ray_workers_start_s": round(r["workers_start_s"], 2),
