@@ -120,6 +120,7 @@ def test_unreachable_sigma_is_clamped_with_a_warning_that_states_the_region(capl
     edge = float(w.split("this image reaches is ")[1].split(" ")[0])
     assert edge == pytest.approx(float(hi[0]), abs=DEFAULT_SIGMA_TOL)  # the region stated is the real one
     assert abs(float(r.mu[0]) - mu) <= TOL_MU and float(r.sigma[0]) == pytest.approx(edge, abs=DEFAULT_SIGMA_TOL)
+    assert edge >= round(float(r.sigma[0]), 4)  # what it clamped to lies inside the region it states
     with caplog.at_level(logging.WARNING, logger="gendeg"):
         r = degrade_to_intensity(x, "rain", mu, 0.001, seed=0)
     assert "smallest sigma" in r.warnings[0] and f"Ask for a sigma above {float(lo[0]):.2f}"[:-1] in r.warnings[0]

@@ -355,6 +355,8 @@ class _JointSearch:
                     continue  # the typical σ is a default, not a request: the closest reachable one is kept
                 up = float(self.sg_t[i]) > float(self.best_sg[i])
                 edge = max(float(sg0[i]), float(sg_end[i])) if up else min(float(sg0[i]), float(sg_end[i]))
+                # the kept result reached μ, so the region reaches at least as far as its σ
+                edge = max(edge, float(self.best_sg[i])) if up else min(edge, float(self.best_sg[i]))
                 msg = (f"{name}: requested (mu={float(self.mu_t[i]):.4f}, sigma={float(self.sg_t[i]):.4f}) for image {i} "
                        f"is outside the reachable region: at mu={float(self.mu_t[i]):.4f} the {'largest' if up else 'smallest'} "
                        f"sigma this image reaches{note} is {edge:.4f} ({key} searched in {self.p_lo:g}..{self.p_hi:g}); "
