@@ -55,6 +55,7 @@ from .errors import GenDegError, InputError
 __all__ = [
     "TilePlan",
     "TilingOutOfMemoryError",
+    "ShrinkingTile",
     "blend_weights_1d",
     "pad_for_model",
     "plan_axis",
@@ -368,3 +369,35 @@ def tiled_apply_oom_safe(
                 ) from exc
             th, tw = max(min_tile, th // 2), max(min_tile, tw // 2)
             ov = min(ov, min(th, tw) // 2)
+
+
+class ShrinkingTile:
+    """The tile side of a network evaluated many times (a sampler's steps), halved on out-of-memory
+    and kept halved for the later calls.
+
+    ``tile`` <= 0 means the whole image; the first out-of-memory error then starts from the
+    image's longer side. ``run(evaluate, h, w)`` calls ``evaluate(tile)``; on an error for which
+    ``is_oom(exc)`` is true it calls ``on_oom()`` and retries with half the tile, until the tile
+    would drop below ``min_tile`` (then :class:`TilingOutOfMemoryError`). Other errors pass through.
+    """
+
+    def __init__(self, tile: int, min_tile: int = 64, is_oom: Callable[[BaseException], bool] | None = None,
+                 on_oom: Callable[[], None] | None = None) -> None:
+        self.tile, self.min_tile, self.is_oom, self.on_oom = int(tile), int(min_tile), is_oom, on_oom
+
+    def run(self, evaluate: Callable[[int], torch.Tensor], h: int, w: int) -> torch.Tensor:
+        while True:
+            try:
+                return evaluate(self.tile)
+            except Exception as exc:  # noqa: BLE001 - filtered by the predicate
+                if self.is_oom is None or not self.is_oom(exc):
+                    raise
+                if self.on_oom is not None:
+                    self.on_oom()
+                current = self.tile if self.tile > 0 else max(h, w)
+                if current // 2 < self.min_tile:
+                    raise TilingOutOfMemoryError(
+                        f"out of memory even with {current}px tiles (the smallest allowed is {self.min_tile}px): free "
+                        f"memory, use fp16/bf16, or run on the CPU. Original error: {exc}"
+                    ) from exc
+                self.tile = current // 2

@@ -38,7 +38,7 @@ from contextlib import nullcontext
 import torch
 
 from ..errors import InputError
-from ..tiling import TilingOutOfMemoryError, tiled_apply
+from ..tiling import ShrinkingTile, tiled_apply
 from .driftrec_sde import DriftSDE
 from .sde import randn_like
 
@@ -184,7 +184,7 @@ def restore_driftrec(
         net = net.to(memory_format=torch.channels_last)
     sde = restorer.sde
     yd = y.to(device=device, dtype=torch.float32)
-    state = {"tile": int(tile)}
+    tiles = ShrinkingTile(tile, min_tile, is_oom, on_oom)
     align = int(getattr(net, "min_size", 1))
 
     def run_net(pair: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -192,10 +192,9 @@ def restore_driftrec(
             out = net(pair.contiguous(memory_format=mf), torch.full((pair.shape[0],), sigma, device=device))
         return out.float()
 
-    def evaluate(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    def evaluate(x: torch.Tensor, sigma: float, tl: int) -> torch.Tensor:
         pair = torch.cat([x, yd], dim=1)
         h, w = x.shape[-2:]
-        tl = state["tile"]
         if tl <= 0 or (h <= tl and w <= tl):
             return run_net(pair, sigma)
         ov = min(overlap, tl // 2)
@@ -203,22 +202,7 @@ def restore_driftrec(
 
     def score_fn(x: torch.Tensor, _y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         sigma = float(sde.std(t[:1])[0])
-        while True:
-            try:
-                return evaluate(x, sigma)
-            except Exception as exc:  # noqa: BLE001 - filtered by the predicate
-                if is_oom is None or not is_oom(exc):
-                    raise
-                if on_oom is not None:
-                    on_oom()
-                h, w = x.shape[-2:]
-                current = state["tile"] if state["tile"] > 0 else max(h, w)
-                if current // 2 < min_tile:
-                    raise TilingOutOfMemoryError(
-                        f"out of memory even with {current}px tiles (the smallest allowed is {min_tile}px): free memory, "
-                        f"use fp16/bf16, or run on the CPU. Original error: {exc}"
-                    ) from exc
-                state["tile"] = current // 2
+        return tiles.run(lambda tl: evaluate(x, sigma, tl), *x.shape[-2:])
 
     total = samples * int(steps)
     acc = torch.zeros_like(yd)

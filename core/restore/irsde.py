@@ -23,7 +23,7 @@ from contextlib import nullcontext
 import torch
 
 from ..errors import InputError
-from ..tiling import TilingOutOfMemoryError, tiled_apply
+from ..tiling import ShrinkingTile, tiled_apply
 from .irsde_loader import SDERestorer, ensure_daclip_text
 from .nets.daclip import clip_preprocess
 from .sde import SAMPLERS
@@ -98,7 +98,7 @@ def restore_sde(
         net = net.to(memory_format=torch.channels_last)
     mu = x.to(device=device, dtype=torch.float32)
     content, degra = daclip_embeddings(restorer, mu, device, precision)
-    state = {"tile": int(tile)}
+    tiles = ShrinkingTile(tile, min_tile, is_oom, on_oom)
     mf = torch.channels_last if channels_last else torch.contiguous_format
 
     def run_net(xt: torch.Tensor, m: torch.Tensor, t: int, deg: torch.Tensor | None, con: torch.Tensor | None) -> torch.Tensor:
@@ -110,26 +110,10 @@ def restore_sde(
         return eps.float()
 
     def noise_fn(xt: torch.Tensor, m: torch.Tensor, t: int) -> torch.Tensor:
-        while True:
-            try:
-                return _evaluate(xt, m, t)
-            except Exception as exc:  # noqa: BLE001 - filtered by the predicate
-                if is_oom is None or not is_oom(exc):
-                    raise
-                if on_oom is not None:
-                    on_oom()
-                h, w = xt.shape[-2:]
-                current = state["tile"] if state["tile"] > 0 else max(h, w)
-                if current // 2 < min_tile:
-                    raise TilingOutOfMemoryError(
-                        f"out of memory even with {current}px tiles (the smallest allowed is {min_tile}px): free "
-                        f"memory, use fp16/bf16, or run on the CPU. Original error: {exc}"
-                    ) from exc
-                state["tile"] = current // 2
+        return tiles.run(lambda tl: _evaluate(xt, m, t, tl), *xt.shape[-2:])
 
-    def _evaluate(xt: torch.Tensor, m: torch.Tensor, t: int) -> torch.Tensor:
+    def _evaluate(xt: torch.Tensor, m: torch.Tensor, t: int, tl: int) -> torch.Tensor:
         h, w = xt.shape[-2:]
-        tl = state["tile"]
         if tl <= 0 or (h <= tl and w <= tl):
             return run_net(xt, m, t, degra, content)
         ov = min(overlap, tl // 2)
