@@ -120,7 +120,7 @@ def run_synth(args: argparse.Namespace) -> int:
         "mu": round(float(result.mu[0]), 6),
         "sigma": round(float(result.sigma[0]), 6),
         "seed": args.seed,
-        "params": params_of(result, 0),
+        "params": result.params_of(0),
         "output": args.output,
         "warnings": result.warnings,
     }
@@ -153,11 +153,6 @@ def realism_types() -> tuple[str, ...]:
     from ..core.realism import STATS_OF
 
     return tuple(STATS_OF)
-
-
-def params_of(result: Any, i: int) -> dict[str, Any]:
-    """Image ``i``'s parameters (the second parameter's own value where it was searched per image)."""
-    return {k: (v[i] if isinstance(v, list) and k == result.sigma_param else v) for k, v in result.params.items()}
 
 
 def run_measure(args: argparse.Namespace) -> int:

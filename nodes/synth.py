@@ -67,11 +67,6 @@ def parse_params(text: str | None) -> dict[str, Any]:
     return value
 
 
-def params_of(result: SynthResult, i: int) -> dict[str, Any]:
-    """Image ``i``'s parameters: the second parameter's own value where it was searched per image."""
-    return {k: (v[i] if isinstance(v, list) and k == result.sigma_param else v) for k, v in result.params.items()}
-
-
 def metadata_of(result: SynthResult, kind: str, seed: int, mode: str, depth: str | None,
                 source: str | None = None) -> list[dict[str, Any]]:
     """One JSON-able record per image: engine, type, strength, requested/achieved μ and σ (and how σ was
@@ -90,7 +85,7 @@ def metadata_of(result: SynthResult, kind: str, seed: int, mode: str, depth: str
             "mu": round(float(result.mu[i]), 6),
             "sigma": round(float(result.sigma[i]), 6),
             "seed": int(seed),
-            "params": params_of(result, i),
+            "params": result.params_of(i),
             **({"depth": depth} if depth else {}),
             **({"source_dataset": source} if source else {}),
         })
@@ -274,7 +269,7 @@ class GenDegDegradationPlan:
         "Target GenDeg sigma per item: drawn (gendeg_sampling) or the typical sigma of real data at that mu; 0 for "
         "jpeg and noise (connect to sigma of GenDeg Synthesize or GenDeg Condition).",
         "gendeg_sampling: the real dataset each (mu, sigma) was drawn from (connect to source_dataset of GenDeg "
-        "Synthesize to record it); empty otherwise.",
+        "Synthesize or GenDeg Condition to record it); empty otherwise.",
     )
     FUNCTION = "plan"
 

@@ -60,6 +60,10 @@ class SynthResult:
     sigma_param: str | None = None  # the second parameter searched for σ (its values per image in params)
     sigma_mode: str = "free"  # requested | typical | free (σ not aimed at)
 
+    def params_of(self, i: int) -> dict[str, Any]:
+        """Image ``i``'s parameters: the second parameter's own value where it was searched per image."""
+        return {k: (v[i] if isinstance(v, list) and k == self.sigma_param else v) for k, v in self.params.items()}
+
 
 Finish = Callable[[torch.Tensor], torch.Tensor]
 
