@@ -90,12 +90,9 @@ def read_lora_metadata(path: str | Path) -> dict[str, Any] | None:
         return None
     if "gendeg_lora" not in meta:
         return None
-    out: dict[str, Any] = {}
-    for k, v in meta.items():
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
+    from ..weights import decode_metadata
+
+    out = decode_metadata(meta)
     out["gendeg_lora"] = str(meta["gendeg_lora"])
     return out
 

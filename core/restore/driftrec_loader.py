@@ -34,7 +34,7 @@ import torch
 
 from ..errors import InputError, WeightsError
 from ..io import atomic_path
-from ..weights import LIGHTNING_GLOBALS, load_pickle, load_safetensors
+from ..weights import LIGHTNING_GLOBALS, key_mismatch, load_pickle, load_safetensors
 from .driftrec_sde import SDE_NAMES, DriftSDE, make_sde
 from .nets.ncsnpp import DEFAULT_CONFIG, NCSNpp
 
@@ -176,11 +176,7 @@ def build_net(sd: Mapping[str, torch.Tensor], config: Mapping[str, Any], name: s
     _check_shapes(net, sd, name)
     result = net.load_state_dict(dict(sd), strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
-        parts = []
-        if result.missing_keys:
-            parts.append(f"{len(result.missing_keys)} missing (e.g. {', '.join(result.missing_keys[:3])})")
-        if result.unexpected_keys:
-            parts.append(f"{len(result.unexpected_keys)} unexpected (e.g. {', '.join(result.unexpected_keys[:3])})")
+        parts = key_mismatch(result.missing_keys, result.unexpected_keys)
         raise WeightsError(f"{name}: keys do not match an NCSN++ with {_short(config)}: {'; '.join(parts)}. "
                            "Is the file truncated or another model?")
     net.all_modules[0].W.requires_grad_(False)

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, WeightsError
-from ..weights import NUMPY_GLOBALS, load_manifest, load_state_dict
+from ..weights import NUMPY_GLOBALS, key_mismatch, load_manifest, load_state_dict
 from .nets.daclip import DaCLIP, TextConfig, VisionConfig
 from .nets.irsde_unet import ConditionalUNet
 from .nets.refusion_nafnet import ConditionalNAFNet
@@ -184,11 +184,7 @@ def _load_strict(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], what: 
     except RuntimeError as exc:  # shape mismatches
         raise WeightsError(f"{what}: the checkpoint does not fit the network ({str(exc).splitlines()[-1].strip()})") from exc
     if result.missing_keys or result.unexpected_keys:
-        parts = []
-        if result.missing_keys:
-            parts.append(f"{len(result.missing_keys)} missing (e.g. {', '.join(result.missing_keys[:3])})")
-        if result.unexpected_keys:
-            parts.append(f"{len(result.unexpected_keys)} unexpected (e.g. {', '.join(result.unexpected_keys[:3])})")
+        parts = key_mismatch(result.missing_keys, result.unexpected_keys)
         raise WeightsError(f"{what}: keys do not match the official layout: {'; '.join(parts)}. Is the file truncated or another model?")
 
 

@@ -88,11 +88,9 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], config: PerceiveIRConfig, n
     unexpected = [k for k in sd if k not in want]
     wrong = [f"{k} {tuple(sd[k].shape)} (expected {want[k]})" for k in want if k in sd and tuple(sd[k].shape) != want[k]]
     if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        from ..weights import key_mismatch
+
+        parts = key_mismatch(missing, unexpected)
         if wrong:
             parts.append(f"{len(wrong)} of the wrong shape (e.g. {wrong[0]})")
         raise WeightsError(f"{name}: the weights do not fit PerceiveIR({_describe(config)}): {'; '.join(parts)}. "

@@ -91,10 +91,6 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
-    out: dict[str, Any] = {}
-    for k, v in meta.items():
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
-    return out
+    from ..weights import decode_metadata
+
+    return decode_metadata(meta)

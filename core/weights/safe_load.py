@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import collections
 import importlib
+import json
 import pickle
 import re
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +303,24 @@ def load_state_dict(path: str | Path, allowed: Iterable[str] = (), *, unwrap: bo
     if unwrap and sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
+
+
+def key_mismatch(missing: Sequence[str], unexpected: Sequence[str]) -> list[str]:
+    """Parts of a "keys do not match" message: how many keys are missing / unexpected, with examples."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    return parts
+
+
+def decode_metadata(meta: Mapping[str, str]) -> dict[str, Any]:
+    """A safetensors header's metadata with the values that are JSON decoded (the others kept as text)."""
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
