@@ -197,8 +197,20 @@ def test_gaussian_and_poisson_gaussian_noise_levels():
     d = y - ramp
     var_dark, var_bright = float(d[..., :48, :].var()), float(d[..., 48:, :].var())
     b2 = (0.04 * 0.25) ** 2
-    assert var_dark == pytest.approx(0.02 * 0.2 + b2, rel=0.1)
-    assert var_bright == pytest.approx(0.02 * 0.8 + b2, rel=0.1)
+    # the result is clipped to 0..1 (at 0.8 + 1.6 std on the bright side): the variance of the clipped law
+    assert var_dark == pytest.approx(clipped_normal_var(0.2, (0.02 * 0.2 + b2) ** 0.5), rel=0.1)
+    assert var_bright == pytest.approx(clipped_normal_var(0.8, (0.02 * 0.8 + b2) ** 0.5), rel=0.1)
+    assert clipped_normal_var(0.8, 0.127) < 0.92 * 0.127**2  # clipping matters there
+
+
+def clipped_normal_var(mu: float, sd: float) -> float:
+    """Variance of ``clamp(mu + sd·Z, 0, 1)``, ``Z`` standard normal (quadrature on a fine grid)."""
+    z = torch.linspace(-10, 10, 200001, dtype=torch.float64)
+    w = torch.exp(-0.5 * z**2)
+    w /= w.sum()
+    v = (mu + sd * z).clamp(0, 1)
+    m = (w * v).sum()
+    return float((w * (v - m) ** 2).sum())
 
 
 # --- rain, snow, raindrops --------------------------------------------------------

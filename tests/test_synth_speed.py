@@ -22,6 +22,7 @@ from comfyui_gendeg.core.synth import raindrop as raindrop_mod
 from comfyui_gendeg.core.synth import snow as snow_mod
 from comfyui_gendeg.core.synth.base import (
     box_downsample,
+    normal_table,
     random_field,
     render_sparse,
     segment_kernels,
@@ -41,9 +42,8 @@ def test_low_light_uneven_closed_form_with_black_pixels():
     x[:, :, :4] = 0.0  # black rows: log 0 is floored, the result stays 0 there (up to 1e-6)
     s, stops, gamma, fo = torch.tensor([0.3, 0.8]), 5.0, 2.2, 0.7
     y = synthesize(x, "low_light", s, seed=3, params={"noise": False, "stops_max": stops, "gamma": gamma, "falloff": fo})
-    g = make_generator(3, "cpu")  # the draws of low_light, in its order: read-noise z, noise field, light position
+    g = make_generator(3, "cpu")  # the draws of low_light, in its order: read-noise z, light position (no noise field)
     torch.randn((2,), generator=g)
-    random_field(tuple(x.shape), g, x.device, normal=True)
     rho = light_falloff(2, 40, 56, g, x.device)
     drop = F.interpolate(rho, size=(40, 56), mode="bilinear", align_corners=False).double()
     stops_map = (s.double() * stops).view(-1, 1, 1, 1) * ((1 - fo) + fo * drop)
@@ -53,6 +53,43 @@ def test_low_light_uneven_closed_form_with_black_pixels():
 
 
 # --- sparse seeds and stamping (rain, snow) -----------------------------------------
+
+
+def test_normal_table_is_the_midpoint_quantiles_of_the_standard_normal():
+    from statistics import NormalDist
+
+    t = normal_table(torch.float64)
+    assert t.shape == (65536,) and torch.all(t[1:] > t[:-1])
+    assert torch.allclose(t, -t.flip(0), atol=1e-12)  # symmetric: mean 0
+    assert float(t.square().mean()) == pytest.approx(1.0, abs=1e-12)  # rescaled to unit variance
+    scale = float(t[40000]) / NormalDist().inv_cdf((40000 + 0.5) / 65536)
+    assert scale == pytest.approx(1.0, abs=2e-3)  # the rescaling is tiny (the midpoints lose 0.1 % of the variance)
+    for k in (0, 1, 100, 32767, 50000, 65535):  # the quantiles, against the standard library's inverse CDF
+        assert float(t[k]) == pytest.approx(scale * NormalDist().inv_cdf((k + 0.5) / 65536), abs=1e-9)
+
+
+def test_cpu_normal_fields_are_standard_normal_and_independent():
+    """The table-driven normal fields (16 random bits per value): the law of N(0, 1) within the
+    sampling error of 786k values (Kolmogorov–Smirnov distance, moments), no correlation between
+    neighbours, each seed its own field and the same seed the same field."""
+    shape = (1, 3, 512, 512)
+    z = random_field(shape, make_generator(5, "cpu"), torch.device("cpu"), normal=True).view(-1).double()
+    assert torch.equal(z, random_field(shape, make_generator(5, "cpu"), torch.device("cpu"), normal=True).view(-1).double())
+    other = random_field(shape, make_generator(6, "cpu"), torch.device("cpu"), normal=True).view(-1).double()
+    assert float((z - other).abs().mean()) > 1.0
+    n = z.numel()
+    zs = z.sort().values
+    cdf = 0.5 * (1 + torch.special.erf(zs / math.sqrt(2)))
+    ks = float(torch.maximum((torch.arange(1, n + 1) / n - cdf).abs(), (cdf - torch.arange(n) / n).abs()).max())
+    assert ks < 1.63 / math.sqrt(n) + 1 / 65536  # KS at the 1 % level, plus the levels' own step
+    assert abs(float(z.mean())) < 4 / math.sqrt(n)
+    assert float(z.var()) == pytest.approx(1.0, abs=4 * math.sqrt(2 / n))
+    assert float((z**4).mean()) == pytest.approx(3.0, abs=0.05)  # kurtosis of a normal law
+    for lag in (1, 2, 4, 512, 3 * 512):  # neighbours in memory, in a row, in a column
+        r = float(torch.corrcoef(torch.stack([z[:-lag], z[lag:]]))[0, 1])
+        assert abs(r) < 5 / math.sqrt(n)
+    small = random_field((2, 3, 16, 16), make_generator(5, "cpu"), torch.device("cpu"), normal=True)
+    assert small.abs().max() < 4.4 and small.std() > 0.8  # small fields: one draw from the table too
 
 
 def test_bernoulli_sites_have_the_statistics_of_a_per_pixel_uniform_threshold():

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -178,18 +179,28 @@ def random_field(shape: tuple[int, ...], generator: torch.Generator, device: tor
     seeded from ``generator``, filled in parallel threads when torch may use several (torch
     releases the GIL inside them). The number of parts is fixed, so the values depend only on
     the seed, never on the number of threads. Elsewhere (GPU, small fields): one draw.
+
+    Normal fields on the CPU come from :func:`table_normals` (16 random bits per value, 2.3×
+    faster than ``normal_``, whose Mersenne Twister dominates the noise of a 512² image).
     """
     t = torch.empty(shape, device=device, dtype=dtype)
     n = t.numel()
+    cpu_normal = normal and t.device.type == "cpu"
     if t.device.type != "cpu" or n < RANDOM_SPLIT_MIN:
+        if cpu_normal:
+            table_normals(t.view(-1), int(torch.randint(0, 2**62, (1,), generator=generator)))
+            return t
         return t.normal_(generator=generator) if normal else t.uniform_(generator=generator)
     seeds = torch.randint(0, 2**62, (RANDOM_PARTS,), generator=generator).tolist()
     flat = t.view(-1)
     bounds = [n * j // RANDOM_PARTS for j in range(RANDOM_PARTS + 1)]
 
     def fill(j: int) -> None:
-        g = torch.Generator().manual_seed(seeds[j])
         part = flat[bounds[j] : bounds[j + 1]]
+        if cpu_normal:
+            table_normals(part, seeds[j])
+            return
+        g = torch.Generator().manual_seed(seeds[j])
         part.normal_(generator=g) if normal else part.uniform_(generator=g)
 
     workers = min(RANDOM_PARTS, torch.get_num_threads())
@@ -202,6 +213,33 @@ def random_field(shape: tuple[int, ...], generator: torch.Generator, device: tor
         for j in range(RANDOM_PARTS):
             fill(j)
     return t
+
+
+#: levels of :func:`table_normals` (one per value of 16 random bits)
+NORMAL_LEVELS = 1 << 16
+_NORMAL_TABLES: dict[torch.dtype, torch.Tensor] = {}
+
+
+def normal_table(dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[65536]`` standard normal values of equal probability: the N(0, 1) quantiles at the
+    midpoints of 65536 equal-probability bins, ``√2·erfinv(2p − 1)`` with ``p = (k + ½)/65536``,
+    rescaled to unit variance (their mean is 0 by symmetry). Values within ±4.33: each level
+    stands for its bin, the outermost for the tail beyond 3.97 (probability 1.5·10⁻⁵ a side)."""
+    table = _NORMAL_TABLES.get(dtype)
+    if table is None:
+        p = (torch.arange(NORMAL_LEVELS, dtype=torch.float64) + 0.5) / NORMAL_LEVELS
+        z = math.sqrt(2.0) * torch.special.erfinv(2.0 * p - 1.0)
+        table = _NORMAL_TABLES[dtype] = (z / z.square().mean().sqrt()).to(dtype)
+    return table
+
+
+def table_normals(out: torch.Tensor, seed: int) -> torch.Tensor:
+    """Fill the contiguous 1-D CPU tensor ``out`` with standard normal values (:func:`normal_table`
+    indexed by 16-bit words of NumPy's SFC64 generator seeded with ``seed``, 4 values per
+    64-bit draw); the same seed gives the same values. Returns ``out``."""
+    n = out.numel()
+    words = np.random.SFC64(seed).random_raw(-(-n // 4)).astype("<u8", copy=False).view("<u2")[:n]
+    return torch.index_select(normal_table(out.dtype), 0, torch.from_numpy(words.astype(np.int32)), out=out)
 
 
 def scale_of(x: torch.Tensor) -> float:

@@ -89,12 +89,12 @@ def low_light(
     """
     b, _, h, w = x.shape
     z_read = torch.randn((b,), generator=generator, device=x.device)
-    n = random_field(tuple(x.shape), generator, x.device, normal=True, dtype=x.dtype)
+    add_noise = noise and shot_max > 0
+    n = random_field(tuple(x.shape), generator, x.device, normal=True, dtype=x.dtype) if add_noise else None
     fo = bview(param_values(falloff, b, x.device))
     # mean drop in stops per image, and its map: (1 − falloff) + falloff·ρ/mean(ρ)
     stops_small = bview(strength * stops_max) * ((1.0 - fo) + fo * light_falloff(b, h, w, generator, x.device))
     even = bool((fo == 0).all())
-    add_noise = noise and shot_max > 0
     if add_noise:
         shot = strength.clamp(max=1.0) * shot_max  # past strength 1 only the exposure drop grows
         log_read = 2.18 * torch.log(shot.clamp_min(1e-12)) + 1.20 + 0.26 * z_read
@@ -102,18 +102,28 @@ def low_light(
 
     ln2 = math.log(2.0)
     ln_gain = (strength * (-stops_max * ln2)).tolist()  # per image, Python floats: one fused pass per step
-    if add_noise:
-        shot_l, read_l = shot.tolist(), read.tolist()
+    shot_l, read_l = (shot.tolist(), read.tolist()) if add_noise else ([], [])
     # the exponent's floor only matters where an uneven drop reaches past ~30 stops
     max_stops = float(stops_small.max()) if not even else float(strength.max()) * stops_max
     floor_exponent = gamma * math.log(TINY_DISPLAY) - max_stops * ln2 < MIN_EXPONENT
 
-    def rows(xr: torch.Tensor, nr: torch.Tensor, y0: int, y1: int, dst: torch.Tensor | None) -> torch.Tensor:
+    drop_small = None if even else stops_small * -ln2  # ln of the exposure factor, [B,1,h',w']
+
+    def rows(xr: torch.Tensor, nr: torch.Tensor | None, y0: int, y1: int, dst: torch.Tensor | None) -> torch.Tensor:
+        drop = None if even else bilinear_rows(drop_small, (h, w), y0, y1)  # [B,1,rows,W]
+        if not add_noise:  # (J^γ·g)^(1/γ) = J·g^(1/γ): one product per value (g ≤ 1, nothing to clip)
+            res = xr.clamp(0, 1) if dst is None else torch.clamp(xr, 0, 1, out=dst)
+            for i in range(b):
+                if even:
+                    res[i].mul_(math.exp(ln_gain[i] / gamma))
+                else:
+                    res[i].mul_(drop[i].mul(1.0 / gamma).exp_())
+            return res
         # powers as exp(γ·ln J): a non-integer pow costs 4-8× a log and an exp on the CPU. The
         # exposure drop folds into the exponent (L' = exp(γ·ln J − stops·ln 2)). Floors keep the
         # vectorised log/exp off their slow paths (log 0, subnormal results), changing values by < 1e-7
         lin = (xr.clamp(TINY_DISPLAY, 1) if dst is None else torch.clamp(xr, TINY_DISPLAY, 1, out=dst)).log_()
-        drop = None if even else bilinear_rows(stops_small, (h, w), y0, y1).mul_(-ln2)  # [B,1,rows,W]
+        std = torch.empty_like(lin[0])  # one image's noise std, reused
         for i in range(b):  # per image and channel, with scalars: one pass per step, no broadcasting
             li = lin[i]
             if even:
@@ -124,19 +134,19 @@ def low_light(
             if floor_exponent:
                 li.clamp_(min=MIN_EXPONENT)
             li.exp_()
-            if add_noise:
-                std = torch.add(torch.tensor(read_l[i]), li, alpha=shot_l[i]).sqrt_()  # shot·L' + read
-                li.addcmul_(nr[i], std)
+            torch.add(torch.tensor(read_l[i]), li, alpha=shot_l[i], out=std).sqrt_()  # shot·L' + read
+            li.addcmul_(nr[i], std)
         return lin.clamp_(TINY_LINEAR, 1).log_().mul_(1.0 / gamma).exp_()
 
     if not is_split(h, w):
         return rows(x, n, 0, h, out)
-    if out is None:  # large images: in place over the noise field, strip by strip
+    if out is None and n is not None:  # large images: in place over the noise field, strip by strip
         for y0, y1 in strips(h, w):
             n[..., y0:y1, :] = rows(x[..., y0:y1, :], n[..., y0:y1, :], y0, y1, None)
         return n
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     for y0, y1 in strips(h, w):
-        rows(x[..., y0:y1, :], n[..., y0:y1, :], y0, y1, out[..., y0:y1, :])
+        rows(x[..., y0:y1, :], None if n is None else n[..., y0:y1, :], y0, y1, out[..., y0:y1, :])
     return out
 
 
