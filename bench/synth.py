@@ -16,7 +16,8 @@ with 2.0.8): our batched call against the closest albumentations transform, one 
 (``torch.set_num_threads(1)``, ``cv2.setNumThreads(1)``, ``OMP/MKL/OPENBLAS_NUM_THREADS=1``, in a
 fresh process), on the same 8 images of 512², interleaved repeats, medians, load average
 reported; albumentations on 8-bit arrays (its native input) and on float32 arrays (the input we
-get), and the calibrated request (``degrade_to_mu`` to the medium preset) timed separately.
+get), ours on float32 (the nodes' input) and on the same 8-bit images (uint8 in, uint8 out, like
+albumentations' 8-bit path), and the calibrated request (``degrade_to_mu`` to the medium preset) timed separately.
 ``--smoke`` runs it for jpeg and noise on 2 images when albumentations is installed, else says so
 and skips it.
 
@@ -450,6 +451,7 @@ def per_core_child(args: argparse.Namespace) -> int:
     hwc = sample_batch(n, 512, torch.device("cpu")).permute(0, 2, 3, 1).contiguous()
     x = hwc.permute(0, 3, 1, 2)
     u8 = [(hwc[i].numpy() * 255 + 0.5).astype(np.uint8) for i in range(n)]
+    x8 = torch.from_numpy(np.stack(u8)).permute(0, 3, 1, 2)  # the same 8-bit images for our uint8 path
     f32 = [hwc[i].numpy().copy() for i in range(n)]
     print(f"per core: torch threads {torch.get_num_threads()}, cv2 threads {cv2.getNumThreads()}, OMP "
           f"{os.environ.get('OMP_NUM_THREADS')}, albumentations {A.__version__}, OpenCV {cv2.__version__}, "
@@ -466,6 +468,7 @@ def per_core_child(args: argparse.Namespace) -> int:
         tr = albu_transform(A, kind)
         sides = {
             "ours": lambda kind=kind: synthesize(x, kind, PER_CORE_STRENGTH, seed=1),
+            "ours_u8": lambda kind=kind: synthesize(x8, kind, PER_CORE_STRENGTH, seed=1),
             "albu_u8": lambda tr=tr: [tr(image=im) for im in u8],
             "albu_f32": lambda tr=tr: [tr(image=im) for im in f32],
         }
@@ -497,14 +500,16 @@ def per_core_child(args: argparse.Namespace) -> int:
         row = {"type": kind, "albumentations": ALBU_CLOSEST[kind], **{f"{k}_cpu_ms": v for k, v in cpu.items()},
                **{f"{k}_wall_ms": v for k, v in wall.items()},
                "ratio_u8": cpu["albu_u8"] / cpu["ours"], "ratio_f32": cpu["albu_f32"] / cpu["ours"],
+               "ratio_u8_both": cpu["albu_u8"] / cpu["ours_u8"],
                "ratio_u8_wall": wall["albu_u8"] / wall["ours"],
                "calibrated_cpu_ms": med(calib, 1) if calib else None, "calibration_trials": trials, "load": load}
         rows.append(row)
         extra = "".join(f" | {k} {v:.2f}" for k, v in cpu.items() if k.startswith("codec"))
         cal = f" | calibrated {row['calibrated_cpu_ms']:.1f} ms/img ({trials} trials)" if calib else ""
-        print(f"{kind:12s} CPU ms/img: ours {cpu['ours']:7.2f} | {ALBU_CLOSEST[kind]}: uint8 {cpu['albu_u8']:7.2f} "
-              f"(x{row['ratio_u8']:.2f}; wall x{row['ratio_u8_wall']:.2f}), float32 {cpu['albu_f32']:7.2f} "
-              f"(x{row['ratio_f32']:.2f}){extra}{cal} | load {load[0]:.2f}-{load[1]:.2f}", flush=True)
+        print(f"{kind:12s} CPU ms/img: ours {cpu['ours']:7.2f} (uint8 in/out {cpu['ours_u8']:.2f}) | {ALBU_CLOSEST[kind]}: "
+              f"uint8 {cpu['albu_u8']:7.2f} (x{row['ratio_u8']:.2f}; wall x{row['ratio_u8_wall']:.2f}; both uint8 "
+              f"x{row['ratio_u8_both']:.2f}), float32 {cpu['albu_f32']:7.2f} (x{row['ratio_f32']:.2f}){extra}{cal} | "
+              f"load {load[0]:.2f}-{load[1]:.2f}", flush=True)
     print(json.dumps({"per_core": rows}))
     return 0
 

@@ -346,3 +346,37 @@ def test_large_images_in_strips_equal_the_whole_image_result(kind, monkeypatch):
         assert float((split - whole).abs().max()) <= 2e-6  # FFT rounding only
         assert len(seen) > 2 and seen[-1][0] == seen[-1][1]
         assert all(a[0] <= b[0] and a[1] == b[1] for a, b in zip(seen, seen[1:], strict=False))
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_8bit_images_give_the_rounded_result_of_the_float_path_in_their_layout(kind):
+    """uint8 in, uint8 out: exactly the 8-bit file that saving the float result of ``x / 255``
+    writes (core.io's rounding), in the input's memory layout (ComfyUI's channels-last kept)."""
+    from comfyui_gendeg.core.io import tensor_to_pil
+
+    x8 = (scene(2, 48, 64, seed=7) * 255 + 0.5).to(torch.uint8)
+    for layout in (x8, x8.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)):
+        y8 = synthesize(layout, kind, 0.7, seed=3)
+        assert y8.dtype == torch.uint8 and y8.shape == x8.shape
+        assert y8.is_contiguous(memory_format=torch.channels_last) == (layout.stride(1) == 1)
+        yf = synthesize(layout.float() / 255, kind, 0.7, seed=3)
+        for i in range(2):
+            saved = torch.from_numpy(np.array(tensor_to_pil(yf[i]))).permute(2, 0, 1)
+            assert torch.equal(y8[i], saved)
+    assert not torch.equal(y8, x8)
+
+
+def test_8bit_jpeg_is_the_codec_on_the_8bit_image():
+    """JPEG of 8-bit images: Pillow's JPEG file of those very pixels, decoded (no float detour)."""
+    x8 = (scene(2, 64, 80, seed=8) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    y8 = synthesize(x8, "jpeg", torch.tensor([0.0, 0.6]), seed=0)
+    assert torch.equal(y8[0], x8[0])  # strength 0: not coded
+    buf = io.BytesIO()
+    Image.fromarray(x8[1].permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=43)
+    ref = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    assert np.array_equal(y8[1].permute(1, 2, 0).numpy(), ref)
+
+
+def test_other_integer_images_are_refused_in_one_line():
+    with pytest.raises(InputError, match="uint8 0..255"):
+        synthesize(torch.zeros(1, 3, 8, 8, dtype=torch.int32), "haze", 0.5)

@@ -50,8 +50,10 @@ def _check_rgb(x: torch.Tensor) -> None:
         raise InputError(f"image: expected a non-empty [B,3,H,W] tensor, got {getattr(x, 'shape', type(x).__name__)}")
     if x.shape[1] != 3:
         raise InputError(f"synthesize expects RGB [B,3,H,W]; got {x.shape[1]} channels (use core.image.to_rgb)")
+    if x.dtype == torch.uint8:  # 8-bit images: every value is valid
+        return
     if not x.is_floating_point():
-        raise InputError(f"image: expected a float tensor with values in 0..1, got dtype {x.dtype}")
+        raise InputError(f"image: expected a float tensor with values in 0..1 (or uint8 0..255), got dtype {x.dtype}")
     lo, hi = (float(v) for v in torch.aminmax(_memory_order(x)))
     if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
         raise InputError("image: contains NaN or infinite values; check the node that produced it")
@@ -80,6 +82,11 @@ def synthesize(
     """Degrade ``[B,3,H,W]`` images in 0..1 (any device) with ``kind`` at ``strength`` (float or ``[B]``, 0..1;
     up to :meth:`Degradation.strength_limit` where the model extends past its defaults, see :mod:`.base`).
 
+    8-bit images (``uint8`` 0..255, e.g. decoded files) give 8-bit results in the same memory
+    layout: ``floor(255·y + 0.5)`` of the result ``y`` of ``x / 255`` (the rounding of
+    :func:`~..io.tensor_to_pil`, so the files written are the same); JPEG codes them directly,
+    without float conversions (what the codec costs), the other types compute in float32.
+
     ``depth`` (haze, rain+haze, snow+haze): ``[B|1,1,H,W]`` 0..1 depth map (see :mod:`.haze` for the convention).
     ``params``: expert parameters of that degradation (defaults in its module; its
     :attr:`~.base.Degradation.sigma_param` may be one value per image). Returns
@@ -97,7 +104,14 @@ def synthesize(
         kwargs["depth"] = depth
     elif depth is not None:
         raise InputError(f"a depth map only applies to haze, rain+haze and snow+haze, not to {deg.name}; disconnect it")
-    x = x.float()
+    if x.dtype == torch.uint8:
+        return _synthesize_8bit(deg, x, s, g, kwargs, progress)
+    return _synthesize_float(deg, x.float(), s, g, kwargs, progress)
+
+
+def _synthesize_float(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Generator, kwargs: dict[str, Any],
+                      progress: Callable[[int, int], None] | None) -> torch.Tensor:
+    """:func:`synthesize` of float32 images in 0..1 (checked), strengths and parameters resolved."""
     step = chunk_size(x)
     chunks = 1 if (deg.per_image or step >= x.shape[0]) else math.ceil(x.shape[0] / step)
     with torch.no_grad(), strips.reporting(progress, deg.passes * chunks):  # strip loops of every chunk, in order
@@ -108,6 +122,30 @@ def synthesize(
             # on the CPU path each chunk is made contiguous instead)
             return deg.fn(x.contiguous(), s, g, **kwargs)
         return _chunked(deg, x, s, g, step, kwargs)
+
+
+def _synthesize_8bit(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Generator, kwargs: dict[str, Any],
+                     progress: Callable[[int, int], None] | None) -> torch.Tensor:
+    """:func:`synthesize` of 8-bit images: JPEG natively, the others on ``x / 255`` in float32 and
+    rounded back (``floor(255·y + 0.5)``, multiply then add in float32), in ``x``'s memory layout."""
+    if deg.accepts_uint8:
+        with torch.no_grad(), strips.reporting(progress, deg.passes):
+            return deg.fn(x, s, g, **kwargs).contiguous(memory_format=_layout(x))
+    xf = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=_layout(x))
+    torch.div(x, 255.0, out=xf)  # exact k/255 in float32, as a decoded file in 0..1
+    y = _synthesize_float(deg, xf, s, g, kwargs, progress)
+    del xf
+    out = torch.empty(x.shape, dtype=torch.uint8, device=x.device, memory_format=_layout(x))
+    with torch.no_grad():
+        for i in range(y.shape[0]):  # image by image: the float temporaries stay small
+            out[i].copy_(y[i].clamp(0, 1).mul_(255.0).add_(0.5))  # truncation = floor of these values ≥ 0.5
+    return out
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` when ``x`` is stored so (ComfyUI's and the codecs' order), else contiguous."""
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
 
 
 #: CPU chunks hold at most this many pixels (one 512×512 image; more images when smaller)

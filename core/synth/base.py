@@ -64,6 +64,7 @@ class Degradation:
     discrete: bool = False  # output changes in steps (JPEG quality), calibration keeps the closest step
     per_image: bool = False  # fn codes image by image itself (own threads): gets the batch as is, any memory layout
     passes: int = 1  # strip loops one call makes on a large image (progress is counted over them)
+    accepts_uint8: bool = False  # fn takes 8-bit images (0..255) and returns 8-bit results itself
     #: largest strength the resolved parameters allow (≥ 1; see module doc); ``None`` = 1
     reach: Callable[[dict[str, Any]], float] | None = None
     #: the second physical parameter: the one that moves σ at fixed μ (monotonically), which

@@ -9,7 +9,10 @@ rounded to 8 bits and not coded (quality 100 would still change it). Each image 
 written at that quality decodes to (4:2:0 runs through torchvision's libjpeg binding, which
 decodes to the same pixels as Pillow; other subsamplings through Pillow). Deterministic (no seed).
 
-Cost: the codec's, plus two cache-sized conversion passes per image (float → 8-bit
+8-bit images (``uint8`` 0..255, e.g. decoded files) are coded as they are and come back 8-bit:
+the codec's cost alone.
+
+Cost (float images): the codec's, plus two cache-sized conversion passes per image (float → 8-bit
 interleaved rows, decoded 8-bit → float); the result is returned in the interleaved
 (channels-last) memory order the codec produces, which is also ComfyUI's image layout. With
 Pillow, the images of a batch are coded in parallel threads (it releases the GIL), as many as
@@ -81,6 +84,8 @@ def jpeg(
                  for s in strength.detach().cpu().tolist()]
     fast = _torchvision_coder() if subsampling == "4:2:0" else None
     coder: Coder = fast if fast is not None else lambda arr, q: jpeg_roundtrip_uint8(arr, q, subsampling)
+    if x.dtype == torch.uint8:  # 8-bit images: the codec alone, 8-bit results
+        return _jpeg_8bit(x, qualities, coder)
     out = torch.empty((b, h, w, 3), dtype=x.dtype)  # interleaved, like the codec's pixels
     out_np = out.numpy()
     if is_split(h, w):  # large images: two strip loops (bounded float temporaries, progress per strip)
@@ -109,6 +114,20 @@ def jpeg(
         else:
             for i in range(b):
                 one(i)
+    return out.permute(0, 3, 1, 2).to(x.device)
+
+
+def _jpeg_8bit(x: torch.Tensor, qualities: list[int | None], coder: Coder) -> torch.Tensor:
+    """JPEG round trips of 8-bit ``[B,3,H,W]`` images (any layout, any device) -> 8-bit channels-last
+    ``[B,3,H,W]`` on ``x``'s device; ``None`` qualities pass the image through."""
+    b, _, h, w = x.shape
+    out = torch.empty((b, h, w, 3), dtype=torch.uint8)
+    for i, q in enumerate(qualities):
+        hwc = x[i].permute(1, 2, 0).cpu()
+        if q is None:
+            out[i].copy_(hwc)
+        else:
+            out[i].copy_(torch.from_numpy(coder(hwc.contiguous().numpy(), q)))
     return out.permute(0, 3, 1, 2).to(x.device)
 
 
@@ -162,4 +181,4 @@ def reach(params: dict[str, Any]) -> float:
 
 
 DEGRADATION = Degradation("jpeg", jpeg, PARAMS, __doc__ or "", stochastic=False, discrete=True, per_image=True, reach=reach,
-                          passes=2)
+                          passes=2, accepts_uint8=True)
