@@ -380,3 +380,11 @@ def test_8bit_jpeg_is_the_codec_on_the_8bit_image():
 def test_other_integer_images_are_refused_in_one_line():
     with pytest.raises(InputError, match="uint8 0..255"):
         synthesize(torch.zeros(1, 3, 8, 8, dtype=torch.int32), "haze", 0.5)
+
+
+def test_8bit_jpeg_one_image_equals_its_batch_result():
+    x8 = (scene(3, 40, 56, seed=9) * 255 + 0.5).to(torch.uint8)
+    batch = synthesize(x8, "jpeg", 0.5)
+    for i in range(3):
+        one = synthesize(x8[i : i + 1], "jpeg", 0.5)
+        assert one.shape == (1, 3, 40, 56) and one.dtype == torch.uint8 and torch.equal(one, batch[i : i + 1])
