@@ -349,21 +349,28 @@ def test_large_images_in_strips_equal_the_whole_image_result(kind, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_8bit_images_give_the_rounded_result_of_the_float_path_in_their_layout(kind):
+def test_8bit_images_give_the_rounded_result_of_the_float_path_in_their_layout(kind, monkeypatch):
     """uint8 in, uint8 out: exactly the 8-bit file that saving the float result of ``x / 255``
-    writes (core.io's rounding), in the input's memory layout (ComfyUI's channels-last kept)."""
+    writes (core.io's rounding), in the input's memory layout (ComfyUI's channels-last kept):
+    one CPU chunk, several chunks (2 + 1 images), and a large image in strips."""
     from comfyui_gendeg.core.io import tensor_to_pil
+    from comfyui_gendeg.core.synth import strips
 
-    x8 = (scene(2, 48, 64, seed=7) * 255 + 0.5).to(torch.uint8)
-    for layout in (x8, x8.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)):
-        y8 = synthesize(layout, kind, 0.7, seed=3)
-        assert y8.dtype == torch.uint8 and y8.shape == x8.shape
-        assert y8.is_contiguous(memory_format=torch.channels_last) == (layout.stride(1) == 1)
-        yf = synthesize(layout.float() / 255, kind, 0.7, seed=3)
-        for i in range(2):
-            saved = torch.from_numpy(np.array(tensor_to_pil(yf[i]))).permute(2, 0, 1)
-            assert torch.equal(y8[i], saved)
-    assert not torch.equal(y8, x8)
+    def check(x8: torch.Tensor) -> None:
+        for layout in (x8, x8.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)):
+            y8 = synthesize(layout, kind, 0.7, seed=3)
+            assert y8.dtype == torch.uint8 and y8.shape == x8.shape
+            assert y8.is_contiguous(memory_format=torch.channels_last) == (layout.stride(1) == 1)
+            yf = synthesize(layout.float() / 255, kind, 0.7, seed=3)
+            for i in range(x8.shape[0]):
+                saved = torch.from_numpy(np.array(tensor_to_pil(yf[i]))).permute(2, 0, 1)
+                assert torch.equal(y8[i], saved)
+        assert not torch.equal(y8, x8)
+
+    check((scene(2, 48, 64, seed=7) * 255 + 0.5).to(torch.uint8))  # one chunk (CPU_CHUNK_PIXELS)
+    check((scene(3, 256, 512, seed=8) * 255 + 0.5).to(torch.uint8))  # chunks of 2 and 1 images
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 128 * 16)
+    check((scene(1, 96, 128, seed=9) * 255 + 0.5).to(torch.uint8))  # strips of ~16 rows
 
 
 def test_8bit_jpeg_is_the_codec_on_the_8bit_image():

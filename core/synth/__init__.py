@@ -131,14 +131,15 @@ def _synthesize_8bit(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torc
     if deg.accepts_uint8:
         with torch.no_grad(), strips.reporting(progress, deg.passes):
             return deg.fn(x, s, g, **kwargs).contiguous(memory_format=_layout(x))
-    xf = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=_layout(x))
-    torch.div(x, 255.0, out=xf)  # exact k/255 in float32, as a decoded file in 0..1
-    y = _synthesize_float(deg, xf, s, g, kwargs, progress)
-    del xf
     out = torch.empty(x.shape, dtype=torch.uint8, device=x.device, memory_format=_layout(x))
+    if not deg.per_image:  # chunk by chunk (one chunk on accelerators), converted in cache
+        step = chunk_size(x)
+        with torch.no_grad(), strips.reporting(progress, deg.passes * math.ceil(x.shape[0] / step)):
+            return _chunked(deg, x, s, g, step, kwargs, out8=out)
+    y = _synthesize_float(deg, x.float().div_(255.0), s, g, kwargs, progress)  # exact k/255, as a decoded file
     with torch.no_grad():
         for i in range(y.shape[0]):  # image by image: the float temporaries stay small
-            out[i].copy_(y[i].clamp(0, 1).mul_(255.0).add_(0.5))  # truncation = floor of these values ≥ 0.5
+            round_8bit_into(y[i], out[i])
     return out
 
 
@@ -160,7 +161,7 @@ def chunk_size(x: torch.Tensor) -> int:
 
 
 def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Generator, step: int,
-             kwargs: dict[str, Any]) -> torch.Tensor:
+             kwargs: dict[str, Any], out8: torch.Tensor | None = None) -> torch.Tensor:
     """CPU path: the batch in cache-sized chunks, each with its own generator seeded from ``g``.
 
     A chunk's working set (random fields, FFT buffers) stays in the core's cache, which is
@@ -168,25 +169,51 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
     the result depends only on the batch and the seed. Chunks run one after the other, each
     operation on ``torch.get_num_threads()`` threads (measured faster than running chunks in
     parallel Python threads, which contend for the GIL between the many short operations).
+
+    8-bit images (``x`` uint8, results into ``out8``): each chunk is converted to ``x / 255`` just
+    before use and its float result rounded into ``out8`` (:func:`round_8bit_into`) in reused
+    buffers, so no float copy of the batch exists and its result is never written to fresh memory.
     """
     starts = list(range(0, x.shape[0], step))
-    seeds = torch.randint(0, 2**62, (len(starts),), generator=g).tolist()
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # standard layout, like the one-call path
+    eight = out8 is not None
+    # one chunk (8-bit only; the float path calls ``deg.fn`` itself then): ``g`` itself, as that call
+    gens = [g] if eight and len(starts) == 1 else \
+        [make_generator(seed, x.device) for seed in torch.randint(0, 2**62, (len(starts),), generator=g).tolist()]
+    # standard layout, like the one-call path; 8-bit: one chunk's result, reused
     b = x.shape[0]
     per_image = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == b]
     # a degradation with an ``out`` parameter (rain, snow) writes its result there and reads ``x``
     # in any memory layout: no copy of the chunk in, none of its result out
     writes_out = "out" in inspect.signature(deg.fn).parameters
-    for i, seed in zip(starts, seeds, strict=True):
+    out = torch.empty((min(step, b), *x.shape[1:]) if eight else x.shape, dtype=torch.float32, device=x.device)
+    scratch: torch.Tensor | None = None  # 8-bit: the chunk in float
+    for i, gen in zip(starts, gens, strict=True):
         kw = dict(kwargs)
         for k in per_image:  # depth maps and per-image parameters follow their images
             kw[k] = kwargs[k][i : i + step]
+        xi = x[i : i + step]
+        n = xi.shape[0]
+        if eight:  # k/255 in float32, in the chunk's own layout (read in place) or the standard one
+            if scratch is None:
+                fmt = _layout(xi) if writes_out else torch.contiguous_format
+                scratch = torch.empty((min(step, b), *x.shape[1:]), device=x.device, memory_format=fmt)
+            xi = torch.div(xi, 255.0, out=scratch[:n])
+        elif not writes_out:
+            xi = xi.contiguous()  # standard layout, copied just before use (in cache)
+        dst = out[:n] if eight else out[i : i + step]
         if writes_out:
-            deg.fn(x[i : i + step], s[i : i + step], make_generator(seed, x.device), out=out[i : i + step], **kw)
-            continue
-        xi = x[i : i + step].contiguous()  # standard layout, copied just before use (in cache)
-        out[i : i + step] = deg.fn(xi, s[i : i + step], make_generator(seed, x.device), **kw)
-    return out
+            deg.fn(xi, s[i : i + step], gen, out=dst, **kw)
+        else:
+            dst[...] = deg.fn(xi, s[i : i + step], gen, **kw)
+        if eight:
+            round_8bit_into(dst, out8[i : i + step])
+    return out8 if eight else out
+
+
+def round_8bit_into(y: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """``dst`` (uint8) ← ``floor(255·clamp(y, 0, 1) + 0.5)``, multiply then add in ``y``'s float
+    type (the rounding of :func:`~..io.tensor_to_pil`); ``y`` is overwritten."""
+    return dst.copy_(y.clamp_(0, 1).mul_(255.0).add_(0.5))  # the cast truncates: floor of values ≥ 0.5
 
 
 __all__ = ["REGISTRY", "TYPES", "Degradation", "Param", "get", "make_generator", "synthesize"]
