@@ -29,7 +29,6 @@ from comfyui_gendeg.core.synth.base import (
     stationary_conv,
 )
 from comfyui_gendeg.core.synth.kernels import bernoulli_sites, stamp_circular, stamp_reflect
-from comfyui_gendeg.core.synth.low_light import light_falloff
 from comfyui_gendeg.core.synth.raindrop import cap_kernels
 from helpers import scene
 from PIL import Image
@@ -44,15 +43,18 @@ def test_low_light_uneven_closed_form_with_black_pixels():
     y = synthesize(x, "low_light", s, seed=3, params={"noise": False, "stops_max": stops, "gamma": gamma, "falloff": fo})
     g = make_generator(3, "cpu")  # the draws of low_light, in its order: read-noise z, light position (no noise field)
     torch.randn((2,), generator=g)
-    rho = light_falloff(2, 40, 56, g, x.device)
-    drop = F.interpolate(rho, size=(40, 56), mode="bilinear", align_corners=False).double()
+    pos = torch.rand((2, 2), generator=g).double()
+    # the point light one shorter side (40 px) above (pos·size): rho = log2(1 + r^2) stops at each pixel centre
+    yy, xx = torch.meshgrid(torch.arange(40, dtype=torch.float64) + 0.5, torch.arange(56, dtype=torch.float64) + 0.5,
+                            indexing="ij")
+    r2 = ((yy - pos[:, 0, None, None] * 40) ** 2 + (xx - pos[:, 1, None, None] * 56) ** 2) / 40**2
+    rho = torch.log2(1 + r2)
+    drop = (rho / rho.mean(dim=(1, 2), keepdim=True)).unsqueeze(1)
     stops_map = (s.double() * stops).view(-1, 1, 1, 1) * ((1 - fo) + fo * drop)
+    assert torch.allclose(stops_map.mean(dim=(1, 2, 3)), s.double() * stops)  # the mean drop whatever the fall-off
     expected = (x.double() ** gamma * 2.0 ** (-stops_map)) ** (1 / gamma)
     assert torch.allclose(y.double(), expected, atol=2e-6)
     assert float(y[:, :, :4].abs().max()) < 1e-6
-
-
-# --- sparse seeds and stamping (rain, snow) -----------------------------------------
 
 
 def test_normal_table_is_the_midpoint_quantiles_of_the_standard_normal():

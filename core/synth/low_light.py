@@ -18,7 +18,9 @@ stops: its mean over the frame is ``strength·stops_max`` whatever the falloff; 
 exposure drop, 1 = all of it from the fall-off (no drop under the light). At the same μ, more
 fall-off concentrates the darkening, so σ grows (the exposure drop alone gives σ = μ × the
 photo's contrast, below real low-light data; sensor noise is averaged away by GenDeg's
-256×256 measure). The map is smooth: computed with the shorter side at 64 px and upsampled.
+256×256 measure). The map is evaluated at every pixel centre (two passes over
+a one-channel map: the squared distance is a row term plus a column term), its mean over the frame
+exactly (by blocks of rows).
 
 For intensities that strength 1 does not reach, the calibration continues up to the top of
 ``stops_max``'s range (12 stops); the noise stays at its strength-1 level (the top of Brooks et
@@ -31,8 +33,8 @@ import math
 
 import torch
 
-from .base import Degradation, Param, bview, param_values, random_field, reach_of
-from .strips import bilinear_rows, is_split, strips
+from .base import Degradation, Param, param_values, random_field, reach_of
+from .strips import is_split, strips
 
 #: default share of the exposure drop that follows the light's fall-off
 FALLOFF = 0.7
@@ -54,20 +56,35 @@ LIGHT_HEIGHT = 1.0
 TINY_DISPLAY, MIN_EXPONENT, TINY_LINEAR = 1e-8, -80.0, 1e-30
 
 
-def light_falloff(b: int, h: int, w: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """``[B,1,h',w']`` stops of darkening by a point light's fall-off, divided by their mean (mean 1),
-    at a reduced resolution (shorter side 64 px); the light's position is drawn per image."""
-    pos = torch.rand((b, 2), generator=generator, device=device)
-    f = max(1, min(h, w) // 64)
-    hs, ws = -(-h // f), -(-w // f)
+def light_position(b: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``[B,2]``: the point under each image's light, as fractions (row, column) of the frame."""
+    return torch.rand((b, 2), generator=generator, device=device)
+
+
+def falloff_rows(pos: torch.Tensor, h: int, w: int, y0: int, y1: int) -> torch.Tensor:
+    """``[B,1,y1−y0,W]``: ``ln(1 + r²/LIGHT_HEIGHT²)`` at the centres of rows ``y0..y1−1``, ``r`` the
+    distance (in shorter sides) to the point under the light at ``pos`` (``ln 2 ×`` the stops of
+    fall-off); two passes over the rows (the squared distance is a sum of a row and a column term)."""
     side = min(h, w)
-    ys = (torch.arange(hs, device=device, dtype=torch.float32) + 0.5) * (f / side)  # in shorter sides
-    xs = (torch.arange(ws, device=device, dtype=torch.float32) + 0.5) * (f / side)
-    cy = (pos[:, 0] * h / side).view(-1, 1, 1)
-    cx = (pos[:, 1] * w / side).view(-1, 1, 1)
-    r2 = (ys.view(1, -1, 1) - cy) ** 2 + (xs.view(1, 1, -1) - cx) ** 2
-    rho = torch.log2(1.0 + r2 / LIGHT_HEIGHT**2)
-    return (rho / rho.mean(dim=(1, 2), keepdim=True).clamp_min(1e-6)).unsqueeze(1)
+    dev = pos.device
+    ys = (torch.arange(y0, y1, device=dev, dtype=torch.float32) + 0.5) / side
+    xs = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) / side
+    dy2 = (ys.view(1, -1) - (pos[:, 0:1] * (h / side))).square_().div_(LIGHT_HEIGHT**2).add_(1.0)  # [B,rows]
+    dx2 = (xs.view(1, -1) - (pos[:, 1:2] * (w / side))).square_().div_(LIGHT_HEIGHT**2)  # [B,W]
+    return torch.add(dy2.unsqueeze(2), dx2.unsqueeze(1)).log_().unsqueeze(1)  # (log is vectorised, log1p is not)
+
+
+def falloff_mean(pos: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``[B]``: the mean of :func:`falloff_rows` over the frame (by blocks of rows: bounded memory)."""
+    step = max(1, (1 << 20) // max(w, 1))
+    total = sum(row_sums(falloff_rows(pos, h, w, y0, min(h, y0 + step))) for y0 in range(0, h, step))
+    return (total / (h * w)).float()
+
+
+def row_sums(q: torch.Tensor) -> torch.Tensor:
+    """``[B]`` float64 sums of ``[B,1,rows,W]``, in an order that does not depend on the thread count
+    (each row summed by one thread, then the row sums)."""
+    return q.sum(dim=-1).double().sum(dim=(1, 2))
 
 
 def low_light(
@@ -91,9 +108,8 @@ def low_light(
     z_read = torch.randn((b,), generator=generator, device=x.device)
     add_noise = noise and shot_max > 0
     n = random_field(tuple(x.shape), generator, x.device, normal=True, dtype=x.dtype) if add_noise else None
-    fo = bview(param_values(falloff, b, x.device))
-    # mean drop in stops per image, and its map: (1 − falloff) + falloff·ρ/mean(ρ)
-    stops_small = bview(strength * stops_max) * ((1.0 - fo) + fo * light_falloff(b, h, w, generator, x.device))
+    fo = param_values(falloff, b, x.device)
+    pos = light_position(b, generator, x.device)
     even = bool((fo == 0).all())
     if add_noise:
         shot = strength.clamp(max=1.0) * shot_max  # past strength 1 only the exposure drop grows
@@ -103,14 +119,32 @@ def low_light(
     ln2 = math.log(2.0)
     ln_gain = (strength * (-stops_max * ln2)).tolist()  # per image, Python floats: one fused pass per step
     shot_l, read_l = (shot.tolist(), read.tolist()) if add_noise else ([], [])
+    # the drop in stops, (1 − falloff) + falloff·ρ/mean(ρ) times the mean drop, is affine in the
+    # fall-off's q = ln(1 + r²/h²): ln of the exposure factor = a + c·q per image
+    stops = strength * stops_max
+    q_whole = None
+    if even:
+        max_stops = float(stops.max())
+    else:
+        split = is_split(h, w)
+        q_whole = None if split else falloff_rows(pos, h, w, 0, h)  # the whole map once (mean and drop)
+        q_mean = (falloff_mean(pos, h, w) if split else (row_sums(q_whole) / (h * w)).float()).clamp_min(1e-6)
+        a_l = (stops * (1.0 - fo) * -ln2).tolist()
+        c_l = (stops * fo * -ln2 / q_mean).tolist()
+        # the largest q is at the corner farthest from the point under the light
+        side = min(h, w)
+        far2 = ((torch.maximum(pos[:, 0], 1 - pos[:, 0]) * h / side) ** 2
+                + (torch.maximum(pos[:, 1], 1 - pos[:, 1]) * w / side) ** 2) / LIGHT_HEIGHT**2
+        max_stops = float((stops * ((1.0 - fo) + fo * torch.log1p(far2) / q_mean)).max())
     # the exponent's floor only matters where an uneven drop reaches past ~30 stops
-    max_stops = float(stops_small.max()) if not even else float(strength.max()) * stops_max
     floor_exponent = gamma * math.log(TINY_DISPLAY) - max_stops * ln2 < MIN_EXPONENT
 
-    drop_small = None if even else stops_small * -ln2  # ln of the exposure factor, [B,1,h',w']
-
     def rows(xr: torch.Tensor, nr: torch.Tensor | None, y0: int, y1: int, dst: torch.Tensor | None) -> torch.Tensor:
-        drop = None if even else bilinear_rows(drop_small, (h, w), y0, y1)  # [B,1,rows,W]
+        drop = None
+        if not even:  # ln of the exposure factor, [B,1,rows,W]
+            drop = falloff_rows(pos, h, w, y0, y1) if q_whole is None or (y0, y1) != (0, h) else q_whole
+            for i in range(b):
+                torch.add(torch.tensor(a_l[i]), drop[i], alpha=c_l[i], out=drop[i])
         if not add_noise:  # (J^γ·g)^(1/γ) = J·g^(1/γ): one product per value (g ≤ 1, nothing to clip)
             res = xr.clamp(0, 1) if dst is None else torch.clamp(xr, 0, 1, out=dst)
             for i in range(b):
