@@ -313,9 +313,18 @@ def run_batches(
 
 
 def _rows(dataset: Any) -> Iterator[dict[str, Any]]:
-    """The dataset's rows; a failure inside Ray (a worker that cannot start, a bug) becomes one :class:`BatchError`."""
+    """The dataset's rows as each output block arrives; a failure inside Ray (a worker that cannot
+    start, a bug) becomes one :class:`BatchError`.
+
+    Blocks are taken as they are (``batch_size=None``) without prefetching: a batch's report then
+    reaches the driver ~0.1 s after the batch ends instead of 0.3–0.9 s (``iter_rows`` prefetches
+    in a thread), which is also how much sooner the job ends.
+    """
     try:
-        yield from dataset.iter_rows()
+        for block in dataset.iter_batches(batch_size=None, prefetch_batches=0, batch_format="numpy"):
+            columns = list(block)
+            for i in range(len(block[columns[0]]) if columns else 0):
+                yield {k: block[k][i] for k in columns}
     except GenDegError:
         raise
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in its own types
