@@ -239,3 +239,11 @@ def test_noise_shared_across_channels_is_luminance_noise(model):
     assert torch.allclose(d[:, 0], d[:, 1], atol=1e-6) and torch.allclose(d[:, 0], d[:, 2], atol=1e-6)
     own = synthesize(x, "noise", 0.2, seed=3, params={"model": model})
     assert not torch.allclose((own - x)[:, 0], (own - x)[:, 1])  # per channel: independent
+
+
+def test_table_normals_do_not_depend_on_the_block_size(monkeypatch):
+    from comfyui_gendeg.core.synth import base
+
+    whole = base.table_normals(torch.empty(10_003), 42)
+    monkeypatch.setattr(base, "NORMAL_BLOCK", 1 << 10)
+    assert torch.equal(base.table_normals(torch.empty(10_003), 42), whole)

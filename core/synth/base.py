@@ -218,6 +218,8 @@ def random_field(shape: tuple[int, ...], generator: torch.Generator, device: tor
 
 #: levels of :func:`table_normals` (one per value of 16 random bits)
 NORMAL_LEVELS = 1 << 16
+#: values per block of :func:`table_normals` (a multiple of 4: whole 64-bit draws)
+NORMAL_BLOCK = 1 << 20
 _NORMAL_TABLES: dict[torch.dtype, torch.Tensor] = {}
 
 
@@ -239,8 +241,12 @@ def table_normals(out: torch.Tensor, seed: int) -> torch.Tensor:
     indexed by 16-bit words of NumPy's SFC64 generator seeded with ``seed``, 4 values per
     64-bit draw); the same seed gives the same values. Returns ``out``."""
     n = out.numel()
-    words = np.random.SFC64(seed).random_raw(-(-n // 4)).astype("<u8", copy=False).view("<u2")[:n]
-    return torch.index_select(normal_table(out.dtype), 0, torch.from_numpy(words.astype(np.int32)), out=out)
+    bits, table = np.random.SFC64(seed), normal_table(out.dtype)
+    for start in range(0, n, NORMAL_BLOCK):  # bounded temporaries (the stream continues from block to block)
+        m = min(NORMAL_BLOCK, n - start)
+        words = bits.random_raw(-(-m // 4)).astype("<u8", copy=False).view("<u2")[:m]
+        torch.index_select(table, 0, torch.from_numpy(words.astype(np.int32)), out=out[start : start + m])
+    return out
 
 
 def scale_of(x: torch.Tensor) -> float:
