@@ -478,6 +478,8 @@ def per_core_child(args: argparse.Namespace) -> int:
                 sides["codec_ours"] = lambda coder=coder, q=q: [coder(im, q) for im in u8]
             sides["codec_cv2"] = lambda q=q: [cv2.imdecode(cv2.imencode(".jpg", im, (cv2.IMWRITE_JPEG_QUALITY, q))[1],
                                                            cv2.IMREAD_UNCHANGED) for im in u8]
+            # image by image, as albumentations is called (no batch to assemble)
+            sides["ours_u8_each"] = lambda: [synthesize(x8[i : i + 1], "jpeg", PER_CORE_STRENGTH, seed=1) for i in range(n)]
         load = [os.getloadavg()[0]]
         times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
         for fn in sides.values():
@@ -504,7 +506,7 @@ def per_core_child(args: argparse.Namespace) -> int:
                "ratio_u8_wall": wall["albu_u8"] / wall["ours"],
                "calibrated_cpu_ms": med(calib, 1) if calib else None, "calibration_trials": trials, "load": load}
         rows.append(row)
-        extra = "".join(f" | {k} {v:.2f}" for k, v in cpu.items() if k.startswith("codec"))
+        extra = "".join(f" | {k} {v:.2f}" for k, v in cpu.items() if k.startswith(("codec", "ours_u8_each")))
         cal = f" | calibrated {row['calibrated_cpu_ms']:.1f} ms/img ({trials} trials)" if calib else ""
         print(f"{kind:12s} CPU ms/img: ours {cpu['ours']:7.2f} (uint8 in/out {cpu['ours_u8']:.2f}) | {ALBU_CLOSEST[kind]}: "
               f"uint8 {cpu['albu_u8']:7.2f} (x{row['ratio_u8']:.2f}; wall x{row['ratio_u8_wall']:.2f}; both uint8 "
