@@ -172,19 +172,19 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
 
     8-bit images (``x`` uint8, results into ``out8``): each chunk is converted to ``x / 255`` just
     before use and its float result rounded into ``out8`` (:func:`round_8bit_into`) in reused
-    buffers, so no float copy of the batch exists and its result is never written to fresh memory.
+    buffers, so no float copy of the batch exists and no float result is written to fresh memory.
     """
     starts = list(range(0, x.shape[0], step))
     eight = out8 is not None
     # one chunk (8-bit only; the float path calls ``deg.fn`` itself then): ``g`` itself, as that call
     gens = [g] if eight and len(starts) == 1 else \
         [make_generator(seed, x.device) for seed in torch.randint(0, 2**62, (len(starts),), generator=g).tolist()]
-    # standard layout, like the one-call path; 8-bit: one chunk's result, reused
     b = x.shape[0]
     per_image = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == b]
     # a degradation with an ``out`` parameter (rain, snow) writes its result there and reads ``x``
     # in any memory layout: no copy of the chunk in, none of its result out
     writes_out = "out" in inspect.signature(deg.fn).parameters
+    # the float result in the standard layout, like the one-call path; 8-bit: one chunk's, reused
     out = torch.empty((min(step, b), *x.shape[1:]) if eight else x.shape, dtype=torch.float32, device=x.device)
     scratch: torch.Tensor | None = None  # 8-bit: the chunk in float
     for i, gen in zip(starts, gens, strict=True):

@@ -142,6 +142,7 @@ def low_light(
     def rows(xr: torch.Tensor, nr: torch.Tensor | None, y0: int, y1: int, dst: torch.Tensor | None) -> torch.Tensor:
         drop = None
         if not even:  # ln of the exposure factor, [B,1,rows,W]
+            # (a whole image's map was computed for its mean: turned into the drop in place, once)
             drop = falloff_rows(pos, h, w, y0, y1) if q_whole is None or (y0, y1) != (0, h) else q_whole
             for i in range(b):
                 torch.add(torch.tensor(a_l[i]), drop[i], alpha=c_l[i], out=drop[i])
