@@ -132,15 +132,10 @@ def _synthesize_8bit(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torc
         with torch.no_grad(), strips.reporting(progress, deg.passes):
             return deg.fn(x, s, g, **kwargs).contiguous(memory_format=_layout(x))
     out = torch.empty(x.shape, dtype=torch.uint8, device=x.device, memory_format=_layout(x))
-    if not deg.per_image:  # chunk by chunk (one chunk on accelerators), converted in cache
-        step = chunk_size(x)
-        with torch.no_grad(), strips.reporting(progress, deg.passes * math.ceil(x.shape[0] / step)):
-            return _chunked(deg, x, s, g, step, kwargs, out8=out)
-    y = _synthesize_float(deg, x.float().div_(255.0), s, g, kwargs, progress)  # exact k/255, as a decoded file
-    with torch.no_grad():
-        for i in range(y.shape[0]):  # image by image: the float temporaries stay small
-            round_8bit_into(y[i], out[i])
-    return out
+    # chunk by chunk, converted in cache (one chunk on accelerators and for per-image coders, as the float path)
+    step = x.shape[0] if deg.per_image else chunk_size(x)
+    with torch.no_grad(), strips.reporting(progress, deg.passes * math.ceil(x.shape[0] / step)):
+        return _chunked(deg, x, s, g, step, kwargs, out8=out)
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
