@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from comfyui_gendeg.core.intensity import measure_intensity
+from comfyui_gendeg.core.synth import kernels as kernels_mod
 from comfyui_gendeg.core.synth import make_generator, synthesize
 from comfyui_gendeg.core.synth import rain as rain_mod
 from comfyui_gendeg.core.synth import raindrop as raindrop_mod
@@ -163,7 +164,7 @@ def _equivalent(kind: str, module, old_sites, monkeypatch, seeds: int = 6, fft: 
         with monkeypatch.context() as m:
             m.setattr(module, old_sites[0], old_sites[1])
             if fft:
-                m.setattr(module, "circular_at", lambda h, w, k: False)
+                m.setattr(kernels_mod, "circular_at", lambda h, w, k: False)
             for seed in range(seeds):
                 stats["old"].append(torch.stack(measure_intensity(x, synthesize(x, kind, s, seed=seed))))
     new, old = (torch.stack(stats[k]).view(2, seeds, 2, -1).double() for k in ("new", "old"))  # [s, seed, mu|sd, photo]
@@ -177,21 +178,15 @@ def test_rain_stamped_sparse_seeds_match_the_old_renderer(monkeypatch):
     _equivalent("rain", rain_mod, ("streak_sites", _old_streak_sites), monkeypatch)
 
 
-def _old_flake_sites(b, h, w, strength, p, generator, device, top):
-    """The previous seed process: one uniform per pixel, a flake where it is below strength·p."""
-    u = torch.rand((b, 1, h, w), generator=generator, device=device)
-    return (u < strength.view(-1, 1, 1, 1) * p).view(-1).nonzero().squeeze(1)
-
-
 def test_snow_stamped_sparse_seeds_match_the_old_renderer(monkeypatch):
-    _equivalent("snow", snow_mod, ("flake_sites", _old_flake_sites), monkeypatch)
+    _equivalent("snow", snow_mod, ("nested_sites", _old_drop_sites), monkeypatch)
 
 
-def _old_drop_sites(b, hw, strength, p, generator, device, top):
-    """The previous seed process: one uniform per pixel and class, a drop where it is below strength·p."""
+def _old_drop_sites(b, hw, strength, p, generator, device, top, values=None):
+    """The previous seed process of snow and raindrops: one uniform per pixel (and layer or class),
+    a flake or drop where it is below strength·p."""
     u = torch.rand((b, hw), generator=generator, device=device)
-    cand = (u < strength.view(-1, 1) * p).view(-1).nonzero().squeeze(1)
-    return cand, torch.ones(cand.shape, dtype=torch.bool)
+    return (u < strength.view(-1, 1) * p).view(-1).nonzero().squeeze(1), None
 
 
 def test_raindrop_sparse_seeds_match_the_old_renderer(monkeypatch):

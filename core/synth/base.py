@@ -165,6 +165,15 @@ def reach_of(spec: Param, key: str) -> Callable[[dict[str, Any]], float]:
     return limit
 
 
+def reach_min(*limits: Callable[[dict[str, Any]], float]) -> Callable[[dict[str, Any]], float]:
+    """A :attr:`Degradation.reach` that is the smallest of several (e.g. :func:`reach_of` of two parameters)."""
+
+    def limit(params: dict[str, Any]) -> float:
+        return min(f(params) for f in limits)
+
+    return limit
+
+
 #: random fields of at least this many values are drawn in RANDOM_PARTS parts (see random_field)
 RANDOM_SPLIT_MIN = 1 << 17
 RANDOM_PARTS = 4

@@ -18,9 +18,12 @@ far more than the seeds themselves; here both scale with the number of seeds ins
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+
+from .base import fast_len, param_values, segment_kernels, stationary_conv, stationary_rows
+from .strips import is_split, strips
 
 #: kernel taps below this fraction of the kernel's peak are set to 0 (a Gaussian cross-section
 #: cut at 3.7 std; a seed's dropped tails change a pixel by less than 1e-3 × its peak, a quarter
@@ -121,16 +124,17 @@ LADDER = 2
 
 def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: torch.Generator,
                  device: torch.device, top: float,
-                 values: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+                 values: Callable[[int, torch.Generator], torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Seeds of probability ``strength·p`` per cell of ``B`` images of ``hw`` cells, nested in the strength.
 
     Candidates are the cells of a Bernoulli(``top·p``) process (the seeds at the largest strength
     ``top``); each gets a uniform ``u`` below ``top·p`` (the conditional law of a per-cell uniform
     there) and is kept where ``u < strength·p``, so more strength only adds seeds: the same
-    distribution as thresholding one uniform per cell. Returns the candidates (sorted flat
-    indices into ``[B, hw]``) and their ``keep`` mask, and with ``values`` (``(n, generator) ->
-    [n]``) per-candidate values drawn before the selection (brightness), so that they do not
-    depend on the strength.
+    distribution as thresholding one uniform per cell (``top`` is raised to the largest strength
+    when that is above it). Returns the seeds (sorted flat indices into ``[B, hw]``) and, with
+    ``values`` (``(n, generator) -> [n]``), their values, drawn for every candidate before the
+    selection (brightness), so that they do not depend on the strength; else ``None``.
 
     Only the layers of candidates that some strength can keep are drawn: ``u``'s range is cut
     into :data:`LADDER` + 1 layers (``[0, ¼)``, ``[¼, ½)``, ``[½, 1)`` of ``top·p``), each drawn
@@ -143,6 +147,8 @@ def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: t
     the layers depend only on ``top·p``, so a strength ``s`` with parameter ``p`` and strength 1
     with ``s·p`` select the very same seeds.
     """
+    if strength.numel():
+        top = max(top, float(strength.max()))
     p_top = min(top * p, 1.0)
     seeds = torch.randint(0, 2**62, (LADDER + 1,), generator=generator).tolist()
     need = float((strength * p).max()) if strength.numel() else 0.0
@@ -165,11 +171,10 @@ def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: t
         if v is not None:
             vals.append(v)
     if not cells:
-        empty = torch.empty(0, dtype=torch.long, device=device)
-        return (empty, empty.bool(), *([torch.empty(0, device=device)] if values is not None else []))
+        return torch.empty(0, dtype=torch.long, device=device), (torch.empty(0, device=device) if values is not None else None)
     cand, order = torch.cat(cells).sort()
     keep = torch.cat(us)[order] < (strength * p)[torch.div(cand, hw, rounding_mode="floor")]
-    return (cand, keep, *([torch.cat(vals)[order]] if values is not None else []))
+    return cand[keep], (torch.cat(vals)[order][keep] if values is not None else None)
 
 
 def stamp_reflect(sites: list[torch.Tensor], kernels: torch.Tensor, b: int, h: int, w: int, y0: int, y1: int,
@@ -213,3 +218,63 @@ def stamp_reflect(sites: list[torch.Tensor], kernels: torch.Tensor, b: int, h: i
             wts.append(kc[tap[:, 0], tap[:, 1]].expand(bc.numel(), -1).reshape(-1))
         canvas.index_add_(0, torch.cat(idx), torch.cat(wts))
     return canvas.view(b, c_n, crow, cw)[..., m : m + rows, m : m + w]
+
+
+def streak_kernels(b: int, length_px: float, width_px: float, angle: torch.Tensor, opacity: float | torch.Tensor,
+                   size: int) -> torch.Tensor:
+    """Segment kernels ``[B,size,size]`` (rain streaks, snow flakes) scaled so an isolated seed of
+    value 1 peaks at ``opacity`` (one value, or ``[B]``: one per image), without their negligible
+    tails (:func:`truncate`)."""
+    dev = angle.device
+    k = segment_kernels(torch.full((b,), length_px, device=dev), angle, torch.full((b,), width_px, device=dev), size)
+    return truncate(k * (param_values(opacity, b, dev) / k.flatten(1).amax(dim=1)).view(-1, 1, 1))
+
+
+def dense_seeds(sites: torch.Tensor, values: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+    """Seed map ``[B,1,H,W]``: ``values`` at the flat ``sites``, 0 elsewhere."""
+    seeds = torch.zeros(b * h * w, device=values.device)
+    seeds[sites] = values
+    return seeds.view(b, 1, h, w)
+
+
+def circular_at(h: int, w: int, k: int) -> bool:
+    """Whether :func:`~.base.stationary_conv` renders a ``k``-tap kernel circularly on ``h × w``."""
+    return k <= min(h, w) and fast_len(h) == h and fast_len(w) == w
+
+
+def render_layers(
+    x: torch.Tensor,
+    layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    kernels: Sequence[torch.Tensor],
+    out: torch.Tensor | None,
+    composite: Callable[[torch.Tensor, list[torch.Tensor], torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``composite(xr, masks, dst)`` of ``x`` ``[B,3,H,W]`` with particle layers (rain streaks,
+    snow flakes): layer ``j``'s seeds (flat ``sites`` into ``[B,H,W]``, ``values``) convolved
+    circularly with ``kernels[j]`` ``[B,K,K]`` into an unclamped mask ``[B,1,rows,W]``.
+
+    CPU, sparse seeds: stamped (:func:`stamp_circular`, no FFT, no dense seed maps); otherwise one
+    batched FFT pass over all layers (kernels centred in the largest size), and for large images
+    the same field strip by strip. ``out``: where the result goes (a new tensor when ``None``).
+    """
+    b, _, h, w = x.shape
+    dev = x.device
+    size = max(k.shape[-1] for k in kernels)
+    split = is_split(h, w)
+    if not split and dev.type == "cpu" and circular_at(h, w, size):
+        stamped = [stamp_circular(sites, vals, k, h, w) for (sites, vals), k in zip(layers, kernels, strict=True)]
+        if all(m is not None for m in stamped):
+            return composite(x, [m.unsqueeze(1) for m in stamped], torch.empty_like(x) if out is None else out)
+    kk = torch.zeros(b, len(kernels), size, size, device=dev)
+    for j, k in enumerate(kernels):
+        o = (size - k.shape[-1]) // 2
+        kk[:, j, o : o + k.shape[-1], o : o + k.shape[-1]] = k
+    seeds = [dense_seeds(sites, vals, b, h, w) for sites, vals in layers]
+    if not split:
+        masks = stationary_conv(torch.cat(seeds, dim=1), kk)  # [B,layers,H,W]
+        return composite(x, [masks[:, j : j + 1] for j in range(len(seeds))], torch.empty_like(x) if out is None else out)
+    out = torch.empty_like(x) if out is None else out  # large images: the same field and compositing, strip by strip
+    for y0, y1 in strips(h, w, halo=size // 2):
+        composite(x[..., y0:y1, :], [stationary_rows(sd, kk[:, j : j + 1], y0, y1) for j, sd in enumerate(seeds)],
+                  out[..., y0:y1, :])
+    return out

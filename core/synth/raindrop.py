@@ -53,6 +53,8 @@ PARAMS = {
     "blur": Param(0.35, 0.0, 3.0, "defocus of the view through the drops, σ as a fraction of the middle radius"),
     "rim": Param(0.35, 0.0, 1.0, "darkening at the drop rims (0 = none)"),
 }
+#: largest strength: strength × coverage up to the top of coverage's range
+REACH = reach_of(PARAMS["coverage"], "coverage")
 
 CLASSES = (0.6, 1.0, 1.6)
 
@@ -84,11 +86,9 @@ def raindrop(
     radii = [max(1.0, size * f * side) for f in CLASSES]
     # drops of each class, nested in the strength: candidates at the largest strength (sparse: a
     # few hundred per class at 512², drawn without a uniform per pixel)
-    top = max(PARAMS["coverage"].hi / coverage if coverage > 0 else 1.0, float(strength.max()))
-    sites = []
-    for r in radii:
-        cand, keep = nested_sites(b, h * w, strength, coverage / (len(radii) * math.pi * r * r), generator, dev, top)
-        sites.append(cand[keep])
+    top = REACH({"coverage": coverage})
+    sites = [nested_sites(b, h * w, strength, coverage / (len(radii) * math.pi * r * r), generator, dev, top)[0]
+             for r in radii]
     split = is_split(h, w)
     k = odd(2 * max(radii) + 1)
     caps1 = cap_kernels(radii, k, dev)  # [3,k,k]
@@ -155,5 +155,5 @@ def gaussian_radius(sigma: float, h: int, w: int) -> int:
     return min(max(1, int(math.ceil(3.0 * sigma))), max(1, min(h, w) - 1))
 
 
-DEGRADATION = Degradation("raindrop", raindrop, PARAMS, __doc__ or "", reach=reach_of(PARAMS["coverage"], "coverage"),
+DEGRADATION = Degradation("raindrop", raindrop, PARAMS, __doc__ or "", reach=REACH,
                           sigma_param="refraction", sigma_range=SIGMA_RANGE)

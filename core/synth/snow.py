@@ -18,8 +18,6 @@ strength only adds flakes.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from .base import (
@@ -29,15 +27,12 @@ from .base import (
     fall_direction,
     odd,
     param_values,
+    reach_min,
+    reach_of,
     scale_of,
-    segment_kernels,
-    stationary_conv,
-    stationary_rows,
     streak_area,
 )
-from .kernels import nested_sites, stamp_circular, truncate
-from .rain import circular_at, dense_seeds
-from .strips import is_split, strips
+from .kernels import nested_sites, render_layers, streak_kernels
 
 #: default flake opacity
 OPACITY = 0.5
@@ -91,19 +86,16 @@ def snow(
     sc = scale_of(x)
     s = bview(strength)
     op = param_values(opacity, b, dev)
-    top = max(reach({"density": density, "veil": veil}), float(strength.max()))
+    top = reach({"density": density, "veil": veil})
     sites, tones, kernels = [], [], []
     for size_f, dens_f, streak_f, layer_opacity in LAYERS:  # draws: candidate sites and their uniforms, then tone, per layer
         radius = max(0.3, size * size_f * sc)
         length = streak * streak_f * sc
         # seeds per pixel so that the flakes cover the same fraction of the frame at any resolution
         per_pixel = density * (streak_area(streak * streak_f, size * size_f) / streak_area(length, radius))
-        sites.append(flake_sites(b, h, w, strength, per_pixel * dens_f, generator, dev, top))
+        sites.append(nested_sites(b, h * w, strength, per_pixel * dens_f, generator, dev, top)[0])
         tones.append(bview(torch.rand((b,), generator=generator, device=dev) * 0.15 + 0.85))  # flake brightness
-        k = segment_kernels(torch.full((b,), length, device=dev), theta, torch.full((b,), radius, device=dev),
-                            odd(length + 6 * radius))
-        kernels.append(truncate(k * (layer_opacity * op / k.flatten(1).amax(dim=1)).view(-1, 1, 1)))  # isolated flake's peak
-    size_max = max(k.shape[-1] for k in kernels)
+        kernels.append(streak_kernels(b, length, radius, theta, layer_opacity * op, odd(length + 6 * radius)))
     v = s * veil
 
     def composite(xr: torch.Tensor, masks: list[torch.Tensor], dst: torch.Tensor) -> torch.Tensor:
@@ -122,41 +114,11 @@ def snow(
             torch.addcmul(q, xr[:, ch : ch + 1], p, out=dst[:, ch : ch + 1]).clamp_(0, 1)
         return dst
 
-    split = is_split(h, w)
-    # CPU, sparse seeds: stamp the flakes (no FFT, no dense seed maps); accelerators keep the batched FFT
-    if not split and dev.type == "cpu" and circular_at(h, w, size_max):
-        stamped = [stamp_circular(sj, torch.ones(sj.shape, device=dev), kj, h, w)
-                   for sj, kj in zip(sites, kernels, strict=True)]
-        if all(m is not None for m in stamped):
-            return composite(x, [m.unsqueeze(1) for m in stamped], torch.empty_like(x) if out is None else out)
-    # all layers in one FFT pass (kernels centred in the largest size)
-    kk = torch.zeros(b, len(kernels), size_max, size_max, device=dev)
-    for j, k in enumerate(kernels):
-        o = (size_max - k.shape[-1]) // 2
-        kk[:, j, o : o + k.shape[-1], o : o + k.shape[-1]] = k
-    seeds = [dense_seeds(sj, torch.ones(sj.shape, device=dev), b, h, w) for sj in sites]
-    if not split:
-        masks = stationary_conv(torch.cat(seeds, dim=1), kk)  # [B,layers,H,W]
-        return composite(x, [masks[:, j : j + 1] for j in range(len(seeds))], torch.empty_like(x) if out is None else out)
-    out = torch.empty_like(x) if out is None else out  # large images: the same flakes and compositing, strip by strip
-    for y0, y1 in strips(h, w, halo=size_max // 2):
-        composite(x[..., y0:y1, :], [stationary_rows(sd, kk[:, j : j + 1], y0, y1) for j, sd in enumerate(seeds)],
-                  out[..., y0:y1, :])
-    return out
+    return render_layers(x, [(sj, torch.ones(sj.shape, device=dev)) for sj in sites], kernels, out, composite)
 
 
-def flake_sites(b: int, h: int, w: int, strength: torch.Tensor, p: float, generator: torch.Generator,
-                device: torch.device, top: float) -> torch.Tensor:
-    """Flat indices into ``[B,H,W]`` (sorted) of the pixels seeding a flake with probability
-    ``strength·p`` each, nested in the strength (:func:`~.kernels.nested_sites`)."""
-    cand, keep = nested_sites(b, h * w, strength, p, generator, device, top)
-    return cand[keep]
-
-
-def reach(params: dict[str, Any]) -> float:
-    """Largest strength: the seed density stays within its range and the veil at most 1."""
-    return min(PARAMS["density"].hi / params["density"] if params["density"] > 0 else 1.0,
-               1.0 / params["veil"] if params["veil"] > 0 else 1.0)
+#: largest strength: the seed density stays within its range and the veil at most 1
+reach = reach_min(reach_of(PARAMS["density"], "density"), reach_of(PARAMS["veil"], "veil"))
 
 
 DEGRADATION = Degradation("snow", snow, PARAMS, __doc__ or "", reach=reach, sigma_param="opacity",
