@@ -85,8 +85,9 @@ def jpeg(
                  for s in strength.detach().cpu().tolist()]
     fast = _torchvision_coder() if subsampling == "4:2:0" else None
     coder: Coder = fast if fast is not None else lambda arr, q: jpeg_roundtrip_uint8(arr, q, subsampling)
+    pillow = fast is None  # Pillow releases the GIL while coding: images in parallel threads (see _each)
     if x.dtype == torch.uint8:  # 8-bit images: the codec alone, 8-bit results
-        return _jpeg_8bit(x, qualities, coder)
+        return _jpeg_8bit(x, qualities, coder, pillow)
     out = torch.empty((b, h, w, 3), dtype=x.dtype)  # interleaved, like the codec's pixels
     out_np = out.numpy()
     if is_split(h, w):  # large images: two strip loops (bounded float temporaries, progress per strip)
@@ -94,7 +95,7 @@ def jpeg(
         for y0, y1 in strips(h, w):
             for i in range(b):
                 _to_u8_into(x[i, :, y0:y1], u8[i, y0:y1])
-        coded = [u8[i] if q is None else coder(u8[i], q) for i, q in enumerate(qualities)]
+        coded = _each(lambda i: u8[i] if qualities[i] is None else coder(u8[i], qualities[i]), b, pillow)
         for y0, y1 in strips(h, w):
             for i in range(b):
                 np.divide(coded[i][y0:y1], out_np.dtype.type(255), out=out_np[i, y0:y1])
@@ -106,19 +107,22 @@ def jpeg(
             coded = u8 if qualities[i] is None else coder(u8, qualities[i])
             np.divide(coded, out_np.dtype.type(255), out=out_np[i])
 
-        # Pillow releases the GIL while coding: images in parallel threads (as many as torch may
-        # use); torchvision's binding does not (threads only add overhead): one after the other
-        workers = 1 if fast is not None else min(b, max(1, torch.get_num_threads()), os.cpu_count() or 1)
-        if workers > 1:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(one, range(b)))
-        else:
-            for i in range(b):
-                one(i)
+        _each(one, b, pillow)
     return out.permute(0, 3, 1, 2).to(x.device)
 
 
-def _jpeg_8bit(x: torch.Tensor, qualities: list[int | None], coder: Coder) -> torch.Tensor:
+def _each(fn: Callable[[int], Any], b: int, threaded: bool) -> list[Any]:
+    """``[fn(0), …, fn(b − 1)]``; with ``threaded`` (Pillow, which releases the GIL while coding) in
+    parallel threads, as many as torch may use; torchvision's binding does not (threads only add
+    overhead): one after the other."""
+    workers = min(b, max(1, torch.get_num_threads()), os.cpu_count() or 1) if threaded else 1
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, range(b)))
+    return [fn(i) for i in range(b)]
+
+
+def _jpeg_8bit(x: torch.Tensor, qualities: list[int | None], coder: Coder, threaded: bool) -> torch.Tensor:
     """JPEG round trips of 8-bit ``[B,3,H,W]`` images (any layout, any device) -> 8-bit channels-last
     ``[B,3,H,W]`` on ``x``'s device; ``None`` qualities pass the image through."""
     b, _, h, w = x.shape
@@ -126,12 +130,13 @@ def _jpeg_8bit(x: torch.Tensor, qualities: list[int | None], coder: Coder) -> to
         coded = torch.from_numpy(coder(x[0].permute(1, 2, 0).cpu().contiguous().numpy(), qualities[0]))
         return coded.permute(2, 0, 1).unsqueeze(0).to(x.device)
     out = torch.empty((b, h, w, 3), dtype=torch.uint8)
-    for i, q in enumerate(qualities):
+
+    def one(i: int) -> None:
         hwc = x[i].permute(1, 2, 0).cpu()
-        if q is None:
-            out[i].copy_(hwc)
-        else:
-            out[i].copy_(torch.from_numpy(coder(hwc.contiguous().numpy(), q)))
+        q = qualities[i]
+        out[i].copy_(hwc if q is None else torch.from_numpy(coder(hwc.contiguous().numpy(), q)))
+
+    _each(one, b, threaded)
     return out.permute(0, 3, 1, 2).to(x.device)
 
 
