@@ -127,14 +127,18 @@ def _jpeg_8bit(x: torch.Tensor, qualities: list[int | None], coder: Coder, threa
     ``[B,3,H,W]`` on ``x``'s device; ``None`` qualities pass the image through."""
     b, _, h, w = x.shape
     if b == 1 and qualities[0] is not None:  # one image: the decoded pixels are the result (no copy)
-        coded = torch.from_numpy(coder(x[0].permute(1, 2, 0).cpu().contiguous().numpy(), qualities[0]))
+        coded = torch.from_numpy(np.require(coder(x[0].permute(1, 2, 0).cpu().contiguous().numpy(), qualities[0]),
+                                            requirements="W"))  # Pillow's arrays are read-only: copied
         return coded.permute(2, 0, 1).unsqueeze(0).to(x.device)
     out = torch.empty((b, h, w, 3), dtype=torch.uint8)
+    out_np = out.numpy()
 
     def one(i: int) -> None:
         hwc = x[i].permute(1, 2, 0).cpu()
-        q = qualities[i]
-        out[i].copy_(hwc if q is None else torch.from_numpy(coder(hwc.contiguous().numpy(), q)))
+        if qualities[i] is None:
+            out[i].copy_(hwc)
+        else:
+            np.copyto(out_np[i], coder(hwc.contiguous().numpy(), qualities[i]))
 
     _each(one, b, threaded)
     return out.permute(0, 3, 1, 2).to(x.device)
