@@ -32,7 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -42,6 +41,7 @@ if str(ROOT.parent) not in sys.path:  # run from a checkout without installing
 
 from comfyui_gendeg.core import realism  # noqa: E402
 from comfyui_gendeg.core.intensity import measure_intensity  # noqa: E402
+from comfyui_gendeg.core.io import pil_to_tensor  # noqa: E402
 from comfyui_gendeg.core.realism_check import check_pairs, find_pairs, summarize  # noqa: E402
 from comfyui_gendeg.core.synth import get  # noqa: E402
 from comfyui_gendeg.core.synth.joint import degrade_to_intensity  # noqa: E402
@@ -72,7 +72,7 @@ def photos(h: int, w: int, smoke: bool) -> tuple[torch.Tensor, list[str]]:
         cw, ch = min(iw, ih * w // h), min(ih, iw * h // w)
         left, top = (iw - cw) // 2, (ih - ch) // 2
         img = img.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.LANCZOS)
-        t = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+        t = pil_to_tensor(img, keep_alpha=False)[0]
         out.append(t)
         names.append(p.stem)
         if not smoke:

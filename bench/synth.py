@@ -488,10 +488,10 @@ def per_core_child(args: argparse.Namespace) -> int:
             for k, fn in sides.items():
                 times[k].append(once(fn))
         calib, trials = [], 0
+        if calib_repeats:  # the warm-up tells the number of trials
+            trials = degrade_to_mu(x, kind, PRESETS[kind]["medium"], seed=1).evaluations
         for _ in range(calib_repeats):
             calib.append(once(lambda kind=kind: degrade_to_mu(x, kind, PRESETS[kind]["medium"], seed=1)))
-        if calib_repeats:
-            trials = degrade_to_mu(x, kind, PRESETS[kind]["medium"], seed=1).evaluations
         load.append(os.getloadavg()[0])
 
         def med(v: list[tuple[float, float]], j: int) -> float:

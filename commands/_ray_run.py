@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.scale.graph import FolderJob
-from ..core.scale.ray_job import RayOptions, connect, resolve_workers, run_batches
+from ..core.scale.ray_job import RayOptions, connect, run_batches
 
 
 def _listing(job: FolderJob) -> tuple[list[str], list[int]]:
@@ -92,7 +92,6 @@ def run_prompt_on_ray(
 
     try:
         with connect(options) as ray:
-            options = resolve_workers(ray, options)
             reports = run_batches(ray, names, positions, partial(make_runner, spec), options, heard)
     finally:
         if bar is not None:

@@ -232,11 +232,6 @@ def _has_default(spec: InputSpec) -> bool:
     return "default" in spec.opts or (spec.type == "COMBO" and bool(spec.options))
 
 
-def _default_of(spec: InputSpec) -> Any:
-    """The value the editor gives a new widget: its declared default, else a combo's first option."""
-    return spec.opts["default"] if "default" in spec.opts else (spec.options or [None])[0]
-
-
 def _align_widget_values(node: Mapping[str, Any], specs: list[InputSpec]) -> dict[str, Any]:
     """Map a node's ``widgets_values`` onto its widget names (list or dict layout)."""
     values = node.get("widgets_values")
@@ -501,7 +496,7 @@ def ui_to_api(workflow: Mapping[str, Any], object_info: Mapping[str, Mapping[str
                 # editor creates them with their default and sends that, so do we
                 for spec in specs:
                     if spec.name not in inputs and _has_default(spec):
-                        inputs[spec.name] = _wrap_value(_default_of(spec))
+                        inputs[spec.name] = _wrap_value(spec.default())
         for slot in slots:
             name = slot.get("name")
             if slot.get("link") is None or name is None:
