@@ -80,21 +80,32 @@ def make_images(folder: Path, n: int, size: int) -> None:
         Image.fromarray(img).save(folder / f"img{i:04d}.png")
 
 
+def _gendeg_run(code: str, input_dir: Path, out: Path, warm: Path | None, *extra: str) -> list[str]:
+    """The command line of ``gendeg run`` of the workflow in a fresh process running ``code`` (which
+    takes the warm-up folder, or ``-``, as its last argument)."""
+    return [sys.executable, "-c", code, "run", str(WORKFLOW), "--input-dir", str(input_dir), "--output-dir", str(out),
+            *extra, "--quiet", str(warm) if warm else "-"]
+
+
+def _timing(returncode: int, stdout: str, stderr: str) -> tuple[float, float]:
+    """Seconds ``gendeg run`` reports for running the graph, and the CPU seconds the code printed."""
+    m = re.search(r"done in ([0-9.]+) s", stdout)
+    c = re.search(r"^cpu ([0-9.]+)$", stderr, re.M)
+    if returncode != 0 or not m or not c:
+        raise SystemExit(f"gendeg run failed or printed no timing:\n{stdout[-500:]!r}\n{stderr[-3000:]}")
+    return float(m.group(1)), float(c.group(1))
+
+
+_ENV = {**os.environ, "GENDEG_NO_PROGRESS": "1"}
+
+
 def run_plain(code: str, input_dir: Path, out: Path, warm: Path | None) -> tuple[float, float]:
     """Seconds ``gendeg run`` reports for running the graph (imports and start-up excluded), and its CPU seconds.
 
     ``warm``: first run the same job into this folder in the same process (untimed).
     """
-    cmd = [sys.executable, "-c", code, "run", str(WORKFLOW), "--input-dir", str(input_dir), "--output-dir", str(out),
-           "--quiet", str(warm) if warm else "-"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "GENDEG_NO_PROGRESS": "1"})
-    if proc.returncode != 0:
-        raise SystemExit(f"gendeg run failed:\n{proc.stderr[-3000:]}")
-    m = re.search(r"done in ([0-9.]+) s", proc.stdout)
-    c = re.search(r"^cpu ([0-9.]+)$", proc.stderr, re.M)
-    if not m or not c:
-        raise SystemExit(f"no timing in: {proc.stdout!r} {proc.stderr[-500:]!r}")
-    return float(m.group(1)), float(c.group(1))
+    proc = subprocess.run(_gendeg_run(code, input_dir, out, warm), capture_output=True, text=True, env=_ENV)
+    return _timing(proc.returncode, proc.stdout, proc.stderr)
 
 
 def run_two_shards(input_dir: Path, out: Path) -> tuple[float, float]:
@@ -105,22 +116,13 @@ def run_two_shards(input_dir: Path, out: Path) -> tuple[float, float]:
     single-thread workers (shared caches, memory bandwidth, turbo), against which Ray's
     scheduling and transfers are judged.
     """
-    procs = []
-    for i in range(2):
-        cmd = [sys.executable, "-c", ONE_THREAD, "run", str(WORKFLOW), "--input-dir", str(input_dir), "--output-dir",
-               str(out), "--shard", f"{i}/2", "--quiet", "-"]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env={**os.environ, "GENDEG_NO_PROGRESS": "1"}))
-    seconds, cpu = [], 0.0
+    procs = [subprocess.Popen(_gendeg_run(ONE_THREAD, input_dir, out, None, "--shard", f"{i}/2"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=_ENV) for i in range(2)]
+    timings = []
     for proc in procs:
         stdout, stderr = proc.communicate()
-        m = re.search(r"done in ([0-9.]+) s", stdout)
-        c = re.search(r"^cpu ([0-9.]+)$", stderr, re.M)
-        if proc.returncode != 0 or not m or not c:
-            raise SystemExit(f"gendeg run --shard failed:\n{stderr[-3000:]}")
-        seconds.append(float(m.group(1)))
-        cpu += float(c.group(1))
-    return max(seconds), cpu
+        timings.append(_timing(proc.returncode, stdout, stderr))
+    return max(t for t, _ in timings), sum(c for _, c in timings)
 
 
 def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
