@@ -90,7 +90,7 @@ def measure(x: torch.Tensor, kind: str, mu: float, config: str, seed: int) -> li
     for mu_i, sg_i in zip(m.tolist(), s.tolist(), strict=True):
         dist = realism.conditional_sigma(kind, mu_i)
         pct = dist.percentile(sg_i)
-        rows.append({"mu": mu_i, "sigma": sg_i, "percentile": pct, "typical": realism.BAND[0] <= pct <= realism.BAND[1],
+        rows.append({"mu": mu_i, "sigma": sg_i, "percentile": pct, "typical": realism.in_band(pct),
                      "ratio": sg_i / dist.median, "mu_ok": abs(mu_i - mu) <= 0.005})
     return rows
 

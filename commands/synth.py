@@ -156,15 +156,10 @@ def realism_types() -> tuple[str, ...]:
 
 
 def run_measure(args: argparse.Namespace) -> int:
+    from ..core.gendeg.conditioning import normalize_type
     from ..core.realism_check import check_pairs, find_pairs, summarize
 
-    kind = None
-    if args.realism is not None:
-        kind = str(args.realism).strip().lower().replace(" ", "_").replace("-", "_")
-        kind = {"lowlight": "low_light", "motion": "motion_blur", "raindrops": "raindrop"}.get(kind, kind)
-        if kind not in realism_types():
-            raise InputError(f"--realism {args.realism!r}: GenDeg publishes real-data statistics for "
-                             f"{', '.join(realism_types())}; choose one of them")
+    kind = None if args.realism is None else normalize_type(args.realism)  # GenDeg's types: those with real-data statistics
     pairs = find_pairs(args.clean, args.degraded)
     rows = check_pairs(pairs, kind)
     single = len(rows) == 1 and not os.path.isdir(args.clean)

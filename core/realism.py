@@ -218,10 +218,14 @@ def sigma_percentile(kind: str, mu: float, sigma: float) -> float:
     return conditional_sigma(kind, mu).percentile(sigma)
 
 
+def in_band(percentile: float, band: tuple[float, float] = BAND) -> bool:
+    """Whether a percentile of the real σ is typical: inside ``band`` (percent)."""
+    return band[0] <= percentile <= band[1]
+
+
 def is_typical(kind: str, mu: float, sigma: float, band: tuple[float, float] = BAND) -> bool:
     """Whether ``sigma`` lies inside the ``band`` (percent) of the real σ at ``mu``."""
-    p = sigma_percentile(kind, mu, sigma)
-    return band[0] <= p <= band[1]
+    return in_band(sigma_percentile(kind, mu, sigma), band)
 
 
 # --- GenDeg's dataset-synthesis sampling --------------------------------------------------------

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from . import realism
-from .errors import InputError
+from .errors import InputError, explain_out_of_memory
 from .intensity import measure_intensity
 from .io import list_images, load_image
 
 
 def find_pairs(clean: str | Path, degraded: str | Path | None) -> list[tuple[Path, Path]]:
-    """(clean, degraded) files: two files; two folders matched by file name (stem, any image suffix);
-    or one folder holding ``gt/`` and ``lq/`` (the layout ``gendeg dataset export`` writes)."""
+    """(clean, degraded) files: two files; two folders matched by relative path without suffix (any
+    image suffix, sub-folders too; clean images without a degraded one are skipped); or one folder
+    holding ``gt/`` and ``lq/`` (the layout ``gendeg dataset export`` writes, with its sub-folders)."""
     c = Path(clean)
     if degraded is None:
         if c.is_dir() and (c / "gt").is_dir() and (c / "lq").is_dir():
@@ -36,8 +37,11 @@ def find_pairs(clean: str | Path, degraded: str | Path | None) -> list[tuple[Pat
         return [(c, d)]
     if c.is_dir() != d.is_dir():
         raise InputError(f"{c} and {d}: give two image files or two folders of images")
-    cleans = {p.stem: p for p in list_images(c)}
-    pairs = [(cleans[p.stem], p) for p in list_images(d) if p.stem in cleans]
+    def key(p: Path, root: Path) -> str:  # the relative path without suffix (sub-folders of an export too)
+        return p.relative_to(root).with_suffix("").as_posix()
+
+    cleans = {key(p, c): p for p in list_images(c, recursive=True)}
+    pairs = [(cleans[k], p) for p in list_images(d, recursive=True) if (k := key(p, d)) in cleans]
     if not pairs:
         raise InputError(f"no pairs: no file name of {d} matches one of {c} (pairs share a file name, e.g. 0001.png)")
     return pairs
@@ -51,7 +55,8 @@ def check_pairs(pairs: list[tuple[Path, Path]], kind: str | None) -> list[dict[s
     rows = []
     for c, d in pairs:
         x, y = load_image(c), load_image(d)
-        mu_t, sg_t = measure_intensity(x, y)
+        with explain_out_of_memory("measure", x.shape[-1], x.shape[-2]):
+            mu_t, sg_t = measure_intensity(x, y)
         mu, sg = float(mu_t[0]), float(sg_t[0])
         row: dict[str, Any] = {}
         if len(pairs) > 1:
@@ -61,7 +66,7 @@ def check_pairs(pairs: list[tuple[Path, Path]], kind: str | None) -> list[dict[s
             dist = realism.conditional_sigma(kind, mu)
             lo, hi = dist.band()
             pct = dist.percentile(sg)
-            row.update({"type": kind, "sigma_percentile": round(pct, 2), "typical": realism.BAND[0] <= pct <= realism.BAND[1],
+            row.update({"type": kind, "sigma_percentile": round(pct, 2), "typical": realism.in_band(pct),
                         "real_sigma_median": round(dist.median, 6), "real_sigma_band": [round(lo, 6), round(hi, 6)]})
         rows.append(row)
     return rows

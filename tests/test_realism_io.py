@@ -212,3 +212,17 @@ def test_gendeg_sampling_workflow_builds_pairs_with_the_source_dataset(tmp_path)
         item = next(i for i in plan if i.dataset == r["source_dataset"] and abs(i.mu - r["mu_requested"]) < 1e-6)
         assert r["type"] == item.type and r["sigma_requested"] == pytest.approx(item.sigma, abs=1e-6)
         assert r["sigma_mode"] == "requested"
+
+
+def test_measure_pairs_in_sub_folders_of_an_export(tmp_path):
+    """`gendeg dataset export` keeps a dataset's sub-folders under gt/ and lq/: they pair by relative path."""
+    from comfyui_gendeg.core.realism_check import find_pairs
+
+    x = photo()
+    for sub in ("haze", "rain"):
+        save_image(tmp_path / "gt" / sub / "a.png", x[0])
+        save_image(tmp_path / "lq" / sub / "a.png", x[0] * 0.5)
+    save_image(tmp_path / "gt" / "rain" / "b.png", x[0])  # no degraded image: skipped
+    pairs = find_pairs(tmp_path, None)
+    assert [(c.relative_to(tmp_path).as_posix(), d.relative_to(tmp_path).as_posix()) for c, d in pairs] == [
+        ("gt/haze/a.png", "lq/haze/a.png"), ("gt/rain/a.png", "lq/rain/a.png")]

@@ -91,6 +91,19 @@ def degrade_at_strength(
     return SynthResult(y, s, mu.cpu(), sigma.cpu(), None, get(kind).resolve_params(params))
 
 
+def intensity_per_image(value: float | torch.Tensor, b: int, name: str) -> torch.Tensor:
+    """A GenDeg intensity (``mu`` or ``sigma``) given once or per image -> ``[B]`` float32 (a new tensor),
+    checked to be finite and in 0..1."""
+    t = torch.as_tensor(value, dtype=torch.float32).flatten().clone()
+    if t.numel() == 1:
+        t = t.expand(b).clone()
+    if t.numel() != b:
+        raise InputError(f"{name}: expected one value or {b} (one per image), got {t.numel()}")
+    if not torch.isfinite(t).all() or float(t.min()) < 0.0 or float(t.max()) > 1.0:
+        raise InputError(f"{name} must be in 0..1 (GenDeg's {name}: of |clean − degraded|), got {t.tolist()}")
+    return t
+
+
 def degrade_to_mu(
     x: torch.Tensor,
     kind: str,
@@ -112,17 +125,10 @@ def degrade_to_mu(
     """
     deg = get(kind)
     b = x.shape[0]
-    target = torch.as_tensor(target_mu, dtype=torch.float32).flatten()
-    if target.numel() == 1:
-        target = target.expand(b)
-    if target.numel() != b:
-        raise InputError(f"mu: expected one value or {b} (one per image), got {target.numel()}")
-    if not torch.isfinite(target).all() or float(target.min()) < 0.0 or float(target.max()) > 1.0:
-        raise InputError(f"mu must be in 0..1 (GenDeg's μ: mean |clean − degraded|), got {target.tolist()}")
+    target = intensity_per_image(target_mu, b, "mu")
     tol = finite_float(tol, "tol")  # a NaN tolerance would end the search at once, untouched
     if tol <= 0:
         raise InputError(f"tol must be positive, got {tol}")
-    target = target.clone()
     resolved = deg.resolve_params(params)
     limit = deg.strength_limit(resolved)
     if x.shape[-2] * x.shape[-1] > LARGE_PIXELS:

@@ -52,6 +52,7 @@ from .calibrate import (
     Finish,
     SynthResult,
     degrade_to_mu,
+    intensity_per_image,
     reduced_copy,
 )
 
@@ -62,17 +63,6 @@ DEFAULT_SIGMA_TOL = 0.01
 SHRINK_STEPS = 3
 #: σ modes recorded in the metadata
 REQUESTED, TYPICAL, FREE = "requested", "typical", "free"
-
-
-def _per_image(value: float | torch.Tensor, b: int, name: str) -> torch.Tensor:
-    t = torch.as_tensor(value, dtype=torch.float32).flatten().clone()
-    if t.numel() == 1:
-        t = t.expand(b).clone()
-    if t.numel() != b:
-        raise InputError(f"{name}: expected one value or {b} (one per image), got {t.numel()}")
-    if not torch.isfinite(t).all() or float(t.min()) < 0.0 or float(t.max()) > 1.0:
-        raise InputError(f"{name} must be in 0..1 (GenDeg's {name}: of |clean - degraded|), got {t.tolist()}")
-    return t
 
 
 def degrade_to_intensity(
@@ -121,10 +111,10 @@ def degrade_to_intensity(
         if not stats:
             raise InputError(f"a sigma without mu takes the typical mu of GenDeg's real data, which has no {deg.name}; "
                              "give mu too")
-        sg = _per_image(sigma, b, "sigma")
+        sg = intensity_per_image(sigma, b, "sigma")
         target_mu = torch.tensor([realism.typical_mu(deg.name, float(v)) for v in sg])
     else:
-        target_mu = _per_image(mu, b, "mu")
+        target_mu = intensity_per_image(mu, b, "mu")
     if sigma is None:
         if not (typical and stats and deg.sigma_param is not None and not fixed):
             result = degrade_to_mu(x, kind, target_mu, seed, depth=depth, params=params, tol=tol, max_iter=max_iter,
@@ -134,7 +124,7 @@ def degrade_to_intensity(
         target_sigma = torch.tensor([realism.typical_sigma(deg.name, float(m)) for m in target_mu])
         mode = TYPICAL
     else:
-        target_sigma = _per_image(sigma, b, "sigma")
+        target_sigma = intensity_per_image(sigma, b, "sigma")
         if float(target_sigma.min()) <= 0:
             raise InputError("sigma must be above 0 (0 means: the typical sigma of real data at this mu)")
         mode = REQUESTED
