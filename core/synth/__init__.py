@@ -8,7 +8,6 @@ jpeg, noise`` and the mixed ``rain+haze, snow+haze`` (:mod:`.mixed`) to them;
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -118,9 +117,9 @@ def _synthesize_float(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: tor
         if deg.per_image:
             return deg.fn(x, s, g, **kwargs)
         if step >= x.shape[0]:
-            # the standard layout for the degradation code (ComfyUI images arrive channels-last;
-            # on the CPU path each chunk is made contiguous instead)
-            return deg.fn(x.contiguous(), s, g, **kwargs)
+            if deg.writes_out:  # reads x in any layout (ComfyUI's channels-last in place), result in the standard one
+                return deg.fn(x, s, g, out=torch.empty(x.shape, dtype=x.dtype, device=x.device), **kwargs)
+            return deg.fn(x.contiguous(), s, g, **kwargs)  # the standard layout for the degradation code
         return _chunked(deg, x, s, g, step, kwargs)
 
 
@@ -178,7 +177,7 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
     per_image = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == b]
     # a degradation with an ``out`` parameter (rain, snow) writes its result there and reads ``x``
     # in any memory layout: no copy of the chunk in, none of its result out
-    writes_out = "out" in inspect.signature(deg.fn).parameters
+    writes_out = deg.writes_out
     # the float result in the standard layout, like the one-call path; 8-bit: one chunk's, reused
     out = torch.empty((min(step, b), *x.shape[1:]) if eight else x.shape, dtype=torch.float32, device=x.device)
     scratch: torch.Tensor | None = None  # 8-bit: the chunk in float

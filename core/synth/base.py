@@ -23,6 +23,8 @@ fractions of the image's shorter side, or in pixels "at 512 px" and scaled by ``
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +74,11 @@ class Degradation:
     sigma_param: str | None = None
     sigma_range: tuple[float, float] | None = None
     sigma_increasing: bool = True  # σ at fixed μ grows with the parameter (false: falls)
+
+    @functools.cached_property
+    def writes_out(self) -> bool:
+        """Whether ``fn`` takes ``out=`` (writes its result there and reads ``x`` in any memory layout)."""
+        return "out" in inspect.signature(self.fn).parameters
 
     def strength_limit(self, params: dict[str, Any]) -> float:
         """The largest strength allowed with the resolved ``params`` (1 unless the model extends further)."""
