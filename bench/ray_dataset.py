@@ -191,6 +191,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=None)
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None, help="images per Ray batch")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="interleaved rounds of (one thread, two shards, Ray); the ratios' medians are reported "
+                         "(a shared VM's speed drifts by tens of percent over minutes)")
     args = ap.parse_args()
     n = args.images or (12 if args.smoke else 384)
     size = args.size or (64 if args.smoke else 192)
@@ -205,19 +208,39 @@ def main() -> None:
     try:
         make_images(work / "input" / "clean", n, size)
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        t1, cpu1 = run_plain(ONE_THREAD, work / "input", work / "one_thread", None)
+        rounds = []
+        for k in range(args.rounds):
+            # interleaved rounds: a change of the machine's speed (shared VMs) hits every side of a round alike
+            t1, cpu1 = run_plain(ONE_THREAD, work / "input", work / f"one_thread_{k}", None)
+            t2, cpu2 = (None, None) if args.smoke else run_two_shards(work / "input", work / f"two_shards_{k}")
+            r = run_ray(work / "input", work / f"ray_{k}", batch)
+            same = same_dataset(work / f"one_thread_{k}", work / f"ray_{k}")
+            rounds.append({"t1": t1, "cpu1": cpu1, "t2": t2, "cpu2": cpu2, "ray": r, "same": same})
+            for name in ("two_shards", "ray") if k else ():  # round 0's folders stay for the single-run sides
+                shutil.rmtree(work / f"{name}_{k}", ignore_errors=True)
+            print(f"round {k + 1}/{args.rounds}: Ray {r['pairs_per_s']:.3f} pairs/s = x{r['pairs_per_s'] * t1 / n:.3f} "
+                  f"one thread ({n / t1:.3f})" + (f", two shards x{t1 / t2:.3f}" if t2 else ""), file=sys.stderr, flush=True)
+        first = rounds[0]
+        t1, cpu1, t2, cpu2, r = first["t1"], first["cpu1"], first["t2"], first["cpu2"], first["ray"]
         # warm reference: the full run only (the smoke run checks that everything runs, quickly)
         t1w = None if args.smoke else run_plain(ONE_THREAD, work / "input", work / "one_thread_warm", work / "warm_up")[0]
         td, _ = run_plain(DEFAULT, work / "input", work / "default", None)
-        t2, cpu2 = (None, None) if args.smoke else run_two_shards(work / "input", work / "two_shards")
-        r = run_ray(work / "input", work / "ray", batch)
+        ray_vs = [x["ray"]["pairs_per_s"] * x["t1"] / n for x in rounds]
+        shards_vs = [x["t1"] / x["t2"] for x in rounds if x["t2"]]
         result = {
             "images": n,
             "size": size,
             "batch": batch,
             "cpus": os.cpu_count(),
+            "rounds": args.rounds,
             "load_1min_before": round(load, 2),
             "load_1min_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            "ray_vs_1_thread_median": round(float(np.median(ray_vs)), 3),
+            "ray_vs_1_thread_rounds": [round(v, 3) for v in ray_vs],
+            "two_shards_vs_1_thread_median": round(float(np.median(shards_vs)), 3) if shards_vs else None,
+            "two_shards_vs_1_thread_rounds": [round(v, 3) for v in shards_vs],
+            "ray_vs_two_shards_rounds": [round(x["ray"]["pairs_per_s"] * x["t2"] / n, 3) for x in rounds if x["t2"]],
+            "ray_overhead_per_pair_ms_rounds": [round(x["ray"]["overhead_per_pair_ms"], 1) for x in rounds],
             "one_process_1_thread_pairs_per_s": round(n / t1, 3),
             "one_process_default_threads_pairs_per_s": round(n / td, 3),
             "ray_2_workers_pairs_per_s": round(r["pairs_per_s"], 3),
@@ -241,7 +264,7 @@ def main() -> None:
             "ray_finish_s": round(r["finish_s"], 3),
             "ray_report_latency_ms": round(r["report_latency_ms"], 1),
             "ray_workers_seen": r["workers_seen"],
-            "same_pairs_as_plain": same_dataset(work / "one_thread", work / "ray"),
+            "same_pairs_as_plain": all(x["same"] for x in rounds),
         }
         print(json.dumps(result, indent=1))
         if not result["same_pairs_as_plain"]:

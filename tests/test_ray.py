@@ -149,3 +149,26 @@ def test_a_node_error_stops_the_job_with_one_line(local_ray, job, tmp_path):
     with pytest.raises(BatchError, match=r"node 7 \(GenDegSaveScores\) failed: .*csv or jsonl.*batch of"):
         run_workflow_on_ray(wf, input_dir=root / "input", output_dir=tmp_path / "out", workers=2, batch_size=3,
                             progress=False)
+
+
+TWICE = """
+import ray
+from comfyui_gendeg.core.scale.ray_job import RayOptions, connect
+
+@ray.remote
+def square(v):
+    return v * v
+
+for k in range(2):  # a notebook's second job: a second local Ray in the same Python process
+    with connect(RayOptions(workers=1)) as r:
+        print(k, r.get(square.remote(k + 2)))
+"""
+
+
+@pytest.mark.slow
+def test_a_second_local_ray_in_the_same_process_accepts_the_driver(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)  # nothing of the user's ~/.ray
+    proc = subprocess.run([sys.executable, "-c", TWICE], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["0", "4", "1", "9"]

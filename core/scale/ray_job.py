@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -161,7 +162,7 @@ def connect(options: RayOptions) -> Iterator[Any]:
     if not any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
         # Ray turns token authentication on for a new local cluster; a token in the environment
         # keeps it from writing one to ~/.ray (the user's own settings win)
-        env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        env["RAY_AUTH_TOKEN"] = _local_token()
     auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
     try:
         with _env(env, restore=("RAY_AUTH_MODE",)), _level(auth_log, logging.ERROR):
@@ -181,6 +182,14 @@ def connect(options: RayOptions) -> Iterator[Any]:
                 ray.shutdown()
     finally:
         shutil.rmtree(session, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _local_token() -> str:
+    """The token of every local Ray this process starts: Ray's driver keeps the first token it
+    loads for the life of the process, so a second local Ray with a new token (a second job from
+    the same Python session) would refuse the driver's connection."""
+    return secrets.token_hex(32)
 
 
 @contextlib.contextmanager
