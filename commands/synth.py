@@ -113,12 +113,7 @@ def run_synth(args: argparse.Namespace) -> int:
         save_image(args.output, out)
     report = {
         "type": args.type,
-        "strength": round(float(result.strength[0]), 6),
-        "mu_requested": None if result.requested_mu is None else round(float(result.requested_mu[0]), 6),
-        "sigma_requested": None if result.requested_sigma is None else round(float(result.requested_sigma[0]), 6),
-        "sigma_mode": result.sigma_mode,
-        "mu": round(float(result.mu[0]), 6),
-        "sigma": round(float(result.sigma[0]), 6),
+        **result.intensity_of(0),
         "seed": args.seed,
         "params": result.params_of(0),
         "output": args.output,

@@ -406,3 +406,20 @@ def test_convert_uses_the_manifest_allow_list(tmp_path, manifest_file, capsys):
     torch.save({"params": {"w": torch.ones(3)}, "iter": np.int64(5)}, src)
     assert cli_main(["weights", "convert", "tiny-net", "--models-dir", str(models)]) == 0
     assert torch.equal(load_state_dict(src.with_suffix(".safetensors"))["w"], torch.ones(3))
+
+
+def test_safetensors_metadata_round_trips_and_equal_values_give_equal_headers(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from comfyui_gendeg.core.weights.safe_load import decode_metadata, encode_metadata
+
+    values = {"name": "x2 restorer", "config": {"width": 16, "blocks": [1, 2]}, "steps": 3, "ema": True}
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata=encode_metadata(values))
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata()
+    assert header["name"] == "x2 restorer"  # text stays text
+    assert decode_metadata(header) == values
+    reordered = {"config": {"blocks": [1, 2], "width": 16}}
+    assert encode_metadata(reordered)["config"] == encode_metadata(values)["config"]

@@ -29,6 +29,7 @@ import torch
 
 from ..errors import InputError, WeightsError
 from ..io import atomic_path
+from ..weights.safe_load import encode_metadata
 
 FORMAT_VERSION = "1"
 ADAPTER = "gendeg_lora"
@@ -72,7 +73,7 @@ def save_lora(path: str | Path, tensors: Mapping[str, torch.Tensor], lora: Mappi
     if missing or not any(k.startswith("unet.") for k in tensors):
         raise ValueError(f"a GenDeg LoRA needs UNet adapters and the projections (missing {missing})")
     meta = {"format": "pt", "gendeg_lora": FORMAT_VERSION, "lora": json.dumps(dict(lora), sort_keys=True)}
-    meta.update({k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata.items()})
+    meta.update(encode_metadata(metadata))
     out = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(Path(path)) as tmp:
         save_file(out, str(tmp), metadata=meta)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError, WeightsError
 from ..io import atomic_write_bytes, list_images, load_image
+from ..weights.safe_load import encode_metadata
 from .clip import FrozenCLIP
 
 log = logging.getLogger("gendeg")
@@ -133,8 +134,7 @@ class QualityPerceiver(torch.nn.Module):
             meta["eos"] = json.dumps(self._eos.tolist())
             tensors["frame_prefix"] = self.frame[0].detach().float().cpu().contiguous()
             tensors["frame_suffix"] = self.frame[1].detach().float().cpu().contiguous()
-        for k, v in (extra or {}).items():
-            meta[k] = v if isinstance(v, str) else json.dumps(v)
+        meta.update(encode_metadata(extra or {}))
         path = Path(path)
         atomic_write_bytes(path, st_save(tensors, metadata=meta))
         return path

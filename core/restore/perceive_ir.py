@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from ..errors import WeightsError
+from ..weights.safe_load import encode_metadata
 from .nets.perceive_ir import (
     MULTIPLE,
     PerceiveIRConfig,
@@ -144,8 +145,7 @@ def save_pack(path: str | Path, sd: Mapping[str, torch.Tensor], config: Perceive
     from ..weights.convert import prepare_tensors
 
     meta = {"format": "pt", META_KEY: json.dumps(config.to_dict(), sort_keys=True)}
-    for k, v in (extra or {}).items():
-        meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    meta.update(encode_metadata(extra or {}))
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(prepare_tensors(sd), str(tmp), metadata=meta)

@@ -64,6 +64,16 @@ class SynthResult:
         """Image ``i``'s parameters: the second parameter's own value where it was searched per image."""
         return {k: (v[i] if isinstance(v, list) and k == self.sigma_param else v) for k, v in self.params.items()}
 
+    def intensity_of(self, i: int) -> dict[str, Any]:
+        """Image ``i``'s strength and requested/achieved μ and σ (rounded to 6 decimals; ``None`` where
+        not requested) and how σ was chosen: the intensity fields of a dataset record."""
+        def value(v: torch.Tensor | None) -> float | None:
+            return None if v is None else round(float(v[i]), 6)
+
+        return {"strength": value(self.strength), "mu_requested": value(self.requested_mu),
+                "sigma_requested": value(self.requested_sigma), "sigma_mode": self.sigma_mode,
+                "mu": value(self.mu), "sigma": value(self.sigma)}
+
 
 Finish = Callable[[torch.Tensor], torch.Tensor]
 

@@ -14,7 +14,6 @@ summary) as JSON in the safetensors header: ComfyUI's Load Upscale Model, chaiNN
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ import torch
 
 from ..errors import WeightsError
 from ..io import atomic_path
+from ..weights.safe_load import encode_metadata
 
 log = logging.getLogger("gendeg")
 
@@ -79,7 +79,7 @@ def export_model(path: Path, weights: Mapping[str, torch.Tensor], metadata: Mapp
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
-    meta = {"format": "pt", **{k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata.items()}}
+    meta = {"format": "pt", **encode_metadata(metadata)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path

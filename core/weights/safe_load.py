@@ -315,6 +315,12 @@ def key_mismatch(missing: Sequence[str], unexpected: Sequence[str]) -> list[str]
     return parts
 
 
+def encode_metadata(values: Mapping[str, Any]) -> dict[str, str]:
+    """Values for a safetensors header (text only): strings as they are, everything else as JSON
+    (keys sorted, so equal values give equal headers); :func:`decode_metadata` reads them back."""
+    return {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in values.items()}
+
+
 def decode_metadata(meta: Mapping[str, str]) -> dict[str, Any]:
     """A safetensors header's metadata with the values that are JSON decoded (the others kept as text)."""
     out: dict[str, Any] = {}

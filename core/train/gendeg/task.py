@@ -15,7 +15,6 @@ by GenDeg Model Loader.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from torch import nn
 from ...errors import InputError
 from ...gendeg import lora as lora_io
 from ...gendeg.model import GenDegModel, build_model, find_tokenizer_folder, load_tokenizer
+from ...weights.safe_load import encode_metadata
 from ..data.seeding import STREAM_INIT, derive_seed
 from ..engine import StepContext, TrainTask
 from .config import GenDegTrainConfig
@@ -205,8 +205,7 @@ class GenDegTask(TrainTask):
             unet_config=_jsonable(self.configs["unet_config"]), vae_config=_jsonable(self.configs["vae_config"]),
             text_config=_jsonable(self.configs["text_config"]), ema=True,
         )
-        extra = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata.items()}
-        save_converted(gw, path, extra)
+        save_converted(gw, path, encode_metadata(metadata))
         self._copy_tokenizer(path.parent / "tokenizer")
         return path
 
