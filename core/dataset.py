@@ -28,9 +28,11 @@ Pair writer
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,13 +55,39 @@ VOLATILE_KEYS = frozenset({"created", "timestamp", "time", "elapsed", "elapsed_s
 
 
 
+#: the checkout's project file: ComfyUI loads a pack cloned into ``custom_nodes`` without installing it
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+@functools.lru_cache(maxsize=1)
 def tool_version() -> str:
+    """The pack's version for dataset records: the ``[project]`` version of the checkout the code
+    runs from (a clone in ComfyUI's ``custom_nodes``, an editable install), else the installed
+    distribution's (a wheel), else ``0+unknown``."""
+    own = project_version(PYPROJECT)
+    if own:
+        return own
     try:
         from importlib.metadata import version
 
         return version(TOOL_NAME)
-    except Exception:  # noqa: BLE001 - not installed as a distribution (copied into custom_nodes)
+    except Exception:  # noqa: BLE001 - neither a checkout nor an installed distribution
         return "0+unknown"
+
+
+def project_version(pyproject: Path) -> str | None:
+    """``version`` of the ``[project]`` table of a ``pyproject.toml`` of this pack, or ``None``
+    (no such file, another project's, or no static version)."""
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    table = re.search(r"(?ms)^\[project\][ \t]*$(.*?)(?=^\[)", text + "\n[")
+    if not table:
+        return None
+    name = re.search(r'(?m)^name\s*=\s*"([^"]+)"', table.group(1))
+    version = re.search(r'(?m)^version\s*=\s*"([^"]+)"', table.group(1))
+    return version.group(1) if version and name and name.group(1) == TOOL_NAME else None
 
 
 # --- listing -----------------------------------------------------------------------------

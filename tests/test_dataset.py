@@ -255,3 +255,32 @@ def test_gendeg_run_shards_write_the_same_dataset_as_one_run(tmp_path):
     assert records(whole) == records(sharded) and len(records(whole)) == 5
     # the shards' lock on the dataset leaves no file behind (no hidden .metadata.lock)
     assert [p.name for p in (tmp_path / "sharded").rglob(".*")] == []
+
+
+def test_records_carry_the_checkouts_version_when_comfyui_loads_it_uninstalled(monkeypatch, tmp_path):
+    """ComfyUI imports a clone in custom_nodes without installing it: the version comes from its
+    pyproject.toml, also over an older installed distribution of the pack."""
+    import importlib.metadata
+
+    import tomllib
+    from comfyui_gendeg.core import dataset
+
+    expected = tomllib.loads(dataset.PYPROJECT.read_text())["project"]["version"]
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.9.9")
+    dataset.tool_version.cache_clear()
+    try:
+        assert dataset.tool_version() == expected
+        clean = torch.rand(1, 3, 6, 10)
+        save_pairs(tmp_path, "v", clean, clean * 0.5, ["p.png"], [{"type": "haze"}], seed=1)
+        record = json.loads((tmp_path / "v" / "metadata.jsonl").read_text().splitlines()[0])
+        assert record["version"] == expected
+        monkeypatch.setattr(dataset, "PYPROJECT", tmp_path / "missing" / "pyproject.toml")  # a wheel: no checkout
+        dataset.tool_version.cache_clear()
+        assert dataset.tool_version() == "9.9.9"
+    finally:
+        dataset.tool_version.cache_clear()
+    other = tmp_path / "pyproject.toml"
+    other.write_text('[project]\nname = "another-pack"\nversion = "2.0"\n')
+    assert dataset.project_version(other) is None
+    other.write_text('[tool.x]\nversion = "5"\n[project]\nname = "comfyui-gendeg"\nversion = "1.2.3"\n[tool.y]\nversion = "7"\n')
+    assert dataset.project_version(other) == "1.2.3"

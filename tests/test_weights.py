@@ -409,10 +409,9 @@ def test_convert_uses_the_manifest_allow_list(tmp_path, manifest_file, capsys):
 
 
 def test_safetensors_metadata_round_trips_and_equal_values_give_equal_headers(tmp_path):
+    from comfyui_gendeg.core.weights.safe_load import decode_metadata, encode_metadata
     from safetensors import safe_open
     from safetensors.torch import save_file
-
-    from comfyui_gendeg.core.weights.safe_load import decode_metadata, encode_metadata
 
     values = {"name": "x2 restorer", "config": {"width": 16, "blocks": [1, 2]}, "steps": 3, "ema": True}
     path = tmp_path / "m.safetensors"
