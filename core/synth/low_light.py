@@ -169,7 +169,7 @@ def low_light(
             if floor_exponent:
                 li.clamp_(min=MIN_EXPONENT)
             li.exp_()
-            torch.add(torch.tensor(read_l[i]), li, alpha=shot_l[i], out=std).sqrt_()  # shot·L' + read
+            torch.mul(li, shot_l[i], out=std).add_(read_l[i]).sqrt_()  # shot·L' + read
             li.addcmul_(nr[i], std)
         return lin.clamp_(TINY_LINEAR, 1).log_().mul_(1.0 / gamma).exp_()
 
