@@ -19,7 +19,11 @@ driver's finishing step — and pairs/s is images over the time the workers were
 batches (first batch started → last report reached the driver). Ray's own overhead per pair
 is the worker time not spent inside the per-batch runner (scheduling, transfers, waiting at
 the end), per pair: ``(busy span × workers − Σ runner seconds) / pairs``; the latency of a
-report (batch done → driver told) is shown too. CPU seconds per pair inside a worker and in
+report (batch done → driver told) is shown too. Ray's own CPU is measured as well: the CPU
+seconds that the driver (Ray Data's executor), Ray's daemons and Ray Data's helper actors use
+while the workers run (first report → job done), in cores and per pair — on a cluster the
+daemons and helpers run once per node or once per job, so this is what each worker's core
+shares with Ray here. CPU seconds per pair inside a worker and in
 the one-thread process show whether a worker does the same work at the same cost: on a
 machine shared with other jobs, a gap between wall and CPU time is waiting for a core. The target is
 ``Ray 2 workers ≥ 1.8 × 1 process, 1 thread``; both are also given in steady state (Ray
@@ -125,6 +129,22 @@ def run_two_shards(input_dir: Path, out: Path) -> tuple[float, float]:
     return max(t for t, _ in timings), sum(c for _, c in timings)
 
 
+def _cpu_seconds() -> dict[int, float]:
+    """CPU seconds (user + system) of this process and every process it started, by pid: the driver,
+    and a local Ray's daemons, helper actors and workers (all descend from the driver)."""
+    import psutil  # a dependency of Ray
+
+    me = psutil.Process()
+    out = {}
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+        except psutil.Error:  # ended meanwhile
+            pass
+    return out
+
+
 def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
     import torch
     from comfyui_gendeg.core.scale.ray_job import RayOptions, connect
@@ -136,10 +156,18 @@ def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
     with connect(options):
         t_init = time.perf_counter() - t0
         arrivals: list[tuple[float, dict]] = []
+        cpu_at_first: list[dict[int, float]] = []
+
+        def on_report(report: dict) -> None:
+            arrivals.append((time.time(), report))
+            if len(arrivals) == 1:  # from here on both workers are busy until the end
+                cpu_at_first.append(_cpu_seconds())
+
         t_submit = time.time()
         summary = run_workflow_on_ray(WORKFLOW, input_dir=input_dir, output_dir=out, workers=2, batch_size=batch,
-                                      progress=False, on_report=lambda r: arrivals.append((time.time(), r)))
+                                      progress=False, on_report=on_report)
         t_done = time.time()
+        cpu_at_end = _cpu_seconds()
     # a local Ray: the workers' clocks are this machine's
     first_start = min(r["started"] for _, r in arrivals)  # the first batch began computing
     last = max(t for t, _ in arrivals)  # the last report reached the driver
@@ -152,6 +180,13 @@ def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
               {r["pid"] for _, r in arrivals}}
     rest = [r for _, r in arrivals if r["first"] not in firsts]
     steady = sum(r["count"] for r in rest) / (last - min(r["started"] for r in rest)) if rest else float("nan")
+    # Ray's own CPU while the workers run (first report -> job done): the driver (Ray Data's
+    # executor, the reports), the daemons (GCS, raylet, agents) and Ray Data's helper actors
+    worker_pids = {r["pid"] for _, r in arrivals}
+    used = {pid: c - cpu_at_first[0].get(pid, 0.0) for pid, c in cpu_at_end.items()}
+    own_cpu = sum(c for pid, c in used.items() if pid not in worker_pids)
+    window = t_done - arrivals[0][0]
+    window_pairs = sum(r["count"] for _, r in arrivals[1:])
     return {
         "steady_pairs_per_s": steady,
         "pairs": n,
@@ -165,7 +200,10 @@ def run_ray(input_dir: Path, out: Path, batch: int) -> dict:
         "runner_s_per_pair": runner / n,
         "runner_cpu_s_per_pair": sum(r["cpu_seconds"] for _, r in arrivals) / n,
         "runner_thread_cpu_s_per_pair": sum(r["thread_cpu_seconds"] for _, r in arrivals) / n,
-        "workers_seen": len({r["pid"] for _, r in arrivals}),
+        "workers_seen": len(worker_pids),
+        "own_cpu_cores": own_cpu / window if window > 0 else float("nan"),
+        "own_cpu_ms_per_pair": 1000 * own_cpu / window_pairs if window_pairs else float("nan"),
+        "workers_cpu_cores": sum(c for pid, c in used.items() if pid in worker_pids) / window if window > 0 else float("nan"),
     }
 
 
@@ -241,6 +279,9 @@ def main() -> None:
             "two_shards_vs_1_thread_rounds": [round(v, 3) for v in shards_vs],
             "ray_vs_two_shards_rounds": [round(x["ray"]["pairs_per_s"] * x["t2"] / n, 3) for x in rounds if x["t2"]],
             "ray_overhead_per_pair_ms_rounds": [round(x["ray"]["overhead_per_pair_ms"], 1) for x in rounds],
+            "ray_own_cpu_cores_rounds": [round(x["ray"]["own_cpu_cores"], 3) for x in rounds],
+            "ray_own_cpu_ms_per_pair_rounds": [round(x["ray"]["own_cpu_ms_per_pair"], 1) for x in rounds],
+            "ray_workers_cpu_cores_rounds": [round(x["ray"]["workers_cpu_cores"], 3) for x in rounds],
             "one_process_1_thread_pairs_per_s": round(n / t1, 3),
             "one_process_default_threads_pairs_per_s": round(n / td, 3),
             "ray_2_workers_pairs_per_s": round(r["pairs_per_s"], 3),
