@@ -21,6 +21,11 @@ albumentations' 8-bit path), and the calibrated request (``degrade_to_mu`` to th
 ``--smoke`` runs it for jpeg and noise on 2 images when albumentations is installed, else says so
 and skips it.
 
+Elementwise functions (``--ufuncs``; also part of ``--smoke``): ns per value of torch's in-place
+``exp``/``log``/``sqrt`` against :mod:`core.synth.ufuncs` (NumPy's SIMD ufuncs, what low light
+uses on the CPU) on one 512² RGB image of float32, at one thread and at ``--threads``, with the
+largest difference between the two.
+
 Large photos (``--big``): 6, 12 and 24 MP JPEGs through ``gendeg synth`` (decode, calibrate to the
 medium preset or a fixed strength, measure, encode), each run in a fresh process for its peak RSS,
 against the whole-image path (no strips, every calibration trial at full size) at 24 MP.
@@ -29,6 +34,7 @@ against the whole-image path (no strips, every calibration trial at full size) a
     python bench/synth.py --device cuda    # full run on a GPU (batch 64, more repeats)
     python bench/synth.py --big --threads 1  # large photos on the CPU (about half an hour)
     python bench/synth.py --vs-albumentations  # per core against albumentations (a few minutes)
+    python bench/synth.py --ufuncs         # torch's exp/log/sqrt against NumPy's on the CPU (seconds)
 """
 
 from __future__ import annotations
@@ -537,6 +543,39 @@ def per_core(args: argparse.Namespace) -> list[dict]:
     return result["per_core"]
 
 
+def ufunc_speed(threads: list[int], repeats: int = 30) -> list[dict]:
+    """ns per value of torch's in-place exp/log/sqrt and of :mod:`core.synth.ufuncs`' on one 512² RGB
+    float32 image (values in 0.05..0.95; log's result is fed to exp), best of ``repeats``, per thread count."""
+    from comfyui_gendeg.core.synth import ufuncs
+
+    x = torch.rand(3 * 512 * 512, generator=torch.Generator().manual_seed(0)).mul_(0.9).add_(0.05)
+    ops = {"exp": (torch.Tensor.exp_, ufuncs.exp_), "log": (torch.Tensor.log_, ufuncs.log_),
+           "sqrt": (torch.Tensor.sqrt_, ufuncs.sqrt_)}
+    saved, rows = torch.get_num_threads(), []
+    try:
+        for th in threads:
+            torch.set_num_threads(th)
+            for name, (theirs, ours) in ops.items():
+                src = x.log() if name == "exp" else x
+                row = {"op": name, "threads": th}
+                for side, fn in (("torch", theirs), ("numpy", ours)):
+                    y = src.clone()
+                    best = float("inf")
+                    for _ in range(repeats):
+                        y.copy_(src)
+                        t0 = time.perf_counter()
+                        fn(y)
+                        best = min(best, time.perf_counter() - t0)
+                    row[f"{side}_ns_per_value"] = 1e9 * best / x.numel()
+                    row[f"{side}_result"] = y
+                a, b = row.pop("torch_result"), row.pop("numpy_result")
+                row["max_rel_diff"] = float(((a - b).abs() / a.abs().clamp_min(1e-30)).max())
+                rows.append(row)
+    finally:
+        torch.set_num_threads(saved)
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="small CPU run (< 60 s)")
@@ -558,6 +597,8 @@ def main() -> int:
     p.add_argument("--big-child", nargs=4, metavar=("TYPE", "IMAGE", "MODE", "TASK"), help=argparse.SUPPRESS)
     p.add_argument("--vs-albumentations", action="store_true",
                    help="only the per-core comparison with albumentations (one thread each, 8 images of 512x512)")
+    p.add_argument("--ufuncs", action="store_true",
+                   help="only torch's exp/log/sqrt against NumPy's (core.synth.ufuncs) on the CPU, at 1 and --threads threads")
     p.add_argument("--per-core-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--pc-images", type=int, default=8, help=argparse.SUPPRESS)
     p.add_argument("--pc-repeats", type=int, default=9, help=argparse.SUPPRESS)
@@ -599,6 +640,18 @@ def main() -> int:
     args.big_tasks = [t.strip() for t in args.big_tasks.split(",") if t.strip()]
     if args.smoke and not args.big:
         args.big_types, args.big_tasks = ["haze", "rain"], ["mu"]
+    if args.ufuncs or args.smoke:
+        uf_rows = ufunc_speed(sorted({1, args.batched_threads}))
+        for r in uf_rows:
+            print(f"ufunc {r['op']:5s} threads {r['threads']}: torch {r['torch_ns_per_value']:.3f} ns/value, NumPy "
+                  f"{r['numpy_ns_per_value']:.3f} (x{r['torch_ns_per_value'] / r['numpy_ns_per_value']:.2f}), "
+                  f"max relative difference {r['max_rel_diff']:.1e}", flush=True)
+        if args.ufuncs:
+            if args.json:
+                Path(args.json).write_text(json.dumps({"ufuncs": uf_rows}, indent=1))
+            return 0
+    else:
+        uf_rows = []
     if args.vs_albumentations:
         args.pc_types = args.types
         pc_rows = per_core(args)
@@ -616,7 +669,7 @@ def main() -> int:
     print(f"total {time.time() - t0:.1f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"throughput": rows, "calibration": calib, "per_core": pc_rows,
-                                               "big": big_rows}, indent=1))
+                                               "big": big_rows, "ufuncs": uf_rows}, indent=1))
     return 0
 
 

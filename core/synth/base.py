@@ -27,7 +27,6 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from .strips import conv_rows, conv_valid
+from .ufuncs import pool
 
 REF_SIDE = 512.0
 
@@ -184,7 +184,6 @@ def reach_min(*limits: Callable[[dict[str, Any]], float]) -> Callable[[dict[str,
 #: random fields of at least this many values are drawn in RANDOM_PARTS parts (see random_field)
 RANDOM_SPLIT_MIN = 1 << 17
 RANDOM_PARTS = 4
-_POOL: ThreadPoolExecutor | None = None
 
 
 def random_field(shape: tuple[int, ...], generator: torch.Generator, device: torch.device, *, normal: bool = False,
@@ -222,10 +221,7 @@ def random_field(shape: tuple[int, ...], generator: torch.Generator, device: tor
 
     workers = min(RANDOM_PARTS, torch.get_num_threads())
     if workers > 1:
-        global _POOL
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=RANDOM_PARTS, thread_name_prefix="gendeg-random")
-        list(_POOL.map(fill, range(RANDOM_PARTS)))
+        list(pool().map(fill, range(RANDOM_PARTS)))
     else:
         for j in range(RANDOM_PARTS):
             fill(j)

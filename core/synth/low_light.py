@@ -35,6 +35,7 @@ import torch
 
 from .base import Degradation, Param, param_values, random_field, reach_of
 from .strips import is_split, strips
+from .ufuncs import exp_, log_, sqrt_
 
 #: default share of the exposure drop that follows the light's fall-off
 FALLOFF = 0.7
@@ -71,7 +72,7 @@ def falloff_rows(pos: torch.Tensor, h: int, w: int, y0: int, y1: int) -> torch.T
     xs = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) / side
     dy2 = (ys.view(1, -1) - (pos[:, 0:1] * (h / side))).square_().div_(LIGHT_HEIGHT**2).add_(1.0)  # [B,rows]
     dx2 = (xs.view(1, -1) - (pos[:, 1:2] * (w / side))).square_().div_(LIGHT_HEIGHT**2)  # [B,W]
-    return torch.add(dy2.unsqueeze(2), dx2.unsqueeze(1)).log_().unsqueeze(1)  # (log is vectorised, log1p is not)
+    return log_(torch.add(dy2.unsqueeze(2), dx2.unsqueeze(1))).unsqueeze(1)  # (log is vectorised, log1p is not)
 
 
 def falloff_mean(pos: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -152,12 +153,13 @@ def low_light(
                 if even:
                     res[i].mul_(math.exp(ln_gain[i] / gamma))
                 else:
-                    res[i].mul_(drop[i].mul(1.0 / gamma).exp_())
+                    res[i].mul_(exp_(drop[i].mul(1.0 / gamma)))
             return res
-        # powers as exp(γ·ln J): a non-integer pow costs 4-8× a log and an exp on the CPU. The
+        # powers as exp(γ·ln J): a non-integer pow costs 4-8× a log and an exp on the CPU (NumPy's
+        # SIMD log and exp on the CPU, :mod:`.ufuncs`: 2-3× torch's there). The
         # exposure drop folds into the exponent (L' = exp(γ·ln J − stops·ln 2)). Floors keep the
         # vectorised log/exp off their slow paths (log 0, subnormal results), changing values by < 1e-7
-        lin = (xr.clamp(TINY_DISPLAY, 1) if dst is None else torch.clamp(xr, TINY_DISPLAY, 1, out=dst)).log_()
+        lin = log_(xr.clamp(TINY_DISPLAY, 1) if dst is None else torch.clamp(xr, TINY_DISPLAY, 1, out=dst))
         std = torch.empty_like(lin[0])  # one image's noise std, reused
         for i in range(b):  # per image and channel, with scalars: one pass per step, no broadcasting
             li = lin[i]
@@ -168,10 +170,10 @@ def low_light(
                     torch.add(drop[i, 0], li[c], alpha=gamma, out=li[c])
             if floor_exponent:
                 li.clamp_(min=MIN_EXPONENT)
-            li.exp_()
-            torch.mul(li, shot_l[i], out=std).add_(read_l[i]).sqrt_()  # shot·L' + read
+            exp_(li)
+            sqrt_(torch.mul(li, shot_l[i], out=std).add_(read_l[i]))  # shot·L' + read
             li.addcmul_(nr[i], std)
-        return lin.clamp_(TINY_LINEAR, 1).log_().mul_(1.0 / gamma).exp_()
+        return exp_(log_(lin.clamp_(TINY_LINEAR, 1)).mul_(1.0 / gamma))
 
     if not is_split(h, w):
         return rows(x, n, 0, h, out)
