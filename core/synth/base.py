@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .strips import conv_rows, conv_valid
+from .strips import conv_rows, conv_valid, fast_len
 from .ufuncs import pool
 
 REF_SIDE = 512.0
@@ -454,19 +454,6 @@ def stationary_rows(seeds: torch.Tensor, kernels: torch.Tensor, y0: int, y1: int
     k = kernels.shape[-1]
     circular = not (k > min(h, w) or fast_len(h) != h or fast_len(w) != w)
     return conv_rows(seeds, kernels, y0, y1, "circular" if circular else border_mode("reflect", k // 2, h, w))
-
-
-def fast_len(n: int) -> int:
-    """Smallest integer ≥ ``n`` whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
-    m = n
-    while True:
-        k = m
-        for f in (2, 3, 5):
-            while k % f == 0:
-                k //= f
-        if k == 1:
-            return m
-        m += 1
 
 
 def segment_kernels(length: torch.Tensor, angle: torch.Tensor, width: torch.Tensor, size: int) -> torch.Tensor:

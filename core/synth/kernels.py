@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .base import fast_len, param_values, segment_kernels, stationary_conv, stationary_rows
-from .strips import is_split, strips
+from .base import param_values, segment_kernels, stationary_conv, stationary_rows
+from .strips import fast_len, is_split, strips
 
 #: kernel taps below this fraction of the kernel's peak are set to 0 (a Gaussian cross-section
 #: cut at 3.7 std; a seed's dropped tails change a pixel by less than 1e-3 × its peak, a quarter

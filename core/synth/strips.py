@@ -48,6 +48,19 @@ class _Reporter:
 _PROGRESS: contextvars.ContextVar[_Reporter | None] = contextvars.ContextVar("gendeg_strip_progress", default=None)
 
 
+def fast_len(n: int) -> int:
+    """Smallest integer ≥ ``n`` whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    m = n
+    while True:
+        k = m
+        for f in (2, 3, 5):
+            while k % f == 0:
+                k //= f
+        if k == 1:
+            return m
+        m += 1
+
+
 @contextlib.contextmanager
 def reporting(progress: Callable[[int, int], None] | None, passes: int = 1) -> Iterator[None]:
     """Within the block, strip loops report ``progress(done, total)`` after each strip, the
@@ -113,8 +126,6 @@ def conv_valid(xp: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """'Valid' true convolution of a pre-padded ``[B,C,h+2p,w+2p]`` input with ``[B,K,K]`` or
     ``[B,C,K,K]`` kernels (K = 2p+1) by real FFTs: ``[B,C,h,w]``. With ``F.pad``-padded input this
     is exactly :func:`~.base.fft_conv`'s computation (same FFT sizes and crop)."""
-    from .base import fast_len
-
     k = kernels.shape[-1]
     p = k // 2
     h, w = xp.shape[-2] - 2 * p, xp.shape[-1] - 2 * p
