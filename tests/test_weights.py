@@ -422,3 +422,21 @@ def test_safetensors_metadata_round_trips_and_equal_values_give_equal_headers(tm
     assert decode_metadata(header) == values
     reordered = {"config": {"blocks": [1, 2], "width": 16}}
     assert encode_metadata(reordered)["config"] == encode_metadata(values)["config"]
+
+
+def test_loaded_safetensors_own_their_memory(tmp_path):
+    """Rewriting a weights file on disk (a re-download, a re-conversion) must not change a model
+    already loaded from it, and its tensors sit at aligned addresses like any torch allocation."""
+    from comfyui_gendeg.core.weights.safe_load import load_safetensors
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"small": torch.arange(3.0), "big": torch.ones(100_000)}, str(path))
+    loaded = load_safetensors(path)
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:  # zero the data in place (same inode, same size)
+        fh.seek(size - 400_000)
+        fh.write(b"\0" * 400_000)
+    assert float(loaded["big"].sum()) == 100_000.0
+    assert torch.equal(loaded["small"], torch.arange(3.0))
+    assert all(t.data_ptr() % 64 == 0 for t in loaded.values())

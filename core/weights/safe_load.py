@@ -259,14 +259,28 @@ def load_pickle(path: str | Path, allowed: Iterable[str] = ()) -> Any:
 
 
 def load_safetensors(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """Every tensor of a ``.safetensors`` file; a corrupt file gives a :class:`WeightsError`."""
+    """Every tensor of a ``.safetensors`` file, each in memory of its own; a corrupt file gives a
+    :class:`WeightsError`.
+
+    safetensors' CPU tensors are views of the file mapped into memory, at unaligned addresses:
+    a model built on them with ``load_state_dict(assign=True)`` would change if the file were
+    rewritten (and crash if it were truncated) while the model is in use, and CPU kernels take
+    other paths on unaligned weights (results differ in the last bits from the same weights
+    loaded any other way). Each tensor is therefore copied once into memory torch allocates.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path), device=device)
+        mapped = load_file(str(path), device=device)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{Path(path).name}: not a readable safetensors file ({exc}); re-download or re-convert it") from exc
+    if torch.device(device).type != "cpu":
+        return mapped
+    try:
+        return {k: mapped.pop(k).clone() for k in list(mapped)}  # each view released once copied
+    except (OSError, RuntimeError) as exc:  # a read error of the mapped file surfaces here
+        raise WeightsError(f"{Path(path).name}: could not read its tensors ({exc}); re-download or re-convert it") from exc
 
 
 def find_state_dict(obj: Any, keys: Iterable[str] = ("state_dict", "params_ema", "params", "model", "module")) -> dict[str, torch.Tensor]:
