@@ -23,7 +23,8 @@ the 11×11 window needs, sized to stay in the CPU cache (:data:`CPU_TILE_ELEMENT
 on a GPU). A tile is read once: its pixels are checked (finite, 0..1), converted to float32
 (and to Y), its five Gaussian-filtered moments are formed with separable 11-tap passes into
 reused buffers, and its sums are added to float64 totals. The MS-SSIM pyramid is built the
-same way, tile by tile (each level is a quarter of the one above). Memory is the inputs, the
+same way, tile by tile (each level is a quarter of the one above). PSNR checks each CPU image
+whole in one pass (its tiles are read twice anyway), then sums tile by tile. Memory is the inputs, the
 pyramid (a third of one image in float32) and a few tile buffers, whatever the image size;
 time is linear in the pixel count. The results equal the whole-image computation to float
 rounding: :func:`ssim_values` / :func:`ms_ssim_values` are that computation, the
