@@ -64,6 +64,14 @@ def check_value_range(lo: float, hi: float, name: str = "image", *, allow_range:
         raise InputError(f"{name}: values must be in 0..1, got {lo:.4g}..{hi:.4g}")
 
 
+def flat_in_memory_order(x: torch.Tensor) -> torch.Tensor | None:
+    """``x``'s values as a 1-D view in memory order when ``x`` fills its memory without gaps in some
+    order of its dimensions (standard, channels-last, any permutation), so whole-tensor passes
+    read it sequentially without a copy; ``None`` otherwise (e.g. rows cut from a larger image)."""
+    v = x.permute(*sorted(range(x.ndim), key=lambda d: -x.stride(d)))
+    return v.reshape(-1) if v.is_contiguous() else None
+
+
 def from_comfy(image: torch.Tensor, device: torch.device | str | None = None, name: str = "image") -> torch.Tensor:
     """ComfyUI ``IMAGE`` ``[B,H,W,C]`` -> ``[B,C,H,W]`` float32 on ``device`` (validated)."""
     check_image(image, name, layout="BHWC")

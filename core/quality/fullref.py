@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..image import check_value_range
+from ..image import check_value_range, flat_in_memory_order
 from .common import check_pair, crop_border, rgb_to_y
 
 SSIM_WINDOW = 11
@@ -219,11 +219,10 @@ class _Source:
         than tile by tile where a tile is read twice anyway (PSNR). False: let its tiles check it."""
         if self.name is None or (self.shared and b > 0):
             return True  # nothing (more) to check
-        xb = self.t[b]
-        flat = xb.permute(_memory_order(xb))
-        if xb.device.type != "cpu" or not flat.is_contiguous():
+        flat = flat_in_memory_order(self.t[b])
+        if flat is None or flat.device.type != "cpu":
             return False
-        lo, hi = torch.aminmax(flat.reshape(-1))  # one pass (NumPy's min and max are two); NaN propagates
+        lo, hi = torch.aminmax(flat)  # one pass (NumPy's min and max are two); NaN propagates
         self._lo.append(lo.item() if self._numpy else lo)
         self._hi.append(hi.item() if self._numpy else hi)
         return True

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..image import flat_in_memory_order
 from . import haze, jpeg, low_light, mixed, motion_blur, noise, rain, raindrop, snow, strips
 from .base import Degradation, Param, as_strength
 
@@ -53,19 +54,12 @@ def _check_rgb(x: torch.Tensor) -> None:
         return
     if not x.is_floating_point():
         raise InputError(f"image: expected a float tensor with values in 0..1 (or uint8 0..255), got dtype {x.dtype}")
-    lo, hi = (float(v) for v in torch.aminmax(_memory_order(x)))
+    flat = flat_in_memory_order(x)  # read sequentially, e.g. a channels-last ComfyUI image
+    lo, hi = (float(v) for v in torch.aminmax(x if flat is None else flat))
     if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
         raise InputError("image: contains NaN or infinite values; check the node that produced it")
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise InputError(f"image: values must be in 0..1, got {lo:.4g}..{hi:.4g}")
-
-
-def _memory_order(x: torch.Tensor) -> torch.Tensor:
-    """``x`` flattened in memory order when it is a permuted contiguous tensor (e.g. channels-last),
-    so whole-tensor reductions read it sequentially without a copy; else ``x`` itself."""
-    order = sorted(range(x.ndim), key=lambda d: -x.stride(d))
-    v = x.permute(*order)
-    return v.reshape(-1) if v.is_contiguous() else x
 
 
 def synthesize(

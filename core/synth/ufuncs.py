@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..image import flat_in_memory_order
+
 #: values below which a tensor is not split over threads
 SPLIT_MIN = 1 << 17
 #: at most this many parts (and pool threads)
@@ -32,13 +34,10 @@ def pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _numpy_view(t: torch.Tensor) -> np.ndarray | None:
-    """``t`` as a writable NumPy array sharing its memory, or None where torch should do the op."""
-    if t.device.type != "cpu" or t.dtype != torch.float32 or t.requires_grad or t.is_conj() or t.is_neg():
-        return None
-    if t.layout != torch.strided or any(s < 0 for s in t.stride()) or t.numel() == 0:
-        return None
-    return t.detach().numpy()
+def _numpy_can_take(t: torch.Tensor) -> bool:
+    """Whether NumPy may work on ``t``'s memory in place (else torch's own op runs)."""
+    return (t.device.type == "cpu" and t.dtype == torch.float32 and not t.requires_grad and not t.is_conj()
+            and not t.is_neg() and t.layout == torch.strided and all(s >= 0 for s in t.stride()) and t.numel() > 0)
 
 
 def _run(ufunc: np.ufunc, a: np.ndarray) -> None:
@@ -46,24 +45,10 @@ def _run(ufunc: np.ufunc, a: np.ndarray) -> None:
         ufunc(a, out=a)
 
 
-def _dense_flat(t: torch.Tensor) -> torch.Tensor | None:
-    """The values of ``t`` as one contiguous 1-D tensor sharing its memory, when ``t`` fills a block of
-    memory without gaps in some order of its dimensions (standard, channels-last, any permutation)."""
-    if t.is_contiguous():
-        return t.view(-1)
-    dims = sorted((st, sz) for st, sz in zip(t.stride(), t.shape, strict=True) if sz != 1)
-    expected = 1
-    for st, sz in dims:
-        if st != expected:
-            return None
-        expected *= sz
-    return t.as_strided((t.numel(),), (1,))
-
-
 def _apply(t: torch.Tensor, ufunc: np.ufunc, torch_op: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    if _numpy_view(t) is None:
+    if not _numpy_can_take(t):
         return torch_op(t)
-    flat_t = _dense_flat(t)
+    flat_t = flat_in_memory_order(t)
     if flat_t is None:  # e.g. rows of a larger image: down to blocks without gaps
         if t.dim() > 1:
             for sub in t:
