@@ -17,7 +17,7 @@ import torch
 from ..errors import InputError
 from ..image import flat_in_memory_order
 from . import haze, jpeg, low_light, mixed, motion_blur, noise, rain, raindrop, snow, strips
-from .base import Degradation, Param, as_strength
+from .base import Degradation, Param, as_strength, round_8bit_into
 
 REGISTRY: dict[str, Degradation] = {
     m.DEGRADATION.name: m.DEGRADATION for m in (haze, rain, snow, motion_blur, low_light, raindrop, jpeg, noise)
@@ -111,8 +111,9 @@ def _synthesize_float(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: tor
         if deg.per_image:
             return deg.fn(x, s, g, **kwargs)
         if step >= x.shape[0]:
-            if deg.writes_out:  # reads x in any layout (ComfyUI's channels-last in place), result in the standard one
-                return deg.fn(x, s, g, out=torch.empty(x.shape, dtype=x.dtype, device=x.device), **kwargs)
+            if deg.writes_out:  # reads x in any layout (ComfyUI's channels-last in place), result in x's
+                return deg.fn(x, s, g, out=torch.empty(x.shape, dtype=x.dtype, device=x.device,
+                                                       memory_format=_out_layout(deg, x)), **kwargs)
             return deg.fn(x.contiguous(), s, g, **kwargs)  # the standard layout for the degradation code
         return _chunked(deg, x, s, g, step, kwargs)
 
@@ -129,6 +130,11 @@ def _synthesize_8bit(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torc
     step = x.shape[0] if deg.per_image else chunk_size(x)
     with torch.no_grad(), strips.reporting(progress, deg.passes * math.ceil(x.shape[0] / step)):
         return _chunked(deg, x, s, g, step, kwargs, out8=out)
+
+
+def _out_layout(deg: Degradation, x: torch.Tensor) -> torch.memory_format:
+    """Memory layout of float results: ``x``'s for degradations that write ``out=`` in any layout, else standard."""
+    return _layout(x) if deg.writes_out else torch.contiguous_format
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -170,10 +176,13 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
     b = x.shape[0]
     per_image = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == b]
     # a degradation with an ``out`` parameter (rain, snow) writes its result there and reads ``x``
-    # in any memory layout: no copy of the chunk in, none of its result out
+    # in any memory layout: no copy of the chunk in, none of its result out; with ``writes_8bit``
+    # it also takes 8-bit chunks and writes 8-bit results itself
     writes_out = deg.writes_out
-    # the float result in the standard layout, like the one-call path; 8-bit: one chunk's, reused
-    out = torch.empty((min(step, b), *x.shape[1:]) if eight else x.shape, dtype=torch.float32, device=x.device)
+    direct8 = eight and deg.writes_8bit
+    # the float result in the layout of the one-call path; 8-bit: one chunk's, reused
+    out = torch.empty((min(step, b), *x.shape[1:]) if eight else x.shape, dtype=torch.float32, device=x.device,
+                      memory_format=torch.contiguous_format if eight else _out_layout(deg, x))
     scratch: torch.Tensor | None = None  # 8-bit: the chunk in float
     for i, gen in zip(starts, gens, strict=True):
         kw = dict(kwargs)
@@ -181,6 +190,9 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
             kw[k] = kwargs[k][i : i + step]
         xi = x[i : i + step]
         n = xi.shape[0]
+        if direct8:
+            deg.fn(xi, s[i : i + step], gen, out=out8[i : i + step], **kw)
+            continue
         if eight:  # k/255 in float32, in the chunk's own layout (read in place) or the standard one
             if scratch is None:
                 fmt = _layout(xi) if writes_out else torch.contiguous_format
@@ -196,12 +208,6 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
         if eight:
             round_8bit_into(dst, out8[i : i + step])
     return out8 if eight else out
-
-
-def round_8bit_into(y: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """``dst`` (uint8) ← ``floor(255·clamp(y, 0, 1) + 0.5)``, multiply then add in ``y``'s float
-    type (the rounding of :func:`~..io.tensor_to_pil`); ``y`` is overwritten."""
-    return dst.copy_(y.clamp_(0, 1).mul_(255.0).add_(0.5))  # the cast truncates: floor of values ≥ 0.5
 
 
 __all__ = ["REGISTRY", "TYPES", "Degradation", "Param", "get", "make_generator", "synthesize"]

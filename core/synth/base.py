@@ -67,6 +67,8 @@ class Degradation:
     per_image: bool = False  # fn codes image by image itself (own threads): gets the batch as is, any memory layout
     passes: int = 1  # strip loops one call makes on a large image (progress is counted over them)
     accepts_uint8: bool = False  # fn takes 8-bit images (0..255) and returns 8-bit results itself
+    #: fn (with ``out=``) also takes 8-bit ``x`` with an 8-bit ``out``: ⌊255·y + 0.5⌋ of its result y on x / 255
+    writes_8bit: bool = False
     #: largest strength the resolved parameters allow (≥ 1; see module doc); ``None`` = 1
     reach: Callable[[dict[str, Any]], float] | None = None
     #: the second physical parameter: the one that moves σ at fixed μ (monotonically), which
@@ -264,6 +266,12 @@ def table_normals(out: torch.Tensor, seed: int) -> torch.Tensor:
 def scale_of(x: torch.Tensor) -> float:
     """Pixels per "pixel at 512 px": ``min(H, W) / 512``."""
     return min(x.shape[-2:]) / REF_SIDE
+
+
+def round_8bit_into(y: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """``dst`` (uint8) ← ``floor(255·clamp(y, 0, 1) + 0.5)``, multiply then add in ``y``'s float
+    type (the rounding of :func:`~..io.tensor_to_pil`); ``y`` is overwritten."""
+    return dst.copy_(y.clamp_(0, 1).mul_(255.0).add_(0.5))  # the cast truncates: floor of values ≥ 0.5
 
 
 def bview(v: torch.Tensor) -> torch.Tensor:

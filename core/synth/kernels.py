@@ -20,9 +20,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
-from .base import param_values, segment_kernels, stationary_conv, stationary_rows
+from . import fused
+from .base import param_values, round_8bit_into, segment_kernels, stationary_conv, stationary_rows
 from .strips import fast_len, is_split, strips
 
 #: kernel taps below this fraction of the kernel's peak are set to 0 (a Gaussian cross-section
@@ -52,8 +54,16 @@ def bernoulli_sites(n: int, p: float, generator: torch.Generator, device: torch.
     block = int(mean + 6.0 * math.sqrt(mean) + 16)
     inv_log_q = 1.0 / math.log1p(-p)
     parts, last = [], -1
+    compiled = fused.available() and torch.device(device).type == "cpu"
     while True:
         v = torch.rand((block,), generator=generator, device=device, dtype=torch.float64)
+        if compiled:  # the same arithmetic in one compiled loop
+            s_np, done = fused.gap_sites(v.numpy(), inv_log_q, last, n)
+            parts.append(torch.from_numpy(s_np))
+            if done:
+                break
+            last = int(s_np[-1])
+            continue
         gaps = torch.log1p(-v).mul_(inv_log_q).floor_().add_(1).long()  # 1 − v in (0, 1]
         sites = gaps.cumsum_(0).add_(last)
         if int(sites[-1]) >= n:
@@ -68,6 +78,13 @@ def truncate(kernels: torch.Tensor, tail: float = TAIL) -> torch.Tensor:
     """``kernels`` ``[B,...,K,K]`` with the taps below ``tail`` × each kernel's peak set to 0 (in place)."""
     flat = kernels.flatten(-2)
     return kernels.masked_fill_((flat < tail * flat.amax(dim=-1, keepdim=True)).view_as(kernels), 0.0)
+
+
+def stamp_work(sites: torch.Tensor, taps: int, b: int, hw: int) -> int:
+    """Seed × tap additions of the busiest of ``b`` images of ``hw`` pixels (``sites`` flat, ``taps`` per seed)."""
+    if b == 1:
+        return sites.numel() * taps
+    return int(torch.bincount(torch.div(sites, hw, rounding_mode="floor"), minlength=b).max()) * taps
 
 
 def stamp_circular(sites: torch.Tensor, values: torch.Tensor, kernels: torch.Tensor, h: int, w: int,
@@ -86,8 +103,7 @@ def stamp_circular(sites: torch.Tensor, values: torch.Tensor, kernels: torch.Ten
     flat = kernels.reshape(b, -1)
     sel = (flat != 0).any(dim=0).nonzero().squeeze(1)  # taps of any image's kernel (all images in one pass)
     t = sel.numel()
-    counts = torch.bincount(torch.div(sites, h * w, rounding_mode="floor"), minlength=b) if b > 1 else None
-    if (int(counts.max()) if counts is not None else sites.numel()) * t > budget:
+    if stamp_work(sites, t, b, h * w) > budget:
         return None
     canvas = torch.zeros(b * hp * wp, device=kernels.device, dtype=kernels.dtype)  # frames + p on every side
     n = sites.numel() if t else 0
@@ -155,6 +171,9 @@ def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: t
     cells: list[torch.Tensor] = []
     us: list[torch.Tensor] = []
     vals: list[torch.Tensor] = []
+    compiled = fused.available() and torch.device(device).type == "cpu"
+    merged: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # compiled: the layers so far, sorted
+    none = np.empty(0, dtype=np.float32)
     for j in range(LADDER, -1, -1):  # the bottom layer first
         lo, hi = (0.0 if j == LADDER else p_top * 2.0 ** -(j + 1)), p_top * 2.0**-j
         if lo >= need or hi <= lo:
@@ -163,6 +182,10 @@ def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: t
         c = bernoulli_sites(b * hw, (hi - lo) / (1.0 - lo), g, device)
         u = torch.rand((c.numel(),), generator=g, device=device).mul_(hi - lo).add_(lo)
         v = values(c.numel(), g) if values is not None else None
+        if compiled:  # one sorted merge per layer instead of isin, cat and sort
+            layer = (c.numpy(), u.numpy(), none if v is None else v.numpy())
+            merged = layer if merged is None else fused.merge_new(*merged, *layer, v is not None)
+            continue
         if cells:  # cells of a lower layer stay there
             new = ~torch.isin(c, torch.cat(cells))
             c, u, v = c[new], u[new], (v[new] if v is not None else None)
@@ -170,6 +193,10 @@ def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: t
         us.append(u)
         if v is not None:
             vals.append(v)
+    if merged is not None:
+        thresholds = (strength * p).float().contiguous().numpy()
+        kept, kept_vals = fused.select_below(*merged, thresholds, hw, values is not None)
+        return torch.from_numpy(kept), (torch.from_numpy(kept_vals) if values is not None else None)
     if not cells:
         return torch.empty(0, dtype=torch.long, device=device), (torch.empty(0, device=device) if values is not None else None)
     cand, order = torch.cat(cells).sort()
@@ -226,6 +253,9 @@ def streak_kernels(b: int, length_px: float, width_px: float, angle: torch.Tenso
     value 1 peaks at ``opacity`` (one value, or ``[B]``: one per image), without their negligible
     tails (:func:`truncate`)."""
     dev = angle.device
+    if fused.available() and dev.type == "cpu":  # the same kernels in one compiled loop
+        return torch.from_numpy(fused.streak_kernels(float(length_px), float(width_px), angle.float().contiguous().numpy(),
+                                                     param_values(opacity, b, dev).contiguous().numpy(), size, TAIL))
     k = segment_kernels(torch.full((b,), length_px, device=dev), angle, torch.full((b,), width_px, device=dev), size)
     return truncate(k * (param_values(opacity, b, dev) / k.flatten(1).amax(dim=1)).view(-1, 1, 1))
 
@@ -244,27 +274,42 @@ def circular_at(h: int, w: int, k: int) -> bool:
 
 def render_layers(
     x: torch.Tensor,
-    layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    layers: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
     kernels: Sequence[torch.Tensor],
     out: torch.Tensor | None,
     composite: Callable[[torch.Tensor, list[torch.Tensor], torch.Tensor], torch.Tensor],
+    compiled: Callable[[torch.Tensor, list[np.ndarray], torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``composite(xr, masks, dst)`` of ``x`` ``[B,3,H,W]`` with particle layers (rain streaks,
-    snow flakes): layer ``j``'s seeds (flat ``sites`` into ``[B,H,W]``, ``values``) convolved
-    circularly with ``kernels[j]`` ``[B,K,K]`` into an unclamped mask ``[B,1,rows,W]``.
+    snow flakes): layer ``j``'s seeds (flat ``sites`` into ``[B,H,W]``, ``values``, 1 where ``None``)
+    convolved circularly with ``kernels[j]`` ``[B,K,K]`` into an unclamped mask ``[B,1,rows,W]``.
 
-    CPU, sparse seeds: stamped (:func:`stamp_circular`, no FFT, no dense seed maps); otherwise one
-    batched FFT pass over all layers (kernels centred in the largest size), and for large images
-    the same field strip by strip. ``out``: where the result goes (a new tensor when ``None``).
+    CPU, sparse seeds: stamped, with ``compiled(x, canvases, out)`` doing the stamping's compositing
+    when the compiled loops are available (:mod:`.fused`, padded canvases of :func:`.fused.stamp`),
+    else :func:`stamp_circular` and ``composite``; otherwise one batched FFT pass over all layers
+    (kernels centred in the largest size), and for large images the same field strip by strip.
+    ``out``: where the result goes (a new tensor in ``x``'s memory layout when ``None``; may be
+    ``x``). 8-bit ``x`` (0..255) gives 8-bit results, ``⌊255·I + 0.5⌋`` of the result on ``x / 255``.
     """
     b, _, h, w = x.shape
     dev = x.device
     size = max(k.shape[-1] for k in kernels)
     split = is_split(h, w)
-    if not split and dev.type == "cpu" and circular_at(h, w, size):
+    out = torch.empty_like(x) if out is None else out
+    stamping = not split and dev.type == "cpu" and circular_at(h, w, size)
+    if stamping and compiled is not None and fused.available() and all(
+            stamp_work(sites, int((k != 0).any(dim=0).sum()), b, h * w) <= STAMP_BUDGET
+            for (sites, _), k in zip(layers, kernels, strict=True)):
+        return compiled(x, [fused.stamp(sites, vals, k, h, w, slot=j)
+                            for j, ((sites, vals), k) in enumerate(zip(layers, kernels, strict=True))], out)
+    if x.dtype == torch.uint8:  # the float path on x / 255, rounded
+        y = render_layers(torch.div(x, 255.0), layers, kernels, None, composite)
+        return round_8bit_into(y, out)
+    layers = [(sites, torch.ones(sites.shape, device=dev) if vals is None else vals) for sites, vals in layers]
+    if stamping:
         stamped = [stamp_circular(sites, vals, k, h, w) for (sites, vals), k in zip(layers, kernels, strict=True)]
         if all(m is not None for m in stamped):
-            return composite(x, [m.unsqueeze(1) for m in stamped], torch.empty_like(x) if out is None else out)
+            return composite(x, [m.unsqueeze(1) for m in stamped], out)
     kk = torch.zeros(b, len(kernels), size, size, device=dev)
     for j, k in enumerate(kernels):
         o = (size - k.shape[-1]) // 2
@@ -272,9 +317,8 @@ def render_layers(
     seeds = [dense_seeds(sites, vals, b, h, w) for sites, vals in layers]
     if not split:
         masks = stationary_conv(torch.cat(seeds, dim=1), kk)  # [B,layers,H,W]
-        return composite(x, [masks[:, j : j + 1] for j in range(len(seeds))], torch.empty_like(x) if out is None else out)
-    out = torch.empty_like(x) if out is None else out  # large images: the same field and compositing, strip by strip
-    for y0, y1 in strips(h, w, halo=size // 2):
+        return composite(x, [masks[:, j : j + 1] for j in range(len(seeds))], out)
+    for y0, y1 in strips(h, w, halo=size // 2):  # large images: the same field and compositing, strip by strip
         composite(x[..., y0:y1, :], [stationary_rows(sd, kk[:, j : j + 1], y0, y1) for j, sd in enumerate(seeds)],
                   out[..., y0:y1, :])
     return out

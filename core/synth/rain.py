@@ -40,6 +40,7 @@ from .base import (
     scale_of,
     streak_area,
 )
+from . import fused
 from .kernels import nested_sites, render_layers, streak_kernels
 
 #: default streak opacity (the joint calibration searches it in SIGMA_RANGE to set σ at a μ)
@@ -127,12 +128,15 @@ def rain(
             torch.addcmul(c, xr[:, ch : ch + 1], a, out=dst[:, ch : ch + 1]).clamp_(0, 1)
         return dst
 
-    return render_layers(x, (near, far), kernels, out, blend)
+    def compiled(xr: torch.Tensor, canvases: list, dst: torch.Tensor) -> torch.Tensor:
+        return fused.rain_blend(xr, canvases[0], canvases[1], strength * veil, dst)
+
+    return render_layers(x, (near, far), kernels, out, blend, compiled)
 
 
 #: largest strength: the seed density stays within its range and the veil at most 1
 reach = reach_min(reach_of(PARAMS["density"], "density"), reach_of(PARAMS["veil"], "veil"))
 
 
-DEGRADATION = Degradation("rain", rain, PARAMS, __doc__ or "", reach=reach, sigma_param="opacity",
+DEGRADATION = Degradation("rain", rain, PARAMS, __doc__ or "", reach=reach, sigma_param="opacity", writes_8bit=True,
                           sigma_range=SIGMA_RANGE)

@@ -32,6 +32,7 @@ from .base import (
     scale_of,
     streak_area,
 )
+from . import fused
 from .kernels import nested_sites, render_layers, streak_kernels
 
 #: default flake opacity
@@ -114,12 +115,15 @@ def snow(
             torch.addcmul(q, xr[:, ch : ch + 1], p, out=dst[:, ch : ch + 1]).clamp_(0, 1)
         return dst
 
-    return render_layers(x, [(sj, torch.ones(sj.shape, device=dev)) for sj in sites], kernels, out, composite)
+    def compiled(xr: torch.Tensor, canvases: list, dst: torch.Tensor) -> torch.Tensor:
+        return fused.snow_blend(xr, canvases, torch.stack([t.view(-1) for t in tones]), v.view(-1), dst)
+
+    return render_layers(x, [(sj, None) for sj in sites], kernels, out, composite, compiled)
 
 
 #: largest strength: the seed density stays within its range and the veil at most 1
 reach = reach_min(reach_of(PARAMS["density"], "density"), reach_of(PARAMS["veil"], "veil"))
 
 
-DEGRADATION = Degradation("snow", snow, PARAMS, __doc__ or "", reach=reach, sigma_param="opacity",
+DEGRADATION = Degradation("snow", snow, PARAMS, __doc__ or "", reach=reach, sigma_param="opacity", writes_8bit=True,
                           sigma_range=SIGMA_RANGE)

@@ -1,0 +1,378 @@
+"""Compiled CPU loops for the particle layers of rain and snow (optional: numba, the ``fast`` extra).
+
+Eager PyTorch renders a rain frame in a dozen passes over full-size maps (stamping through an
+index list, clamps, products, one blend per channel, each into fresh memory). Here the same
+arithmetic runs as compiled loops: every seed's kernel is stamped row by row (its contiguous
+span of non-zero taps, no index lists), the circular margins are folded, and the masks are
+blended into the colour image in one pass per pixel row, reading the image in its own memory
+layout (ComfyUI's interleaved channels in place) and writing float32 0..1 or, for 8-bit images,
+``⌊255·I + 0.5⌋`` directly — about one read and one write of the image.
+
+Without numba, or with ``GENDEG_NO_JIT=1`` in the environment, :func:`available` is false and
+rain and snow take their eager path; both give the same values up to float32 rounding (the
+tests compare them). The loops compile on first use (a few seconds; cached beside this module
+where it is writable).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+try:  # optional: pip install "comfyui-gendeg[fast]"
+    import numba
+except ImportError:  # pragma: no cover - exercised where numba is not installed
+    numba = None
+
+_F = np.float32
+
+
+def available() -> bool:
+    """Whether the compiled loops are used: numba importable and ``GENDEG_NO_JIT`` unset (or ``0``)."""
+    return numba is not None and os.environ.get("GENDEG_NO_JIT", "") in ("", "0")
+
+
+def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``numba.njit`` (cached, no bounds checks, IEEE float32 arithmetic: no fastmath); ``fn`` itself without numba."""
+    return numba.njit(cache=True, nogil=True, boundscheck=False)(fn) if numba is not None else fn
+
+
+def _inline(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return numba.njit(inline="always")(fn) if numba is not None else fn
+
+
+@_inline
+def _clamp01(r: float) -> float:  # pragma: no cover - compiled
+    r = r if r > _F(0.0) else _F(0.0)
+    return r if r < _F(1.0) else _F(1.0)
+
+
+@_jit
+def streak_kernels(length: float, width: float, angle: np.ndarray, opacity: np.ndarray, size: int,
+                   tail: float) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`.kernels.streak_kernels` in float32 (``angle``, ``opacity`` ``[B]`` float32): antialiased
+    segments of ``length`` px, Gaussian cross-section ``width`` px (at least 0.3), normalised to sum 1,
+    scaled to peak at ``opacity``, taps below ``tail`` × the peak set to 0; ``[B,size,size]``."""
+    r = size // 2
+    half = _F(length) / _F(2.0)
+    ww = max(_F(width), _F(0.3))
+    w2 = ww * ww
+    out = np.empty((angle.shape[0], size, size), dtype=_F)
+    for i in range(angle.shape[0]):
+        dx, dy = np.cos(angle[i]), np.sin(angle[i])
+        k = out[i]
+        for iy in range(size):
+            yy = _F(iy - r)
+            for ix in range(size):
+                xx = _F(ix - r)
+                along = min(max(xx * dx + yy * dy, -half), half)
+                ex, ey = xx - along * dx, yy - along * dy
+                k[iy, ix] = np.exp((_F(-0.5) * (ex * ex + ey * ey)) / w2)
+        total = _F(0.0)
+        for iy in range(size):
+            for ix in range(size):
+                total += k[iy, ix]
+        peak = _F(0.0)
+        for iy in range(size):
+            for ix in range(size):
+                k[iy, ix] = k[iy, ix] / total
+                peak = max(peak, k[iy, ix])
+        scale = opacity[i] / peak
+        cut = _F(tail) * (peak * scale)
+        for iy in range(size):
+            for ix in range(size):
+                v = k[iy, ix] * scale
+                k[iy, ix] = v if v >= cut else _F(0.0)
+    return out
+
+
+@_jit
+def gap_sites(v: np.ndarray, inv_log_q: float, last: int, n: int) -> tuple[np.ndarray, bool]:  # pragma: no cover
+    """Sites ``last + cumsum(⌊ln(1 − v) / ln(1 − p)⌋ + 1)`` of a Bernoulli process from uniforms ``v`` in
+    [0, 1) (float64), ``inv_log_q = 1 / ln(1 − p)``; cut below ``n`` and ``True`` once they pass it."""
+    out = np.empty(v.shape[0], dtype=np.int64)
+    site = last
+    for i in range(v.shape[0]):
+        site += np.int64(math.floor(math.log1p(-v[i]) * inv_log_q)) + 1
+        if site >= n:
+            return out[:i], True
+        out[i] = site
+    return out, False
+
+
+@_jit
+def merge_new(cells: np.ndarray, us: np.ndarray, vals: np.ndarray, c: np.ndarray, u: np.ndarray, v: np.ndarray,
+              with_vals: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """The sorted union of the sorted ``cells`` and ``c`` with their ``us``/``u`` and, ``with_vals``,
+    ``vals``/``v`` (else empty); a cell in both keeps its entry from ``cells``."""
+    n1, n2 = cells.shape[0], c.shape[0]
+    oc = np.empty(n1 + n2, dtype=np.int64)
+    ou = np.empty(n1 + n2, dtype=_F)
+    ov = np.empty(n1 + n2 if with_vals else 0, dtype=_F)
+    i = j = k = 0
+    while i < n1 or j < n2:
+        if j >= n2 or (i < n1 and cells[i] <= c[j]):
+            if j < n2 and cells[i] == c[j]:
+                j += 1  # already a candidate of a lower layer
+            oc[k], ou[k] = cells[i], us[i]
+            if with_vals:
+                ov[k] = vals[i]
+            i += 1
+        else:
+            oc[k], ou[k] = c[j], u[j]
+            if with_vals:
+                ov[k] = v[j]
+            j += 1
+        k += 1
+    return oc[:k], ou[:k], ov[:k] if with_vals else ov
+
+
+@_jit
+def select_below(cand: np.ndarray, us: np.ndarray, vals: np.ndarray, thresholds: np.ndarray, hw: int,
+                 with_vals: bool) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """The candidates (flat into ``[B, hw]``) whose ``u`` is below their image's threshold, and, ``with_vals``,
+    their values (else empty)."""
+    oc = np.empty(cand.shape[0], dtype=np.int64)
+    ov = np.empty(cand.shape[0] if with_vals else 0, dtype=_F)
+    k = 0
+    for i in range(cand.shape[0]):
+        if us[i] < thresholds[cand[i] // hw]:
+            oc[k] = cand[i]
+            if with_vals:
+                ov[k] = vals[i]
+            k += 1
+    return oc[:k], ov[:k] if with_vals else ov
+
+
+@_jit
+def _taps(kernels: np.ndarray, wp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Each kernel's non-zero taps in row-major order: offsets ``ty·wp + tx`` on a canvas ``wp`` wide
+    ``[B,T]`` int64, weights ``[B,T]`` float32, and counts ``[B]`` (``T`` the largest count)."""
+    b, k = kernels.shape[0], kernels.shape[1]
+    counts = np.zeros(b, dtype=np.int64)
+    for i in range(b):
+        for ty in range(k):
+            for tx in range(k):
+                if kernels[i, ty, tx] != 0.0:
+                    counts[i] += 1
+    n = counts.max() if b else 0
+    offs = np.zeros((b, n), dtype=np.int64)
+    wts = np.zeros((b, n), dtype=_F)
+    for i in range(b):
+        j = 0
+        for ty in range(k):
+            for tx in range(k):
+                if kernels[i, ty, tx] != 0.0:
+                    offs[i, j] = ty * wp + tx
+                    wts[i, j] = kernels[i, ty, tx]
+                    j += 1
+    return offs, wts, counts
+
+
+@_jit
+def _stamp(canvas: np.ndarray, sites: np.ndarray, values: np.ndarray, offs: np.ndarray, wts: np.ndarray,
+           counts: np.ndarray, h: int, w: int, p: int) -> None:  # pragma: no cover - compiled
+    """Add ``values[i]`` (1 when ``values`` is empty) times image ``b``'s taps (:func:`_taps`) at every seed
+    ``sites[i]`` (flat into ``[B,h,w]``) onto the zeroed ``canvas`` ``[B,(h+2p)·(w+2p)]`` (tap ``(ty, tx)``
+    of a seed at ``(y, x)`` lands on ``(y+ty, x+tx)``), then fold the ``p``-wide margins onto the opposite
+    sides of the frame (circular)."""
+    hw = h * w
+    wp = w + 2 * p
+    ones = values.shape[0] == 0
+    for i in range(sites.shape[0]):
+        s = sites[i]
+        b = s // hw
+        r = s - b * hw
+        y = r // w
+        base = y * wp + (r - y * w)
+        v = _F(1.0) if ones else values[i]
+        cb, ob, wb = canvas[b], offs[b], wts[b]
+        for t in range(counts[b]):
+            cb[base + ob[t]] += v * wb[t]
+    for b in range(canvas.shape[0]):
+        c = canvas[b].reshape(h + 2 * p, wp)
+        for yy in range(p):  # rows above the frame wrap to its bottom, rows below it to its top
+            top, bottom = c[yy], c[h + yy]
+            for xx in range(wp):
+                bottom[xx] += top[xx]
+            low, under = c[h + p + yy], c[p + yy]
+            for xx in range(wp):
+                under[xx] += low[xx]
+        for yy in range(p, h + p):
+            row = c[yy]
+            for xx in range(p):
+                row[w + xx] += row[xx]
+                row[p + xx] += row[w + p + xx]
+
+
+_POOL = threading.local()  # per thread: the canvases of the last call, reused (no fresh pages per frame)
+
+
+def _canvas(slot: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """A zeroed float32 canvas of ``shape`` for layer ``slot``, reused from this thread's previous call."""
+    pool = _POOL.__dict__.setdefault("canvases", {})
+    c = pool.get(slot)
+    if c is None or c.shape != shape:
+        c = pool[slot] = np.zeros(shape, dtype=_F)
+    else:
+        c.fill(0.0)
+    return c
+
+
+def stamp(sites: torch.Tensor, values: torch.Tensor | None, kernels: torch.Tensor, h: int, w: int,
+          slot: int = 0) -> np.ndarray:
+    """Padded canvas ``[B,h+2p,w+2p]`` float32 (``p = K//2``) whose centre ``[:, p:p+h, p:p+w]`` is the
+    circular convolution of seeds of ``values`` (1 where ``None``) at the flat ``sites`` into ``[B,h,w]``
+    with ``kernels`` ``[B,K,K]`` (K odd, ``K ≤ min(h, w)``; the kernel's centre on the seed): what
+    :func:`.kernels.stamp_circular` computes, up to the order of the additions. The canvas is this
+    thread's buffer for ``slot`` (one per layer): valid until the next call with that slot."""
+    b, k = kernels.shape[0], kernels.shape[-1]
+    p = k // 2
+    canvas = _canvas(slot, (b, h + 2 * p, w + 2 * p))
+    kn = kernels.detach().float().contiguous().numpy()
+    vals = np.empty(0, dtype=_F) if values is None else values.float().contiguous().numpy()
+    offs, wts, counts = _taps(kn, w + 2 * p)
+    _stamp(canvas.reshape(b, -1), sites.contiguous().numpy(), vals, offs, wts, counts, h, w, p)
+    return canvas
+
+
+@_jit
+def _apply_row(x: np.ndarray, out: np.ndarray, a: np.ndarray, c: np.ndarray, i: int, y: int,
+               eight: bool) -> None:  # pragma: no cover - compiled
+    """Row ``y`` of image ``i`` of ``x``/``out`` ``[B,P,H,L]`` (planar: ``P`` channels of ``L = W`` pixels;
+    interleaved: one plane of ``L = W·C`` values): ``out = clamp(c + x·a, 0, 1)`` in every plane (``a``,
+    ``c`` ``[L]``). 8-bit: ``x`` is 0..255, read as ``x / 255``, and ``out`` gets ``⌊255·I + 0.5⌋``."""
+    for k in range(x.shape[1]):
+        xr, o = x[i, k, y], out[i, k, y]
+        if eight:
+            for t in range(a.shape[0]):
+                r = _clamp01(c[t] + (_F(xr[t]) / _F(255.0)) * a[t])
+                o[t] = r * _F(255.0) + _F(0.5)  # the cast to uint8 truncates: the floor of values ≥ 0.5
+        else:
+            for t in range(a.shape[0]):
+                o[t] = _clamp01(c[t] + xr[t] * a[t])
+
+
+@_jit
+def _spread(a: np.ndarray, c: np.ndarray, a_rep: np.ndarray, c_rep: np.ndarray, w: int,
+            rep: int) -> None:  # pragma: no cover - compiled
+    """Interleaved rows: ``a_rep``, ``c_rep`` ``[W·rep]`` ← ``a``, ``c`` ``[W]`` (one value per pixel) repeated per channel."""
+    if rep == 3:  # RGB: a fixed count the compiler unrolls
+        for t in range(w):
+            at, ct = a[t], c[t]
+            a_rep[3 * t], a_rep[3 * t + 1], a_rep[3 * t + 2] = at, at, at
+            c_rep[3 * t], c_rep[3 * t + 1], c_rep[3 * t + 2] = ct, ct, ct
+    else:
+        for t in range(w):
+            for k in range(rep):
+                a_rep[t * rep + k] = a[t]
+                c_rep[t * rep + k] = c[t]
+
+
+@_jit
+def _rain_rows(x: np.ndarray, out: np.ndarray, near: np.ndarray, far: np.ndarray, v: np.ndarray, w: int,
+               eight: bool) -> None:  # pragma: no cover - compiled
+    """Rain's blend (:func:`rain_blend`) row by row; ``near``/``far`` padded canvases of :func:`stamp`."""
+    pn = (near.shape[2] - w) // 2
+    pf = (far.shape[2] - w) // 2
+    rep = x.shape[3] // w  # 1 planar, C interleaved
+    a, c = np.empty(w, dtype=_F), np.empty(w, dtype=_F)
+    a_rep, c_rep = np.empty(w * rep, dtype=_F), np.empty(w * rep, dtype=_F)
+    for i in range(x.shape[0]):
+        keep = _F(1.0) - v[i]
+        base = _F(1.0) - _F(0.1) * v[i]
+        for y in range(x.shape[2]):
+            nr, fr = near[i, y + pn, pn : pn + w], far[i, y + pf, pf : pf + w]
+            for t in range(w):
+                a[t] = (_clamp01(nr[t]) - _F(1.0)) * (_clamp01(fr[t]) - _F(1.0)) * keep
+                c[t] = base - a[t]
+            if rep == 1:
+                _apply_row(x, out, a, c, i, y, eight)
+            else:
+                _spread(a, c, a_rep, c_rep, w, rep)
+                _apply_row(x, out, a_rep, c_rep, i, y, eight)
+
+
+@_jit
+def _snow_rows(x: np.ndarray, out: np.ndarray, m0: np.ndarray, m1: np.ndarray, m2: np.ndarray, tones: np.ndarray,
+               v: np.ndarray, w: int, eight: bool) -> None:  # pragma: no cover - compiled
+    """Snow's blend (:func:`snow_blend`) row by row; ``m0..m2`` padded canvases of :func:`stamp`, far to near."""
+    p0, p1, p2 = (m0.shape[2] - w) // 2, (m1.shape[2] - w) // 2, (m2.shape[2] - w) // 2
+    rep = x.shape[3] // w  # 1 planar, C interleaved
+    a, c = np.empty(w, dtype=_F), np.empty(w, dtype=_F)
+    a_rep, c_rep = np.empty(w * rep, dtype=_F), np.empty(w * rep, dtype=_F)
+    for i in range(x.shape[0]):
+        keep = _F(1.0) - v[i]
+        t0, t1, t2 = tones[0, i], tones[1, i], tones[2, i]
+        veil = _F(0.85) * v[i]
+        for y in range(x.shape[2]):
+            r0, r1, r2 = m0[i, y + p0, p0 : p0 + w], m1[i, y + p1, p1 : p1 + w], m2[i, y + p2, p2 : p2 + w]
+            for t in range(w):
+                f0, f1, f2 = _clamp01(r0[t]), _clamp01(r1[t]), _clamp01(r2[t])
+                q = f0 * t0
+                pp = (_F(1.0) - f0) * keep
+                q = (q - t1) * (_F(1.0) - f1) + t1
+                pp = pp * (_F(1.0) - f1)
+                q = (q - t2) * (_F(1.0) - f2) + t2
+                pp = pp * (_F(1.0) - f2)
+                a[t] = pp
+                c[t] = q * keep + veil
+            if rep == 1:
+                _apply_row(x, out, a, c, i, y, eight)
+            else:
+                _spread(a, c, a_rep, c_rep, w, rep)
+                _apply_row(x, out, a_rep, c_rep, i, y, eight)
+
+
+def _views(x: torch.Tensor, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """``x`` and ``out`` as NumPy arrays ``[B,P,H,L]`` of one shared layout — planar ``[B,C,H,W]`` (both
+    standard) or interleaved ``[B,1,H,W·C]`` (both channels-last); ``None`` for other layouts."""
+    if x.is_contiguous() and out.is_contiguous():
+        return x.numpy(), out.numpy()
+    cl = torch.channels_last
+    if x.is_contiguous(memory_format=cl) and out.is_contiguous(memory_format=cl):
+        b, ch, h, w = x.shape
+        return (x.permute(0, 2, 3, 1).reshape(b, 1, h, w * ch).numpy(),
+                out.permute(0, 2, 3, 1).reshape(b, 1, h, w * ch).numpy())
+    return None
+
+
+def _blend(x: torch.Tensor, out: torch.Tensor, run: Callable[[np.ndarray, np.ndarray], None]) -> torch.Tensor:
+    """``run(x, out)`` on NumPy views of one layout; other pairs of layouts go through a copy in ``x``'s."""
+    views = _views(x, out)
+    if views is None:
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        xs = x.contiguous(memory_format=fmt)
+        tmp = torch.empty(x.shape, dtype=out.dtype, memory_format=fmt)
+        run(*_views(xs, tmp))
+        return out.copy_(tmp)
+    run(*views)
+    return out
+
+
+def rain_blend(x: torch.Tensor, near: np.ndarray, far: np.ndarray, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` ← rain's screen blends and veil of ``x`` ``[B,3,H,W]``: ``I = J·A + (1 − 0.1·v − A)`` with
+    ``A = (1 − v)(1 − near)(1 − far)`` (masks clamped to 0..1), clamped to 0..1. ``near``/``far``: padded
+    canvases of :func:`stamp`; ``v`` ``[B]`` the veil. ``x`` float32 0..1 or uint8 0..255, ``out`` the same
+    dtype (8-bit: ``⌊255·I + 0.5⌋`` of the result on ``x / 255``); ``out`` may be ``x``."""
+    vv = v.detach().float().contiguous().numpy()
+    w, eight = x.shape[-1], x.dtype == torch.uint8
+    return _blend(x, out, lambda xa, oa: _rain_rows(xa, oa, near, far, vv, w, eight))
+
+
+def snow_blend(x: torch.Tensor, masks: Sequence[np.ndarray], tones: torch.Tensor, v: torch.Tensor,
+               out: torch.Tensor) -> torch.Tensor:
+    """``out`` ← snow's three flake layers (far to near, padded canvases of :func:`stamp`, clamped to 0..1)
+    composited ``I ← I·(1 − m) + c·m`` with the tones ``c`` ``[3,B]``, then the veil ``I ← I·(1 − v) + 0.85·v``,
+    clamped to 0..1; dtypes and ``out`` as :func:`rain_blend`."""
+    tt = tones.detach().float().contiguous().numpy()
+    vv = v.detach().float().contiguous().numpy()
+    w, eight = x.shape[-1], x.dtype == torch.uint8
+    m0, m1, m2 = masks
+    return _blend(x, out, lambda xa, oa: _snow_rows(xa, oa, m0, m1, m2, tt, vv, w, eight))
