@@ -58,7 +58,7 @@ if str(ROOT.parent) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT.parent))
 
 from comfyui_gendeg.core.io import load_image  # noqa: E402
-from comfyui_gendeg.core.synth import TYPES, synthesize  # noqa: E402
+from comfyui_gendeg.core.synth import TYPES, fused, get, synthesize  # noqa: E402
 from comfyui_gendeg.core.synth.calibrate import degrade_to_mu, reachable_range  # noqa: E402
 from comfyui_gendeg.core.synth.plan import PRESETS  # noqa: E402
 
@@ -439,6 +439,19 @@ def albu_transform(A, kind: str):  # noqa: ANN001, ANN201 - albumentations is op
     return A.Compose(one, seed=0)
 
 
+def _eager(fn):  # noqa: ANN001, ANN202
+    """``fn()`` with the compiled loops off (``GENDEG_NO_JIT=1``)."""
+    old = os.environ.get("GENDEG_NO_JIT")
+    os.environ["GENDEG_NO_JIT"] = "1"
+    try:
+        return fn()
+    finally:
+        if old is None:
+            del os.environ["GENDEG_NO_JIT"]
+        else:
+            os.environ["GENDEG_NO_JIT"] = old
+
+
 def per_core_child(args: argparse.Namespace) -> int:
     """The per-core comparison in this process (started with one thread everywhere); prints its rows
     and, last, one JSON line."""
@@ -462,7 +475,8 @@ def per_core_child(args: argparse.Namespace) -> int:
     print(f"per core: torch threads {torch.get_num_threads()}, cv2 threads {cv2.getNumThreads()}, OMP "
           f"{os.environ.get('OMP_NUM_THREADS')}, albumentations {A.__version__}, OpenCV {cv2.__version__}, "
           f"{n} images of 512x512, median of {repeats} interleaved repeats; xN = albumentations' time / ours "
-          f"(above 1: ours is faster)", flush=True)
+          f"(above 1: ours is faster); compiled rain/snow loops (numba): "
+          f"{'on' if fused.available() else 'off'}", flush=True)
 
     def once(fn) -> tuple[float, float]:  # noqa: ANN001
         t0, c0 = time.perf_counter(), time.process_time()
@@ -486,6 +500,8 @@ def per_core_child(args: argparse.Namespace) -> int:
                                                            cv2.IMREAD_UNCHANGED) for im in u8]
             # image by image, as albumentations is called (no batch to assemble)
             sides["ours_u8_each"] = lambda: [synthesize(x8[i : i + 1], "jpeg", PER_CORE_STRENGTH, seed=1) for i in range(n)]
+        if fused.available() and get(kind).writes_8bit:  # the eager path too, for the compiled loops' gain
+            sides["ours_eager"] = lambda kind=kind: _eager(lambda: synthesize(x, kind, PER_CORE_STRENGTH, seed=1))
         load = [os.getloadavg()[0]]
         times: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
         for fn in sides.values():
@@ -512,7 +528,7 @@ def per_core_child(args: argparse.Namespace) -> int:
                "ratio_u8_wall": wall["albu_u8"] / wall["ours"],
                "calibrated_cpu_ms": med(calib, 1) if calib else None, "calibration_trials": trials, "load": load}
         rows.append(row)
-        extra = "".join(f" | {k} {v:.2f}" for k, v in cpu.items() if k.startswith(("codec", "ours_u8_each")))
+        extra = "".join(f" | {k} {v:.2f}" for k, v in cpu.items() if k.startswith(("codec", "ours_u8_each", "ours_eager")))
         cal = f" | calibrated {row['calibrated_cpu_ms']:.1f} ms/img ({trials} trials)" if calib else ""
         print(f"{kind:12s} CPU ms/img: ours {cpu['ours']:7.2f} (uint8 in/out {cpu['ours_u8']:.2f}) | {ALBU_CLOSEST[kind]}: "
               f"uint8 {cpu['albu_u8']:7.2f} (x{row['ratio_u8']:.2f}; wall x{row['ratio_u8_wall']:.2f}; both uint8 "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from . import fused
 from .base import (
     REF_SIDE,
     Degradation,
@@ -40,7 +41,6 @@ from .base import (
     scale_of,
     streak_area,
 )
-from . import fused
 from .kernels import nested_sites, render_layers, streak_kernels
 
 #: default streak opacity (the joint calibration searches it in SIGMA_RANGE to set σ at a μ)

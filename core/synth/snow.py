@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from . import fused
 from .base import (
     Degradation,
     Param,
@@ -32,7 +33,6 @@ from .base import (
     scale_of,
     streak_area,
 )
-from . import fused
 from .kernels import nested_sites, render_layers, streak_kernels
 
 #: default flake opacity
