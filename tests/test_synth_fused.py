@@ -112,11 +112,26 @@ def test_stamp_is_the_circular_convolution(with_values):
     assert torch.allclose(canvas[:, p : p + h, p : p + w].sum(dim=(1, 2)), total * kernels.sum(dim=(1, 2)), rtol=1e-4)
 
 
+def test_numba_is_imported_on_first_use_only():
+    """Loading the pack (ComfyUI's start) does not import numba; the first rain or snow does."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from comfyui_gendeg.core.synth import synthesize; a = 'numba' in sys.modules; "
+            "synthesize(torch.rand(1, 3, 32, 32), 'rain', 0.5); print(a, 'numba' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "GENDEG_NO_JIT"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True,
+                         env=env).stdout
+    assert out.split() == ["False", "True"]
+
+
 def test_without_numba_the_eager_path_runs(monkeypatch):
     x = scene(1, 64, 64, seed=1)
     monkeypatch.setenv("GENDEG_NO_JIT", "1")
     eager = synthesize(x, "snow", 0.5, seed=2)
     monkeypatch.setenv("GENDEG_NO_JIT", "0")
-    monkeypatch.setattr(fused, "numba", None)  # as where numba is not installed
+    monkeypatch.setattr(fused, "numba", None)  # as where numba is not installed (the import was tried)
+    monkeypatch.setattr(fused, "_tried", True)
     assert not fused.available()
     assert torch.equal(synthesize(x, "snow", 0.5, seed=2), eager)

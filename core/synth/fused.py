@@ -25,26 +25,51 @@ from typing import Any
 import numpy as np
 import torch
 
-try:  # optional: pip install "comfyui-gendeg[fast]"
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is not installed
-    numba = None
-
 _F = np.float32
 
-
-def available() -> bool:
-    """Whether the compiled loops are used: numba importable and ``GENDEG_NO_JIT`` unset (or ``0``)."""
-    return numba is not None and os.environ.get("GENDEG_NO_JIT", "") in ("", "0")
+#: the numba module once :func:`_load` has imported it (``None`` before, or where it is not installed)
+numba: Any = None
+_tried = False
+_LOCK = threading.Lock()
+#: the functions compiled on first use, with their numba options (rebound in place by :func:`_load`)
+_COMPILED: list[tuple[str, dict[str, Any]]] = []
 
 
 def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit`` (cached, no bounds checks, IEEE float32 arithmetic: no fastmath); ``fn`` itself without numba."""
-    return numba.njit(cache=True, nogil=True, boundscheck=False)(fn) if numba is not None else fn
+    """Marks ``fn`` for ``numba.njit`` on first use (cached on disk, no bounds checks, IEEE float32
+    arithmetic: no fastmath)."""
+    _COMPILED.append((fn.__name__, {"cache": True, "nogil": True, "boundscheck": False}))
+    return fn
 
 
 def _inline(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return numba.njit(inline="always")(fn) if numba is not None else fn
+    """Marks ``fn`` for ``numba.njit(inline="always")``: a helper compiled into its callers."""
+    _COMPILED.append((fn.__name__, {"inline": "always"}))
+    return fn
+
+
+def _load() -> Any:
+    """Import numba (``pip install "comfyui-gendeg[fast]"``) once and replace the marked functions of this
+    module by their compiled dispatchers (they compile at their first call); the module or ``None``.
+    Lazy, so that loading the pack (inside ComfyUI) does not import numba."""
+    global numba, _tried
+    if not _tried:
+        with _LOCK:
+            if not _tried:
+                try:
+                    import numba as nb
+                except ImportError:
+                    nb = None
+                if nb is not None:
+                    for name, options in _COMPILED:
+                        globals()[name] = nb.njit(**options)(globals()[name])
+                numba, _tried = nb, True
+    return numba
+
+
+def available() -> bool:
+    """Whether the compiled loops are used: numba installed and ``GENDEG_NO_JIT`` unset (or ``0``)."""
+    return os.environ.get("GENDEG_NO_JIT", "") in ("", "0") and _load() is not None
 
 
 @_inline
