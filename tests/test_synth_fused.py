@@ -135,3 +135,19 @@ def test_without_numba_the_eager_path_runs(monkeypatch):
     monkeypatch.setattr(fused, "_tried", True)
     assert not fused.available()
     assert torch.equal(synthesize(x, "snow", 0.5, seed=2), eager)
+
+
+@pytest.mark.parametrize("layout", ["standard", "channels_last"])
+@pytest.mark.parametrize("edges", [False, True])
+def test_jpeg_float_conversions_are_the_numpy_ones(monkeypatch, layout, edges):
+    """JPEG's float → 8-bit → float conversions in compiled passes: the very same pixels."""
+    x = scene(2, 72, 88, seed=8)
+    if edges:  # values on rounding boundaries and the tolerated ±1e-3 outside 0..1
+        x[:, :, :4] = torch.tensor([-0.9e-3, 0.0, 0.5 / 255, 1.0 + 0.9e-3]).view(1, 1, 4, 1)
+        x[:, :, 4:8] = (torch.arange(4 * 88).view(1, 1, 4, 88) % 255 + 0.5) / 255
+    x = channels_last(x) if layout == "channels_last" else x
+    eager, compiled = both_paths(monkeypatch, lambda: synthesize(x, "jpeg", 0.5))
+    assert torch.equal(eager, compiled)
+    u8_eager, u8_compiled = both_paths(monkeypatch, lambda: synthesize(x, "jpeg", 0.0))  # rounded only, not coded
+    assert torch.equal(u8_eager, u8_compiled)
+    assert torch.equal(u8_compiled, (x * 255 + 0.5).to(torch.uint8).float() / 255)

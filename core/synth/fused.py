@@ -1,4 +1,4 @@
-"""Compiled CPU loops for the particle layers of rain and snow (optional: numba, the ``fast`` extra).
+"""Compiled CPU loops (optional: numba, the ``fast`` extra): rain and snow's particle layers, JPEG's conversions.
 
 Eager PyTorch renders a rain frame in a dozen passes over full-size maps (stamping through an
 index list, clamps, products, one blend per channel, each into fresh memory). Here the same
@@ -7,6 +7,9 @@ span of non-zero taps, no index lists), the circular margins are folded, and the
 blended into the colour image in one pass per pixel row, reading the image in its own memory
 layout (ComfyUI's interleaved channels in place) and writing float32 0..1 or, for 8-bit images,
 ``⌊255·I + 0.5⌋`` directly — about one read and one write of the image.
+
+JPEG's float images are converted to 8 bits and back in one compiled pass each (the same
+values as NumPy's three).
 
 Without numba, or with ``GENDEG_NO_JIT=1`` in the environment, :func:`available` is false and
 rain and snow take their eager path; both give the same values up to float32 rounding (the
@@ -133,10 +136,12 @@ def gap_sites(v: np.ndarray, inv_log_q: float, last: int, n: int) -> tuple[np.nd
 
 @_jit
 def merge_new(cells: np.ndarray, us: np.ndarray, vals: np.ndarray, c: np.ndarray, u: np.ndarray, v: np.ndarray,
-              with_vals: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """The sorted union of the sorted ``cells`` and ``c`` with their ``us``/``u`` and, ``with_vals``,
-    ``vals``/``v`` (else empty); a cell in both keeps its entry from ``cells``."""
+              lo: float, span: float, with_vals: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """The sorted union of the sorted ``cells`` and ``c`` with their ``us`` and ``u·span + lo`` (``u`` uniform
+    in [0, 1), float32 arithmetic) and, ``with_vals``, ``vals``/``v`` (else empty); a cell in both keeps
+    its entry from ``cells``."""
     n1, n2 = cells.shape[0], c.shape[0]
+    lo32, span32 = _F(lo), _F(span)
     oc = np.empty(n1 + n2, dtype=np.int64)
     ou = np.empty(n1 + n2, dtype=_F)
     ov = np.empty(n1 + n2 if with_vals else 0, dtype=_F)
@@ -150,7 +155,7 @@ def merge_new(cells: np.ndarray, us: np.ndarray, vals: np.ndarray, c: np.ndarray
                 ov[k] = vals[i]
             i += 1
         else:
-            oc[k], ou[k] = c[j], u[j]
+            oc[k], ou[k] = c[j], u[j] * span32 + lo32
             if with_vals:
                 ov[k] = v[j]
             j += 1
@@ -401,3 +406,33 @@ def snow_blend(x: torch.Tensor, masks: Sequence[np.ndarray], tones: torch.Tensor
     w, eight = x.shape[-1], x.dtype == torch.uint8
     m0, m1, m2 = masks
     return _blend(x, out, lambda xa, oa: _snow_rows(xa, oa, m0, m1, m2, tt, vv, w, eight))
+
+
+@_jit
+def _quantize(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``dst`` ``[H,W,C]`` uint8 ← ``⌊255·src + 0.5⌋`` of ``src`` ``[H,W,C]`` float32 (any strides; values in
+    0..1 ± 1e-3: the cast truncates, the floor of values ≥ 0.5), multiply then add in float32."""
+    h, w, c = src.shape
+    for y in range(h):
+        for x in range(w):
+            for k in range(c):
+                dst[y, x, k] = src[y, x, k] * _F(255.0) + _F(0.5)
+
+
+@_jit
+def _dequantize(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``dst`` float32 ← ``src / 255`` (uint8, same shape, any strides), divided in float32."""
+    s, d = src.reshape(-1), dst.reshape(-1)
+    for i in range(s.shape[0]):
+        d[i] = _F(s[i]) / _F(255.0)
+
+
+def to_8bit_into(src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst`` ``[H,W,C]`` uint8 ← ``⌊255·src + 0.5⌋`` of float32 ``src`` ``[H,W,C]`` in 0..1 (±1e-3), any
+    strides (a channels-last image is read in order): JPEG's float → 8-bit conversion in one pass."""
+    _quantize(src, dst)
+
+
+def from_8bit_into(src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst`` float32 ← ``src / 255`` for C-contiguous uint8 ``src`` and float32 ``dst`` of one shape."""
+    _dequantize(src, dst)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import fused
 from .base import Degradation, Param
 from .strips import is_split, strips
 
@@ -98,14 +99,14 @@ def jpeg(
         coded = _each(lambda i: u8[i] if qualities[i] is None else coder(u8[i], qualities[i]), b, pillow)
         for y0, y1 in strips(h, w):
             for i in range(b):
-                np.divide(coded[i][y0:y1], out_np.dtype.type(255), out=out_np[i, y0:y1])
+                _from_u8_into(coded[i][y0:y1], out_np[i, y0:y1])
     else:
 
         def one(i: int) -> None:  # convert, code, convert back: the image's 8-bit copy stays in cache
             u8 = np.empty((h, w, 3), dtype=np.uint8)
             _to_u8_into(x[i], u8)
             coded = u8 if qualities[i] is None else coder(u8, qualities[i])
-            np.divide(coded, out_np.dtype.type(255), out=out_np[i])
+            _from_u8_into(coded, out_np[i])
 
         _each(one, b, pillow)
     return out.permute(0, 3, 1, 2).to(x.device)
@@ -144,6 +145,14 @@ def _jpeg_8bit(x: torch.Tensor, qualities: list[int | None], coder: Coder, threa
     return out.permute(0, 3, 1, 2).to(x.device)
 
 
+def _from_u8_into(coded: np.ndarray, dst: np.ndarray) -> None:
+    """``dst`` (float, ``[h,w,3]``) ← the decoded 8-bit pixels ``coded`` / 255, in ``dst``'s float type."""
+    if dst.dtype == np.float32 and coded.flags.c_contiguous and dst.flags.c_contiguous and fused.available():
+        fused.from_8bit_into(coded, dst)
+    else:
+        np.divide(coded, dst.dtype.type(255), out=dst)
+
+
 def _to_u8_into(src: torch.Tensor, dst: np.ndarray) -> None:
     """``[3,h,w]`` floats in 0..1 (±1e-3) -> ``dst`` ``[h,w,3]`` uint8, ``floor(255·x + 0.5)`` computed
     in ``src``'s float type, row block by row block (transposed on the way, in cache)."""
@@ -152,6 +161,9 @@ def _to_u8_into(src: torch.Tensor, dst: np.ndarray) -> None:
         dst[...] = hwc.clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).cpu().numpy()
         return
     a = src.detach().permute(1, 2, 0).numpy()  # a view: [h,w,3] in whatever order src is stored
+    if a.dtype == np.float32 and fused.available():  # one compiled pass, same values
+        fused.to_8bit_into(a, dst)
+        return
     h, w = a.shape[:2]
     rows = max(1, CHUNK_PIXELS // max(w, 1))
     tmp = np.empty((min(rows, h), w, 3), dtype=a.dtype)

@@ -172,20 +172,22 @@ def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: t
     us: list[torch.Tensor] = []
     vals: list[torch.Tensor] = []
     compiled = fused.available() and torch.device(device).type == "cpu"
-    merged: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # compiled: the layers so far, sorted
     none = np.empty(0, dtype=np.float32)
+    # compiled: the layers so far, merged in order (sorted cells, their u and values)
+    merged = (np.empty(0, dtype=np.int64), none, none) if compiled else None
     for j in range(LADDER, -1, -1):  # the bottom layer first
         lo, hi = (0.0 if j == LADDER else p_top * 2.0 ** -(j + 1)), p_top * 2.0**-j
         if lo >= need or hi <= lo:
             break
         g = torch.Generator(device=device).manual_seed(seeds[j])
         c = bernoulli_sites(b * hw, (hi - lo) / (1.0 - lo), g, device)
-        u = torch.rand((c.numel(),), generator=g, device=device).mul_(hi - lo).add_(lo)
+        u = torch.rand((c.numel(),), generator=g, device=device)
         v = values(c.numel(), g) if values is not None else None
-        if compiled:  # one sorted merge per layer instead of isin, cat and sort
-            layer = (c.numpy(), u.numpy(), none if v is None else v.numpy())
-            merged = layer if merged is None else fused.merge_new(*merged, *layer, v is not None)
+        if merged is not None:  # one sorted merge per layer instead of isin, cat and sort (u scaled there)
+            merged = fused.merge_new(*merged, c.numpy(), u.numpy(), none if v is None else v.numpy(), lo, hi - lo,
+                                     v is not None)
             continue
+        u.mul_(hi - lo).add_(lo)
         if cells:  # cells of a lower layer stay there
             new = ~torch.isin(c, torch.cat(cells))
             c, u, v = c[new], u[new], (v[new] if v is not None else None)
@@ -193,7 +195,7 @@ def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: t
         us.append(u)
         if v is not None:
             vals.append(v)
-    if merged is not None:
+    if merged is not None and merged[0].size:
         thresholds = (strength * p).float().contiguous().numpy()
         kept, kept_vals = fused.select_below(*merged, thresholds, hw, values is not None)
         return torch.from_numpy(kept), (torch.from_numpy(kept_vals) if values is not None else None)
