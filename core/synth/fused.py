@@ -2,9 +2,10 @@
 
 Eager PyTorch renders a rain frame in a dozen passes over full-size maps (stamping through an
 index list, clamps, products, one blend per channel, each into fresh memory). Here the same
-arithmetic runs as compiled loops: every seed's kernel is stamped row by row (its contiguous
-span of non-zero taps, no index lists), the circular margins are folded, and the masks are
-blended into the colour image in one pass per pixel row, reading the image in its own memory
+arithmetic runs as compiled loops: the kernels are built and their non-zero taps listed as
+canvas offsets once, every seed adds its taps into a padded canvas reused from call to call,
+the circular margins are folded, the seed layers of :func:`.kernels.nested_sites` are merged in
+order, and the masks are blended into the colour image in one pass per pixel row, reading the image in its own memory
 layout (ComfyUI's interleaved channels in place) and writing float32 0..1 or, for 8-bit images,
 ``⌊255·I + 0.5⌋`` directly — about one read and one write of the image.
 
