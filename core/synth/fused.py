@@ -184,7 +184,8 @@ def select_below(cand: np.ndarray, us: np.ndarray, vals: np.ndarray, thresholds:
 @_jit
 def _taps(kernels: np.ndarray, wp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """Each kernel's non-zero taps in row-major order: offsets ``ty·wp + tx`` on a canvas ``wp`` wide
-    ``[B,T]`` int64, weights ``[B,T]`` float32, and counts ``[B]`` (``T`` the largest count)."""
+    ``[B,T]`` uint64 (unsigned: indexing skips the negative-index check), weights ``[B,T]`` float32, and
+    counts ``[B]`` (``T`` the largest count)."""
     b, k = kernels.shape[0], kernels.shape[1]
     counts = np.zeros(b, dtype=np.int64)
     for i in range(b):
@@ -193,7 +194,7 @@ def _taps(kernels: np.ndarray, wp: int) -> tuple[np.ndarray, np.ndarray, np.ndar
                 if kernels[i, ty, tx] != 0.0:
                     counts[i] += 1
     n = counts.max() if b else 0
-    offs = np.zeros((b, n), dtype=np.int64)
+    offs = np.zeros((b, n), dtype=np.uint64)
     wts = np.zeros((b, n), dtype=_F)
     for i in range(b):
         j = 0
@@ -221,7 +222,7 @@ def _stamp(canvas: np.ndarray, sites: np.ndarray, values: np.ndarray, offs: np.n
         b = s // hw
         r = s - b * hw
         y = r // w
-        base = y * wp + (r - y * w)
+        base = np.uint64(y * wp + (r - y * w))  # unsigned, as the offsets
         v = _F(1.0) if ones else values[i]
         cb, ob, wb = canvas[b], offs[b], wts[b]
         for t in range(counts[b]):
