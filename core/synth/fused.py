@@ -418,7 +418,15 @@ def _quantize(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - c
     for y in range(h):
         for x in range(w):
             for k in range(c):
-                dst[y, x, k] = src[y, x, k] * _F(255.0) + _F(0.5)
+                dst[y, x, k] = np.uint8(src[y, x, k] * _F(255.0) + _F(0.5))
+
+
+@_jit
+def _quantize_flat(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
+    """:func:`_quantize` of C-contiguous arrays, as one flat (vectorized) loop."""
+    s, d = src.reshape(-1), dst.reshape(-1)
+    for i in range(s.shape[0]):
+        d[i] = np.uint8(s[i] * _F(255.0) + _F(0.5))
 
 
 @_jit
@@ -432,7 +440,10 @@ def _dequantize(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover -
 def to_8bit_into(src: np.ndarray, dst: np.ndarray) -> None:
     """``dst`` ``[H,W,C]`` uint8 ← ``⌊255·src + 0.5⌋`` of float32 ``src`` ``[H,W,C]`` in 0..1 (±1e-3), any
     strides (a channels-last image is read in order): JPEG's float → 8-bit conversion in one pass."""
-    _quantize(src, dst)
+    if src.flags.c_contiguous and dst.flags.c_contiguous:
+        _quantize_flat(src, dst)
+    else:
+        _quantize(src, dst)
 
 
 def from_8bit_into(src: np.ndarray, dst: np.ndarray) -> None:
