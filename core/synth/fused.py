@@ -241,36 +241,20 @@ def _stamp(canvas: np.ndarray, sites: np.ndarray, values: np.ndarray, offs: np.n
             for xx in range(p):
                 row[w + xx] += row[xx]
                 row[p + xx] += row[w + p + xx]
-        for yy in range(p):  # the margins are folded in: zero again (the blend zeroes the frame as it reads it)
-            c[yy, :] = 0.0
-            c[h + p + yy, :] = 0.0
-        for yy in range(p, h + p):
-            c[yy, :p] = 0.0
-            c[yy, w + p :] = 0.0
 
 
 _POOL = threading.local()  # per thread: the canvases of the last call, reused (no fresh pages per frame)
 
 
 def _canvas(slot: int, shape: tuple[int, int, int]) -> np.ndarray:
-    """A zeroed float32 canvas of ``shape`` for layer ``slot``, reused from this thread's previous call:
-    the blends leave their canvases zeroed (:func:`_release`), so only a canvas whose blend did not
-    finish is cleared here."""
+    """A zeroed float32 canvas of ``shape`` for layer ``slot``, reused from this thread's previous call."""
     pool = _POOL.__dict__.setdefault("canvases", {})
-    entry = pool.get(slot)
-    if entry is None or entry[0].shape != shape:
-        entry = pool[slot] = [np.zeros(shape, dtype=_F), True]
-    if not entry[1]:
-        entry[0].fill(0.0)
-    entry[1] = False  # in use: dirty until a blend has read (and zeroed) it
-    return entry[0]
-
-
-def _release(canvases: Sequence[np.ndarray]) -> None:
-    """Mark this thread's ``canvases`` clean: a blend has read every value and left zeros."""
-    for entry in _POOL.__dict__.get("canvases", {}).values():
-        if any(entry[0] is c for c in canvases):
-            entry[1] = True
+    c = pool.get(slot)
+    if c is None or c.shape != shape:
+        c = pool[slot] = np.zeros(shape, dtype=_F)
+    else:
+        c.fill(0.0)
+    return c
 
 
 def stamp(sites: torch.Tensor, values: torch.Tensor | None, kernels: torch.Tensor, h: int, w: int,
@@ -340,8 +324,6 @@ def _rain_rows(x: np.ndarray, out: np.ndarray, near: np.ndarray, far: np.ndarray
             for t in range(w):
                 a[t] = (_clamp01(nr[t]) - _F(1.0)) * (_clamp01(fr[t]) - _F(1.0)) * keep
                 c[t] = base - a[t]
-                nr[t] = _F(0.0)  # read: the canvas is left zeroed for the next frame
-                fr[t] = _F(0.0)
             if rep == 1:
                 _apply_row(x, out, a, c, i, y, eight)
             else:
@@ -373,7 +355,6 @@ def _snow_rows(x: np.ndarray, out: np.ndarray, m0: np.ndarray, m1: np.ndarray, m
                 pp = pp * (_F(1.0) - f2)
                 a[t] = pp
                 c[t] = q * keep + veil
-                r0[t], r1[t], r2[t] = _F(0.0), _F(0.0), _F(0.0)  # read: the canvases are left zeroed
             if rep == 1:
                 _apply_row(x, out, a, c, i, y, eight)
             else:
@@ -410,13 +391,11 @@ def _blend(x: torch.Tensor, out: torch.Tensor, run: Callable[[np.ndarray, np.nda
 def rain_blend(x: torch.Tensor, near: np.ndarray, far: np.ndarray, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``out`` ← rain's screen blends and veil of ``x`` ``[B,3,H,W]``: ``I = J·A + (1 − 0.1·v − A)`` with
     ``A = (1 − v)(1 − near)(1 − far)`` (masks clamped to 0..1), clamped to 0..1. ``near``/``far``: padded
-    canvases of :func:`stamp` (read once and left zeroed); ``v`` ``[B]`` the veil. ``x`` float32 0..1 or uint8
-    0..255, ``out`` the same dtype (8-bit: ``⌊255·I + 0.5⌋`` of the result on ``x / 255``); ``out`` may be ``x``."""
+    canvases of :func:`stamp`; ``v`` ``[B]`` the veil. ``x`` float32 0..1 or uint8 0..255, ``out`` the same
+    dtype (8-bit: ``⌊255·I + 0.5⌋`` of the result on ``x / 255``); ``out`` may be ``x``."""
     vv = v.detach().float().contiguous().numpy()
     w, eight = x.shape[-1], x.dtype == torch.uint8
-    _blend(x, out, lambda xa, oa: _rain_rows(xa, oa, near, far, vv, w, eight))
-    _release((near, far))
-    return out
+    return _blend(x, out, lambda xa, oa: _rain_rows(xa, oa, near, far, vv, w, eight))
 
 
 def snow_blend(x: torch.Tensor, masks: Sequence[np.ndarray], tones: torch.Tensor, v: torch.Tensor,
@@ -428,9 +407,7 @@ def snow_blend(x: torch.Tensor, masks: Sequence[np.ndarray], tones: torch.Tensor
     vv = v.detach().float().contiguous().numpy()
     w, eight = x.shape[-1], x.dtype == torch.uint8
     m0, m1, m2 = masks
-    _blend(x, out, lambda xa, oa: _snow_rows(xa, oa, m0, m1, m2, tt, vv, w, eight))
-    _release(masks)
-    return out
+    return _blend(x, out, lambda xa, oa: _snow_rows(xa, oa, m0, m1, m2, tt, vv, w, eight))
 
 
 @_jit
