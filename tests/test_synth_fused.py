@@ -165,3 +165,27 @@ def test_reused_canvases_start_from_zero(kind):
     dirty = fused.stamp(torch.arange(0, 96 * 96, 37), None, torch.ones(1, k, k), 96, 96, slot=0)  # never blended
     assert dirty.any() and dirty is fused._POOL.__dict__["canvases"][0]
     assert torch.equal(synthesize(x, kind, 0.9, seed=1), first)
+
+
+def test_a_failing_numba_falls_back_to_the_eager_path_with_one_warning(monkeypatch):
+    """A numba that imports but cannot compile (a broken install, an LLVM error) must not break a job."""
+    fused.available()  # loaded and probed: the real compiled functions
+    compiled_stamp = fused._stamp
+
+    def broken() -> None:
+        raise RuntimeError("LLVM ERROR: simulated")
+
+    monkeypatch.setattr(fused, "_probe", broken)
+    monkeypatch.setattr(fused, "_tried", False)
+    monkeypatch.setattr(fused, "numba", None)
+    with pytest.warns(RuntimeWarning, match="compiled rain/snow/JPEG loops failed .*simulated.*eager path"):
+        assert not fused.available()
+    assert fused._stamp is not compiled_stamp and not hasattr(fused._stamp, "py_func")  # the Python functions again
+    x = scene(1, 48, 48, seed=2)
+    monkeypatch.setenv("GENDEG_NO_JIT", "1")
+    eager = synthesize(x, "rain", 0.5, seed=1)
+    monkeypatch.delenv("GENDEG_NO_JIT")
+    assert torch.equal(synthesize(x, "rain", 0.5, seed=1), eager)
+    monkeypatch.undo()  # numba back: the next load compiles again (from the cache)
+    fused._tried = False
+    assert fused.available() and hasattr(fused._stamp, "py_func")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,44 +36,56 @@ _F = np.float32
 numba: Any = None
 _tried = False
 _LOCK = threading.Lock()
-#: the functions compiled on first use, with their numba options (rebound in place by :func:`_load`)
-_COMPILED: list[tuple[str, dict[str, Any]]] = []
+#: the functions compiled on first use: name, numba options, the Python function (rebound by :func:`_load`)
+_COMPILED: list[tuple[str, dict[str, Any], Callable[..., Any]]] = []
 
 
 def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Marks ``fn`` for ``numba.njit`` on first use (cached on disk, no bounds checks, IEEE float32
     arithmetic: no fastmath)."""
-    _COMPILED.append((fn.__name__, {"cache": True, "nogil": True, "boundscheck": False}))
+    _COMPILED.append((fn.__name__, {"cache": True, "nogil": True, "boundscheck": False}, fn))
     return fn
 
 
 def _inline(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Marks ``fn`` for ``numba.njit(inline="always")``: a helper compiled into its callers."""
-    _COMPILED.append((fn.__name__, {"inline": "always"}))
+    _COMPILED.append((fn.__name__, {"inline": "always"}, fn))
     return fn
 
 
 def _load() -> Any:
-    """Import numba (``pip install "comfyui-gendeg[fast]"``) once and replace the marked functions of this
-    module by their compiled dispatchers (they compile at their first call); the module or ``None``.
+    """Import numba (``pip install "comfyui-gendeg[fast]"``) once, replace the marked functions of this
+    module by their compiled dispatchers and compile every variant the pack calls on a tiny probe
+    (:func:`_probe`; from the on-disk cache after the first time); the module, or ``None`` where numba
+    is not installed or fails (a broken install, a compiler error: one warning, then the eager path).
     Lazy, so that loading the pack (inside ComfyUI) does not import numba."""
     global numba, _tried
     if not _tried:
         with _LOCK:
             if not _tried:
+                nb = None
                 try:
                     import numba as nb
+
+                    for name, options, fn in _COMPILED:
+                        globals()[name] = nb.njit(**options)(fn)
+                    _probe()
                 except ImportError:
                     nb = None
-                if nb is not None:
-                    for name, options in _COMPILED:
-                        globals()[name] = nb.njit(**options)(globals()[name])
+                except Exception as e:  # noqa: BLE001 - any failure of numba means the eager path
+                    for name, _, fn in _COMPILED:
+                        globals()[name] = fn
+                    warnings.warn(f"GenDeg: numba is installed but its compiled rain/snow/JPEG loops failed "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); using the "
+                                  "slower eager path (pip install -U numba, or set GENDEG_NO_JIT=1 to silence this)",
+                                  RuntimeWarning, stacklevel=3)
+                    nb = None
                 numba, _tried = nb, True
     return numba
 
 
 def available() -> bool:
-    """Whether the compiled loops are used: numba installed and ``GENDEG_NO_JIT`` unset (or ``0``)."""
+    """Whether the compiled loops are used: numba installed and working, ``GENDEG_NO_JIT`` unset (or ``0``)."""
     return os.environ.get("GENDEG_NO_JIT", "") in ("", "0") and _load() is not None
 
 
@@ -449,3 +462,32 @@ def to_8bit_into(src: np.ndarray, dst: np.ndarray) -> None:
 def from_8bit_into(src: np.ndarray, dst: np.ndarray) -> None:
     """``dst`` float32 ← ``src / 255`` for C-contiguous uint8 ``src`` and float32 ``dst`` of one shape."""
     _dequantize(src, dst)
+
+
+def _probe() -> None:
+    """Call every compiled function once on tiny inputs, in each variant the pack uses (float32 and 8-bit,
+    planar and interleaved images, contiguous and strided JPEG inputs), so that a compiler failure shows
+    at load time (:func:`_load`), not in the middle of a job."""
+    h = w = 8
+    kernels = streak_kernels(4.0, 1.0, np.array([1.5], dtype=_F), np.array([0.5], dtype=_F), 5, 1e-3)
+    sites, done = gap_sites(np.linspace(0.0, 0.9, 16), 1.0 / math.log1p(-0.2), -1, h * w)
+    vals = np.ones(sites.shape[0], dtype=_F)
+    merged = merge_new(sites[:0], vals[:0], vals[:0], sites, vals, vals, 0.0, 1.0, True)
+    kept, _ = select_below(*merged, np.ones(1, dtype=_F), h * w, True)
+    offs, wts, counts = _taps(kernels, w + 4)
+    canvas = np.zeros((1, (h + 4) * (w + 4)), dtype=_F)
+    for v in (vals[: kept.shape[0]], vals[:0]):
+        _stamp(canvas, kept, v, offs, wts, counts, h, w, 2)
+    masks = canvas.reshape(1, h + 4, w + 4)
+    veil, tones = np.zeros(1, dtype=_F), np.ones((3, 1), dtype=_F)
+    for dtype in (_F, np.uint8):
+        for shape in ((1, 3, h, w), (1, 1, h, w * 3)):  # planar, interleaved
+            x, out = np.zeros(shape, dtype=dtype), np.zeros(shape, dtype=dtype)
+            eight = dtype == np.uint8
+            _rain_rows(x, out, masks, masks, veil, w, eight)
+            _snow_rows(x, out, masks, masks, masks, tones, veil, w, eight)
+    hwc = np.zeros((h, w, 3), dtype=_F)
+    u8 = np.zeros((h, w, 3), dtype=np.uint8)
+    _quantize_flat(hwc, u8)
+    _quantize(np.zeros((3, h, w), dtype=_F).transpose(1, 2, 0), u8)  # a standard-layout image seen as [h,w,3]
+    _dequantize(u8, hwc)
