@@ -2,12 +2,13 @@
 
 Eager PyTorch renders a rain frame in a dozen passes over full-size maps (stamping through an
 index list, clamps, products, one blend per channel, each into fresh memory). Here the same
-arithmetic runs as compiled loops: the kernels are built and their non-zero taps listed as
-canvas offsets once, every seed adds its taps into a padded canvas reused from call to call,
-the circular margins are folded, the seed layers of :func:`.kernels.nested_sites` are merged in
-order, and the masks are blended into the colour image in one pass per pixel row, reading the image in its own memory
-layout (ComfyUI's interleaved channels in place) and writing float32 0..1 or, for 8-bit images,
-``⌊255·I + 0.5⌋`` directly — about one read and one write of the image.
+arithmetic runs as compiled loops: the kernels are built and their non-zero taps listed once,
+the seed layers of :func:`.kernels.nested_sites` are merged in order, and the frame is rendered
+in bands of :data:`BAND` rows — each layer's seeds that reach the band add their taps into a
+small band canvas (the field wraps around: circular), and the masks are blended into those rows
+of the colour image at once, reading the image in its own memory layout (ComfyUI's interleaved
+channels in place) and writing float32 0..1 or, for 8-bit images, ``⌊255·I + 0.5⌋`` directly.
+The masks never leave the core's cache: about one read and one write of the image.
 
 JPEG's float images are converted to 8 bits and back in one compiled pass each (the same
 values as NumPy's three).
@@ -195,99 +196,6 @@ def select_below(cand: np.ndarray, us: np.ndarray, vals: np.ndarray, thresholds:
 
 
 @_jit
-def _taps(kernels: np.ndarray, wp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Each kernel's non-zero taps in row-major order: offsets ``ty·wp + tx`` on a canvas ``wp`` wide
-    ``[B,T]`` uint64 (unsigned: indexing skips the negative-index check), weights ``[B,T]`` float32, and
-    counts ``[B]`` (``T`` the largest count)."""
-    b, k = kernels.shape[0], kernels.shape[1]
-    counts = np.zeros(b, dtype=np.int64)
-    for i in range(b):
-        for ty in range(k):
-            for tx in range(k):
-                if kernels[i, ty, tx] != 0.0:
-                    counts[i] += 1
-    n = counts.max() if b else 0
-    offs = np.zeros((b, n), dtype=np.uint64)
-    wts = np.zeros((b, n), dtype=_F)
-    for i in range(b):
-        j = 0
-        for ty in range(k):
-            for tx in range(k):
-                if kernels[i, ty, tx] != 0.0:
-                    offs[i, j] = ty * wp + tx
-                    wts[i, j] = kernels[i, ty, tx]
-                    j += 1
-    return offs, wts, counts
-
-
-@_jit
-def _stamp(canvas: np.ndarray, sites: np.ndarray, values: np.ndarray, offs: np.ndarray, wts: np.ndarray,
-           counts: np.ndarray, h: int, w: int, p: int) -> None:  # pragma: no cover - compiled
-    """Add ``values[i]`` (1 when ``values`` is empty) times image ``b``'s taps (:func:`_taps`) at every seed
-    ``sites[i]`` (flat into ``[B,h,w]``) onto the zeroed ``canvas`` ``[B,(h+2p)·(w+2p)]`` (tap ``(ty, tx)``
-    of a seed at ``(y, x)`` lands on ``(y+ty, x+tx)``), then fold the ``p``-wide margins onto the opposite
-    sides of the frame (circular)."""
-    hw = h * w
-    wp = w + 2 * p
-    ones = values.shape[0] == 0
-    for i in range(sites.shape[0]):
-        s = sites[i]
-        b = s // hw
-        r = s - b * hw
-        y = r // w
-        base = np.uint64(y * wp + (r - y * w))  # unsigned, as the offsets
-        v = _F(1.0) if ones else values[i]
-        cb, ob, wb = canvas[b], offs[b], wts[b]
-        for t in range(counts[b]):
-            cb[base + ob[t]] += v * wb[t]
-    for b in range(canvas.shape[0]):
-        c = canvas[b].reshape(h + 2 * p, wp)
-        for yy in range(p):  # rows above the frame wrap to its bottom, rows below it to its top
-            top, bottom = c[yy], c[h + yy]
-            for xx in range(wp):
-                bottom[xx] += top[xx]
-            low, under = c[h + p + yy], c[p + yy]
-            for xx in range(wp):
-                under[xx] += low[xx]
-        for yy in range(p, h + p):
-            row = c[yy]
-            for xx in range(p):
-                row[w + xx] += row[xx]
-                row[p + xx] += row[w + p + xx]
-
-
-_POOL = threading.local()  # per thread: the canvases of the last call, reused (no fresh pages per frame)
-
-
-def _canvas(slot: int, shape: tuple[int, int, int]) -> np.ndarray:
-    """A zeroed float32 canvas of ``shape`` for layer ``slot``, reused from this thread's previous call."""
-    pool = _POOL.__dict__.setdefault("canvases", {})
-    c = pool.get(slot)
-    if c is None or c.shape != shape:
-        c = pool[slot] = np.zeros(shape, dtype=_F)
-    else:
-        c.fill(0.0)
-    return c
-
-
-def stamp(sites: torch.Tensor, values: torch.Tensor | None, kernels: torch.Tensor, h: int, w: int,
-          slot: int = 0) -> np.ndarray:
-    """Padded canvas ``[B,h+2p,w+2p]`` float32 (``p = K//2``) whose centre ``[:, p:p+h, p:p+w]`` is the
-    circular convolution of seeds of ``values`` (1 where ``None``) at the flat ``sites`` into ``[B,h,w]``
-    with ``kernels`` ``[B,K,K]`` (K odd, ``K ≤ min(h, w)``; the kernel's centre on the seed): what
-    :func:`.kernels.stamp_circular` computes, up to the order of the additions. The canvas is this
-    thread's buffer for ``slot`` (one per layer): valid until the next call with that slot."""
-    b, k = kernels.shape[0], kernels.shape[-1]
-    p = k // 2
-    canvas = _canvas(slot, (b, h + 2 * p, w + 2 * p))
-    kn = kernels.detach().float().contiguous().numpy()
-    vals = np.empty(0, dtype=_F) if values is None else values.float().contiguous().numpy()
-    offs, wts, counts = _taps(kn, w + 2 * p)
-    _stamp(canvas.reshape(b, -1), sites.contiguous().numpy(), vals, offs, wts, counts, h, w, p)
-    return canvas
-
-
-@_jit
 def _apply_row(x: np.ndarray, out: np.ndarray, a: np.ndarray, c: np.ndarray, i: int, y: int,
                eight: bool) -> None:  # pragma: no cover - compiled
     """Row ``y`` of image ``i`` of ``x``/``out`` ``[B,P,H,L]`` (planar: ``P`` channels of ``L = W`` pixels;
@@ -320,59 +228,189 @@ def _spread(a: np.ndarray, c: np.ndarray, a_rep: np.ndarray, c_rep: np.ndarray, 
                 c_rep[t * rep + k] = c[t]
 
 
+#: rows of the frame per band: the band's masks (one row of every layer per frame row) stay in the core's cache
+BAND = 32
+
+
 @_jit
-def _rain_rows(x: np.ndarray, out: np.ndarray, near: np.ndarray, far: np.ndarray, v: np.ndarray, w: int,
-               eight: bool) -> None:  # pragma: no cover - compiled
-    """Rain's blend (:func:`rain_blend`) row by row; ``near``/``far`` padded canvases of :func:`stamp`."""
-    pn = (near.shape[2] - w) // 2
-    pf = (far.shape[2] - w) // 2
+def _row_taps(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Each kernel's non-zero taps row by row: columns ``[B,T]`` uint64, weights ``[B,T]`` float32, and
+    ``[B,K+1]`` the index where row ``ty`` of the tap list starts (row-major order)."""
+    b, k = kernels.shape[0], kernels.shape[1]
+    n = 0
+    for i in range(b):
+        m = 0
+        for ty in range(k):
+            for tx in range(k):
+                if kernels[i, ty, tx] != 0.0:
+                    m += 1
+        n = max(n, m)
+    cols = np.zeros((b, n), dtype=np.uint64)
+    wts = np.zeros((b, n), dtype=_F)
+    starts = np.zeros((b, k + 1), dtype=np.int64)
+    for i in range(b):
+        j = 0
+        for ty in range(k):
+            starts[i, ty] = j
+            for tx in range(k):
+                if kernels[i, ty, tx] != 0.0:
+                    cols[i, j] = tx
+                    wts[i, j] = kernels[i, ty, tx]
+                    j += 1
+        starts[i, k] = j
+    return cols, wts, starts
+
+
+@_jit
+def _stamp_band(cv: np.ndarray, sites: np.ndarray, rows: np.ndarray, first: int, last: int, values: np.ndarray,
+                cols: np.ndarray, wts: np.ndarray, starts: np.ndarray, k: int, y0: int, y1: int, h: int,
+                w: int) -> None:  # pragma: no cover - compiled
+    """Band canvas ``cv`` ``[≥ y1−y0, w+2p]`` (zeroed) ← the taps of seeds ``first..last−1`` (flat ``sites``
+    sorted, their frame ``rows``) that land on frame rows ``y0..y1−1`` (rows wrap around the frame: the
+    field is circular), a seed at ``(y, x)`` putting tap ``(ty, tx)`` on row ``y+ty−p``, padded column
+    ``x+tx``; then the ``p``-wide column margins folded onto the opposite sides."""
+    p = k // 2
+    wp = w + 2 * p
+    flat = cv.reshape(-1)
+    ones = values.shape[0] == 0
+    seg = rows[first:last]
+    for shift in (-h, 0, h):  # seeds below the frame's bottom reach its top rows and the other way round
+        a = first + np.searchsorted(seg, y0 + p - k + 1 - shift)
+        e = first + np.searchsorted(seg, y1 - 1 + p - shift, side="right")
+        for i in range(a, e):
+            ys = rows[i] + shift
+            x = sites[i] % w
+            v = _F(1.0) if ones else values[i]
+            for ty in range(max(0, y0 - ys + p), min(k, y1 - ys + p)):
+                base = np.uint64((ys + ty - p - y0) * wp + x)
+                for t in range(starts[ty], starts[ty + 1]):
+                    flat[base + cols[t]] += v * wts[t]
+    for r in range(y1 - y0):
+        row = cv[r]
+        for xx in range(p):
+            row[w + xx] += row[xx]
+            row[p + xx] += row[w + p + xx]
+
+
+def prepare(sites: torch.Tensor, values: torch.Tensor | None, kernels: torch.Tensor, h: int, w: int) -> tuple:
+    """One particle layer for the banded renderers (:func:`rain_render`, :func:`snow_render`): seeds of
+    ``values`` (1 where ``None``) at the flat, sorted ``sites`` into ``[B,h,w]``, kernels ``[B,K,K]`` (K odd,
+    ``K ≤ min(h, w)``; the kernel's centre on the seed), convolved circularly."""
+    s = sites.contiguous().numpy()
+    kn = kernels.detach().float().contiguous().numpy()
+    cols, wts, starts = _row_taps(kn)
+    vals = np.empty(0, dtype=_F) if values is None else values.float().contiguous().numpy()
+    return s, (s % (h * w)) // w, vals, cols, wts, starts, kn.shape[-1]
+
+
+@_jit
+def _rain_frame(x: np.ndarray, out: np.ndarray, sn: np.ndarray, rn: np.ndarray, vn: np.ndarray, cn: np.ndarray,
+                wn: np.ndarray, stn: np.ndarray, kn: int, sf: np.ndarray, rf: np.ndarray, vf: np.ndarray,
+                cf: np.ndarray, wf: np.ndarray, stf: np.ndarray, kf: int, v: np.ndarray, h: int, w: int,
+                eight: bool) -> None:  # pragma: no cover - compiled
+    """Rain (:func:`rain_render`) band by band: the near and far masks of :data:`BAND` rows stamped, then
+    blended into those rows of the image."""
+    pn, pf = kn // 2, kf // 2
+    near, far = np.empty((BAND, w + 2 * pn), dtype=_F), np.empty((BAND, w + 2 * pf), dtype=_F)
     rep = x.shape[3] // w  # 1 planar, C interleaved
     a, c = np.empty(w, dtype=_F), np.empty(w, dtype=_F)
     a_rep, c_rep = np.empty(w * rep, dtype=_F), np.empty(w * rep, dtype=_F)
+    hw = h * w
     for i in range(x.shape[0]):
         keep = _F(1.0) - v[i]
         base = _F(1.0) - _F(0.1) * v[i]
-        for y in range(x.shape[2]):
-            nr, fr = near[i, y + pn, pn : pn + w], far[i, y + pf, pf : pf + w]
-            for t in range(w):
-                a[t] = (_clamp01(nr[t]) - _F(1.0)) * (_clamp01(fr[t]) - _F(1.0)) * keep
-                c[t] = base - a[t]
-            if rep == 1:
-                _apply_row(x, out, a, c, i, y, eight)
-            else:
-                _spread(a, c, a_rep, c_rep, w, rep)
-                _apply_row(x, out, a_rep, c_rep, i, y, eight)
+        n0, n1 = np.searchsorted(sn, i * hw), np.searchsorted(sn, (i + 1) * hw)
+        f0, f1 = np.searchsorted(sf, i * hw), np.searchsorted(sf, (i + 1) * hw)
+        for y0 in range(0, h, BAND):
+            y1 = min(h, y0 + BAND)
+            near[:] = 0.0
+            far[:] = 0.0
+            _stamp_band(near, sn, rn, n0, n1, vn, cn[i], wn[i], stn[i], kn, y0, y1, h, w)
+            _stamp_band(far, sf, rf, f0, f1, vf, cf[i], wf[i], stf[i], kf, y0, y1, h, w)
+            for y in range(y0, y1):
+                nr, fr = near[y - y0, pn : pn + w], far[y - y0, pf : pf + w]
+                for t in range(w):
+                    a[t] = (_clamp01(nr[t]) - _F(1.0)) * (_clamp01(fr[t]) - _F(1.0)) * keep
+                    c[t] = base - a[t]
+                if rep == 1:
+                    _apply_row(x, out, a, c, i, y, eight)
+                else:
+                    _spread(a, c, a_rep, c_rep, w, rep)
+                    _apply_row(x, out, a_rep, c_rep, i, y, eight)
 
 
 @_jit
-def _snow_rows(x: np.ndarray, out: np.ndarray, m0: np.ndarray, m1: np.ndarray, m2: np.ndarray, tones: np.ndarray,
-               v: np.ndarray, w: int, eight: bool) -> None:  # pragma: no cover - compiled
-    """Snow's blend (:func:`snow_blend`) row by row; ``m0..m2`` padded canvases of :func:`stamp`, far to near."""
-    p0, p1, p2 = (m0.shape[2] - w) // 2, (m1.shape[2] - w) // 2, (m2.shape[2] - w) // 2
+def _snow_frame(x: np.ndarray, out: np.ndarray, s0: np.ndarray, r0: np.ndarray, c0: np.ndarray, w0: np.ndarray,
+                st0: np.ndarray, k0: int, s1: np.ndarray, r1: np.ndarray, c1: np.ndarray, w1: np.ndarray,
+                st1: np.ndarray, k1: int, s2: np.ndarray, r2: np.ndarray, c2: np.ndarray, w2: np.ndarray,
+                st2: np.ndarray, k2: int, tones: np.ndarray, v: np.ndarray, h: int, w: int,
+                eight: bool) -> None:  # pragma: no cover - compiled
+    """Snow (:func:`snow_render`) band by band: the three flake masks (far to near, seeds of value 1) of
+    :data:`BAND` rows stamped, then composited into those rows of the image."""
+    p0, p1, p2 = k0 // 2, k1 // 2, k2 // 2
+    m0 = np.empty((BAND, w + 2 * p0), dtype=_F)
+    m1 = np.empty((BAND, w + 2 * p1), dtype=_F)
+    m2 = np.empty((BAND, w + 2 * p2), dtype=_F)
+    ones = np.empty(0, dtype=_F)
     rep = x.shape[3] // w  # 1 planar, C interleaved
     a, c = np.empty(w, dtype=_F), np.empty(w, dtype=_F)
     a_rep, c_rep = np.empty(w * rep, dtype=_F), np.empty(w * rep, dtype=_F)
+    hw = h * w
     for i in range(x.shape[0]):
         keep = _F(1.0) - v[i]
         t0, t1, t2 = tones[0, i], tones[1, i], tones[2, i]
         veil = _F(0.85) * v[i]
-        for y in range(x.shape[2]):
-            r0, r1, r2 = m0[i, y + p0, p0 : p0 + w], m1[i, y + p1, p1 : p1 + w], m2[i, y + p2, p2 : p2 + w]
-            for t in range(w):
-                f0, f1, f2 = _clamp01(r0[t]), _clamp01(r1[t]), _clamp01(r2[t])
-                q = f0 * t0
-                pp = (_F(1.0) - f0) * keep
-                q = (q - t1) * (_F(1.0) - f1) + t1
-                pp = pp * (_F(1.0) - f1)
-                q = (q - t2) * (_F(1.0) - f2) + t2
-                pp = pp * (_F(1.0) - f2)
-                a[t] = pp
-                c[t] = q * keep + veil
-            if rep == 1:
-                _apply_row(x, out, a, c, i, y, eight)
-            else:
-                _spread(a, c, a_rep, c_rep, w, rep)
-                _apply_row(x, out, a_rep, c_rep, i, y, eight)
+        a0, e0 = np.searchsorted(s0, i * hw), np.searchsorted(s0, (i + 1) * hw)
+        a1, e1 = np.searchsorted(s1, i * hw), np.searchsorted(s1, (i + 1) * hw)
+        a2, e2 = np.searchsorted(s2, i * hw), np.searchsorted(s2, (i + 1) * hw)
+        for y0 in range(0, h, BAND):
+            y1 = min(h, y0 + BAND)
+            m0[:] = 0.0
+            m1[:] = 0.0
+            m2[:] = 0.0
+            _stamp_band(m0, s0, r0, a0, e0, ones, c0[i], w0[i], st0[i], k0, y0, y1, h, w)
+            _stamp_band(m1, s1, r1, a1, e1, ones, c1[i], w1[i], st1[i], k1, y0, y1, h, w)
+            _stamp_band(m2, s2, r2, a2, e2, ones, c2[i], w2[i], st2[i], k2, y0, y1, h, w)
+            for y in range(y0, y1):
+                q0, q1, q2 = m0[y - y0, p0 : p0 + w], m1[y - y0, p1 : p1 + w], m2[y - y0, p2 : p2 + w]
+                for t in range(w):
+                    f0, f1, f2 = _clamp01(q0[t]), _clamp01(q1[t]), _clamp01(q2[t])
+                    q = f0 * t0
+                    pp = (_F(1.0) - f0) * keep
+                    q = (q - t1) * (_F(1.0) - f1) + t1
+                    pp = pp * (_F(1.0) - f1)
+                    q = (q - t2) * (_F(1.0) - f2) + t2
+                    pp = pp * (_F(1.0) - f2)
+                    a[t] = pp
+                    c[t] = q * keep + veil
+                if rep == 1:
+                    _apply_row(x, out, a, c, i, y, eight)
+                else:
+                    _spread(a, c, a_rep, c_rep, w, rep)
+                    _apply_row(x, out, a_rep, c_rep, i, y, eight)
+
+
+def rain_render(x: torch.Tensor, near: tuple, far: tuple, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` ← rain over ``x`` ``[B,3,H,W]``: the near and far streak layers of :func:`prepare` screen
+    blended with the veil, ``I = J·A + (1 − 0.1·v − A)``, ``A = (1 − v)(1 − near)(1 − far)`` (masks clamped
+    to 0..1), clamped to 0..1; ``v`` ``[B]`` the veil. Band by band: the masks of :data:`BAND` rows are
+    stamped and blended at once, so they never leave the core's cache. ``x`` float32 0..1 or uint8 0..255,
+    ``out`` the same dtype (8-bit: ``⌊255·I + 0.5⌋`` of the result on ``x / 255``); ``out`` may be ``x``."""
+    vv = v.detach().float().contiguous().numpy()
+    h, w, eight = x.shape[-2], x.shape[-1], x.dtype == torch.uint8
+    return _blend(x, out, lambda xa, oa: _rain_frame(xa, oa, *near, *far, vv, h, w, eight))
+
+
+def snow_render(x: torch.Tensor, layers: Sequence[tuple], tones: torch.Tensor, v: torch.Tensor,
+                out: torch.Tensor) -> torch.Tensor:
+    """``out`` ← snow over ``x``: the three flake layers of :func:`prepare` (far to near, seeds of value 1,
+    masks clamped to 0..1) composited ``I ← I·(1 − m) + c·m`` with the tones ``c`` ``[3,B]``, then the veil
+    ``I ← I·(1 − v) + 0.85·v``, clamped to 0..1; band by band, dtypes and ``out`` as :func:`rain_render`."""
+    tt = tones.detach().float().contiguous().numpy()
+    vv = v.detach().float().contiguous().numpy()
+    h, w, eight = x.shape[-2], x.shape[-1], x.dtype == torch.uint8
+    flat = [part for lay in layers for j, part in enumerate(lay) if j != 2]  # no values (all 1)
+    return _blend(x, out, lambda xa, oa: _snow_frame(xa, oa, *flat, tt, vv, h, w, eight))
 
 
 def _views(x: torch.Tensor, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
@@ -399,28 +437,6 @@ def _blend(x: torch.Tensor, out: torch.Tensor, run: Callable[[np.ndarray, np.nda
         return out.copy_(tmp)
     run(*views)
     return out
-
-
-def rain_blend(x: torch.Tensor, near: np.ndarray, far: np.ndarray, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out`` ← rain's screen blends and veil of ``x`` ``[B,3,H,W]``: ``I = J·A + (1 − 0.1·v − A)`` with
-    ``A = (1 − v)(1 − near)(1 − far)`` (masks clamped to 0..1), clamped to 0..1. ``near``/``far``: padded
-    canvases of :func:`stamp`; ``v`` ``[B]`` the veil. ``x`` float32 0..1 or uint8 0..255, ``out`` the same
-    dtype (8-bit: ``⌊255·I + 0.5⌋`` of the result on ``x / 255``); ``out`` may be ``x``."""
-    vv = v.detach().float().contiguous().numpy()
-    w, eight = x.shape[-1], x.dtype == torch.uint8
-    return _blend(x, out, lambda xa, oa: _rain_rows(xa, oa, near, far, vv, w, eight))
-
-
-def snow_blend(x: torch.Tensor, masks: Sequence[np.ndarray], tones: torch.Tensor, v: torch.Tensor,
-               out: torch.Tensor) -> torch.Tensor:
-    """``out`` ← snow's three flake layers (far to near, padded canvases of :func:`stamp`, clamped to 0..1)
-    composited ``I ← I·(1 − m) + c·m`` with the tones ``c`` ``[3,B]``, then the veil ``I ← I·(1 − v) + 0.85·v``,
-    clamped to 0..1; dtypes and ``out`` as :func:`rain_blend`."""
-    tt = tones.detach().float().contiguous().numpy()
-    vv = v.detach().float().contiguous().numpy()
-    w, eight = x.shape[-1], x.dtype == torch.uint8
-    m0, m1, m2 = masks
-    return _blend(x, out, lambda xa, oa: _snow_rows(xa, oa, m0, m1, m2, tt, vv, w, eight))
 
 
 @_jit
@@ -473,19 +489,18 @@ def _probe() -> None:
     sites, done = gap_sites(np.linspace(0.0, 0.9, 16), 1.0 / math.log1p(-0.2), -1, h * w)
     vals = np.ones(sites.shape[0], dtype=_F)
     merged = merge_new(sites[:0], vals[:0], vals[:0], sites, vals, vals, 0.0, 1.0, True)
-    kept, _ = select_below(*merged, np.ones(1, dtype=_F), h * w, True)
-    offs, wts, counts = _taps(kernels, w + 4)
-    canvas = np.zeros((1, (h + 4) * (w + 4)), dtype=_F)
-    for v in (vals[: kept.shape[0]], vals[:0]):
-        _stamp(canvas, kept, v, offs, wts, counts, h, w, 2)
-    masks = canvas.reshape(1, h + 4, w + 4)
+    kept, kept_vals = select_below(*merged, np.ones(1, dtype=_F), h * w, True)
+    cols, wts, starts = _row_taps(kernels)
+    rows = (kept % (h * w)) // w
+    with_values = (kept, rows, kept_vals, cols, wts, starts, 5)
+    ones = (kept, rows, cols, wts, starts, 5)
     veil, tones = np.zeros(1, dtype=_F), np.ones((3, 1), dtype=_F)
     for dtype in (_F, np.uint8):
         for shape in ((1, 3, h, w), (1, 1, h, w * 3)):  # planar, interleaved
             x, out = np.zeros(shape, dtype=dtype), np.zeros(shape, dtype=dtype)
             eight = dtype == np.uint8
-            _rain_rows(x, out, masks, masks, veil, w, eight)
-            _snow_rows(x, out, masks, masks, masks, tones, veil, w, eight)
+            _rain_frame(x, out, *with_values, *with_values, veil, h, w, eight)
+            _snow_frame(x, out, *ones, *ones, *ones, tones, veil, h, w, eight)
     hwc = np.zeros((h, w, 3), dtype=_F)
     u8 = np.zeros((h, w, 3), dtype=np.uint8)
     _quantize_flat(hwc, u8)

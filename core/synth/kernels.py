@@ -280,15 +280,15 @@ def render_layers(
     kernels: Sequence[torch.Tensor],
     out: torch.Tensor | None,
     composite: Callable[[torch.Tensor, list[torch.Tensor], torch.Tensor], torch.Tensor],
-    compiled: Callable[[torch.Tensor, list[np.ndarray], torch.Tensor], torch.Tensor] | None = None,
+    compiled: Callable[[torch.Tensor, list[tuple], torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``composite(xr, masks, dst)`` of ``x`` ``[B,3,H,W]`` with particle layers (rain streaks,
     snow flakes): layer ``j``'s seeds (flat ``sites`` into ``[B,H,W]``, ``values``, 1 where ``None``)
     convolved circularly with ``kernels[j]`` ``[B,K,K]`` into an unclamped mask ``[B,1,rows,W]``.
 
-    CPU, sparse seeds: stamped, with ``compiled(x, canvases, out)`` doing the stamping's compositing
-    when the compiled loops are available (:mod:`.fused`, padded canvases of :func:`.fused.stamp`),
-    else :func:`stamp_circular` and ``composite``; otherwise one batched FFT pass over all layers
+    CPU, sparse seeds: stamped — with the compiled loops (:mod:`.fused`) ``compiled(x, layers, out)``
+    renders the layers of :func:`.fused.prepare` and composites them band by band, else
+    :func:`stamp_circular` and ``composite``; otherwise one batched FFT pass over all layers
     (kernels centred in the largest size), and for large images the same field strip by strip.
     ``out``: where the result goes (a new tensor in ``x``'s memory layout when ``None``; may be
     ``x``). 8-bit ``x`` (0..255) gives 8-bit results, ``⌊255·I + 0.5⌋`` of the result on ``x / 255``.
@@ -302,8 +302,8 @@ def render_layers(
     if stamping and compiled is not None and fused.available() and all(
             stamp_work(sites, int((k != 0).any(dim=0).sum()), b, h * w) <= STAMP_BUDGET
             for (sites, _), k in zip(layers, kernels, strict=True)):
-        return compiled(x, [fused.stamp(sites, vals, k, h, w, slot=j)
-                            for j, ((sites, vals), k) in enumerate(zip(layers, kernels, strict=True))], out)
+        return compiled(x, [fused.prepare(sites, vals, k, h, w) for (sites, vals), k in zip(layers, kernels, strict=True)],
+                        out)
     if x.dtype == torch.uint8:  # the float path on x / 255, rounded
         y = render_layers(torch.div(x, 255.0), layers, kernels, None, composite)
         return round_8bit_into(y, out)

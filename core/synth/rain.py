@@ -128,8 +128,8 @@ def rain(
             torch.addcmul(c, xr[:, ch : ch + 1], a, out=dst[:, ch : ch + 1]).clamp_(0, 1)
         return dst
 
-    def compiled(xr: torch.Tensor, canvases: list, dst: torch.Tensor) -> torch.Tensor:
-        return fused.rain_blend(xr, canvases[0], canvases[1], strength * veil, dst)
+    def compiled(xr: torch.Tensor, layers: list, dst: torch.Tensor) -> torch.Tensor:
+        return fused.rain_render(xr, layers[0], layers[1], strength * veil, dst)
 
     return render_layers(x, (near, far), kernels, out, blend, compiled)
 

@@ -115,8 +115,8 @@ def snow(
             torch.addcmul(q, xr[:, ch : ch + 1], p, out=dst[:, ch : ch + 1]).clamp_(0, 1)
         return dst
 
-    def compiled(xr: torch.Tensor, canvases: list, dst: torch.Tensor) -> torch.Tensor:
-        return fused.snow_blend(xr, canvases, torch.stack([t.view(-1) for t in tones]), v.view(-1), dst)
+    def compiled(xr: torch.Tensor, layers: list, dst: torch.Tensor) -> torch.Tensor:
+        return fused.snow_render(xr, layers, torch.stack([t.view(-1) for t in tones]), v.view(-1), dst)
 
     return render_layers(x, [(sj, None) for sj in sites], kernels, out, composite, compiled)
 
