@@ -228,6 +228,19 @@ def _spread(a: np.ndarray, c: np.ndarray, a_rep: np.ndarray, c_rep: np.ndarray, 
                 c_rep[t * rep + k] = c[t]
 
 
+@_jit
+def _blend_row(x: np.ndarray, out: np.ndarray, a: np.ndarray, c: np.ndarray, bufs: np.ndarray, i: int, y: int,
+               eight: bool) -> None:  # pragma: no cover - compiled
+    """Row ``y`` of image ``i``: ``out = clamp(c + x·a, 0, 1)`` with ``a``, ``c`` one value per pixel ``[W]``
+    (planar images use them as they are; interleaved ones repeat them per channel into ``bufs`` ``[2, W·C]``)."""
+    w = a.shape[0]
+    if x.shape[3] == w:
+        _apply_row(x, out, a, c, i, y, eight)
+    else:
+        _spread(a, c, bufs[0], bufs[1], w, x.shape[3] // w)
+        _apply_row(x, out, bufs[0], bufs[1], i, y, eight)
+
+
 #: rows of the frame per band: the band's masks (one row of every layer per frame row) stay in the core's cache
 BAND = 32
 
@@ -262,16 +275,18 @@ def _row_taps(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @_jit
-def _stamp_band(cv: np.ndarray, sites: np.ndarray, rows: np.ndarray, first: int, last: int, values: np.ndarray,
-                cols: np.ndarray, wts: np.ndarray, starts: np.ndarray, k: int, y0: int, y1: int, h: int,
+def _stamp_band(cv: np.ndarray, sites: np.ndarray, rows: np.ndarray, values: np.ndarray, cols: np.ndarray,
+                wts: np.ndarray, starts: np.ndarray, k: int, img: int, y0: int, y1: int, h: int,
                 w: int) -> None:  # pragma: no cover - compiled
-    """Band canvas ``cv`` ``[≥ y1−y0, w+2p]`` (zeroed) ← the taps of seeds ``first..last−1`` (flat ``sites``
-    sorted, their frame ``rows``) that land on frame rows ``y0..y1−1`` (rows wrap around the frame: the
-    field is circular), a seed at ``(y, x)`` putting tap ``(ty, tx)`` on row ``y+ty−p``, padded column
-    ``x+tx``; then the ``p``-wide column margins folded onto the opposite sides."""
+    """Band canvas ``cv`` ``[≥ y1−y0, w+2p]`` ← zeros, plus the taps of image ``img``'s seeds (flat ``sites``
+    into ``[B,h,w]``, sorted; their frame ``rows``) that land on frame rows ``y0..y1−1`` (rows wrap around
+    the frame: the field is circular), a seed at ``(y, x)`` putting tap ``(ty, tx)`` on row ``y+ty−p``,
+    padded column ``x+tx``; then the ``p``-wide column margins folded onto the opposite sides."""
     p = k // 2
     wp = w + 2 * p
+    cv[:] = 0.0
     flat = cv.reshape(-1)
+    first, last = np.searchsorted(sites, img * h * w), np.searchsorted(sites, (img + 1) * h * w)
     ones = values.shape[0] == 0
     seg = rows[first:last]
     for shift in (-h, 0, h):  # seeds below the frame's bottom reach its top rows and the other way round
@@ -312,31 +327,21 @@ def _rain_frame(x: np.ndarray, out: np.ndarray, sn: np.ndarray, rn: np.ndarray, 
     blended into those rows of the image."""
     pn, pf = kn // 2, kf // 2
     near, far = np.empty((BAND, w + 2 * pn), dtype=_F), np.empty((BAND, w + 2 * pf), dtype=_F)
-    rep = x.shape[3] // w  # 1 planar, C interleaved
     a, c = np.empty(w, dtype=_F), np.empty(w, dtype=_F)
-    a_rep, c_rep = np.empty(w * rep, dtype=_F), np.empty(w * rep, dtype=_F)
-    hw = h * w
+    bufs = np.empty((2, x.shape[3]), dtype=_F)  # a and c per value of an image row (interleaved: per channel)
     for i in range(x.shape[0]):
         keep = _F(1.0) - v[i]
         base = _F(1.0) - _F(0.1) * v[i]
-        n0, n1 = np.searchsorted(sn, i * hw), np.searchsorted(sn, (i + 1) * hw)
-        f0, f1 = np.searchsorted(sf, i * hw), np.searchsorted(sf, (i + 1) * hw)
         for y0 in range(0, h, BAND):
             y1 = min(h, y0 + BAND)
-            near[:] = 0.0
-            far[:] = 0.0
-            _stamp_band(near, sn, rn, n0, n1, vn, cn[i], wn[i], stn[i], kn, y0, y1, h, w)
-            _stamp_band(far, sf, rf, f0, f1, vf, cf[i], wf[i], stf[i], kf, y0, y1, h, w)
+            _stamp_band(near, sn, rn, vn, cn[i], wn[i], stn[i], kn, i, y0, y1, h, w)
+            _stamp_band(far, sf, rf, vf, cf[i], wf[i], stf[i], kf, i, y0, y1, h, w)
             for y in range(y0, y1):
                 nr, fr = near[y - y0, pn : pn + w], far[y - y0, pf : pf + w]
                 for t in range(w):
                     a[t] = (_clamp01(nr[t]) - _F(1.0)) * (_clamp01(fr[t]) - _F(1.0)) * keep
                     c[t] = base - a[t]
-                if rep == 1:
-                    _apply_row(x, out, a, c, i, y, eight)
-                else:
-                    _spread(a, c, a_rep, c_rep, w, rep)
-                    _apply_row(x, out, a_rep, c_rep, i, y, eight)
+                _blend_row(x, out, a, c, bufs, i, y, eight)
 
 
 @_jit
@@ -352,25 +357,17 @@ def _snow_frame(x: np.ndarray, out: np.ndarray, s0: np.ndarray, r0: np.ndarray, 
     m1 = np.empty((BAND, w + 2 * p1), dtype=_F)
     m2 = np.empty((BAND, w + 2 * p2), dtype=_F)
     ones = np.empty(0, dtype=_F)
-    rep = x.shape[3] // w  # 1 planar, C interleaved
     a, c = np.empty(w, dtype=_F), np.empty(w, dtype=_F)
-    a_rep, c_rep = np.empty(w * rep, dtype=_F), np.empty(w * rep, dtype=_F)
-    hw = h * w
+    bufs = np.empty((2, x.shape[3]), dtype=_F)  # a and c per value of an image row (interleaved: per channel)
     for i in range(x.shape[0]):
         keep = _F(1.0) - v[i]
         t0, t1, t2 = tones[0, i], tones[1, i], tones[2, i]
         veil = _F(0.85) * v[i]
-        a0, e0 = np.searchsorted(s0, i * hw), np.searchsorted(s0, (i + 1) * hw)
-        a1, e1 = np.searchsorted(s1, i * hw), np.searchsorted(s1, (i + 1) * hw)
-        a2, e2 = np.searchsorted(s2, i * hw), np.searchsorted(s2, (i + 1) * hw)
         for y0 in range(0, h, BAND):
             y1 = min(h, y0 + BAND)
-            m0[:] = 0.0
-            m1[:] = 0.0
-            m2[:] = 0.0
-            _stamp_band(m0, s0, r0, a0, e0, ones, c0[i], w0[i], st0[i], k0, y0, y1, h, w)
-            _stamp_band(m1, s1, r1, a1, e1, ones, c1[i], w1[i], st1[i], k1, y0, y1, h, w)
-            _stamp_band(m2, s2, r2, a2, e2, ones, c2[i], w2[i], st2[i], k2, y0, y1, h, w)
+            _stamp_band(m0, s0, r0, ones, c0[i], w0[i], st0[i], k0, i, y0, y1, h, w)
+            _stamp_band(m1, s1, r1, ones, c1[i], w1[i], st1[i], k1, i, y0, y1, h, w)
+            _stamp_band(m2, s2, r2, ones, c2[i], w2[i], st2[i], k2, i, y0, y1, h, w)
             for y in range(y0, y1):
                 q0, q1, q2 = m0[y - y0, p0 : p0 + w], m1[y - y0, p1 : p1 + w], m2[y - y0, p2 : p2 + w]
                 for t in range(w):
@@ -383,11 +380,7 @@ def _snow_frame(x: np.ndarray, out: np.ndarray, s0: np.ndarray, r0: np.ndarray, 
                     pp = pp * (_F(1.0) - f2)
                     a[t] = pp
                     c[t] = q * keep + veil
-                if rep == 1:
-                    _apply_row(x, out, a, c, i, y, eight)
-                else:
-                    _spread(a, c, a_rep, c_rep, w, rep)
-                    _apply_row(x, out, a_rep, c_rep, i, y, eight)
+                _blend_row(x, out, a, c, bufs, i, y, eight)
 
 
 def rain_render(x: torch.Tensor, near: tuple, far: tuple, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
