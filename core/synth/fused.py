@@ -15,8 +15,8 @@ values as NumPy's three).
 
 Without numba, or with ``GENDEG_NO_JIT=1`` in the environment, :func:`available` is false and
 rain and snow take their eager path; both give the same values up to float32 rounding (the
-tests compare them). The loops compile on first use (a few seconds; cached beside this module
-where it is writable).
+tests compare them). The loops compile on first use (about 20 s once, all variants: see
+:func:`_probe`; cached beside this module where it is writable, then loaded in about a second).
 """
 
 from __future__ import annotations
