@@ -180,9 +180,9 @@ def _chunked(deg: Degradation, x: torch.Tensor, s: torch.Tensor, g: torch.Genera
     # it also takes 8-bit chunks and writes 8-bit results itself
     writes_out = deg.writes_out
     direct8 = eight and deg.writes_8bit
-    # the float result in the layout of the one-call path; 8-bit: one chunk's, reused
-    out = torch.empty((min(step, b), *x.shape[1:]) if eight else x.shape, dtype=torch.float32, device=x.device,
-                      memory_format=torch.contiguous_format if eight else _out_layout(deg, x))
+    # the float result in the layout of the one-call path; 8-bit: one chunk's, reused (none when written directly)
+    out = torch.empty((0 if direct8 else min(step, b), *x.shape[1:]) if eight else x.shape, dtype=torch.float32,
+                      device=x.device, memory_format=torch.contiguous_format if eight else _out_layout(deg, x))
     scratch: torch.Tensor | None = None  # 8-bit: the chunk in float
     for i, gen in zip(starts, gens, strict=True):
         kw = dict(kwargs)

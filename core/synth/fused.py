@@ -90,6 +90,11 @@ def available() -> bool:
     return os.environ.get("GENDEG_NO_JIT", "") in ("", "0") and _load() is not None
 
 
+def used_on(device: torch.device | str) -> bool:
+    """Whether data on ``device`` takes the compiled loops: :func:`available` and a CPU device."""
+    return torch.device(device).type == "cpu" and available()
+
+
 @_inline
 def _clamp01(r: float) -> float:  # pragma: no cover - compiled
     r = r if r > _F(0.0) else _F(0.0)
@@ -420,13 +425,11 @@ def _views(x: torch.Tensor, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray] 
 
 
 def _blend(x: torch.Tensor, out: torch.Tensor, run: Callable[[np.ndarray, np.ndarray], None]) -> torch.Tensor:
-    """``run(x, out)`` on NumPy views of one layout; other pairs of layouts go through a copy in ``x``'s."""
+    """``run(x, out)`` on NumPy views of one layout; other pairs of layouts go through standard-layout copies."""
     views = _views(x, out)
     if views is None:
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        xs = x.contiguous(memory_format=fmt)
-        tmp = torch.empty(x.shape, dtype=out.dtype, memory_format=fmt)
-        run(*_views(xs, tmp))
+        tmp = torch.empty(x.shape, dtype=out.dtype)
+        run(*_views(x.contiguous(), tmp))
         return out.copy_(tmp)
     run(*views)
     return out
@@ -453,7 +456,7 @@ def _quantize_flat(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cove
 
 @_jit
 def _dequantize(src: np.ndarray, dst: np.ndarray) -> None:  # pragma: no cover - compiled
-    """``dst`` float32 ← ``src / 255`` (uint8, same shape, any strides), divided in float32."""
+    """``dst`` float32 ← ``src / 255`` (uint8, same shape, both C-contiguous), divided in float32."""
     s, d = src.reshape(-1), dst.reshape(-1)
     for i in range(s.shape[0]):
         d[i] = _F(s[i]) / _F(255.0)

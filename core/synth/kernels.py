@@ -54,7 +54,7 @@ def bernoulli_sites(n: int, p: float, generator: torch.Generator, device: torch.
     block = int(mean + 6.0 * math.sqrt(mean) + 16)
     inv_log_q = 1.0 / math.log1p(-p)
     parts, last = [], -1
-    compiled = fused.available() and torch.device(device).type == "cpu"
+    compiled = fused.used_on(device)
     while True:
         v = torch.rand((block,), generator=generator, device=device, dtype=torch.float64)
         if compiled:  # the same arithmetic in one compiled loop
@@ -171,7 +171,7 @@ def nested_sites(b: int, hw: int, strength: torch.Tensor, p: float, generator: t
     cells: list[torch.Tensor] = []
     us: list[torch.Tensor] = []
     vals: list[torch.Tensor] = []
-    compiled = fused.available() and torch.device(device).type == "cpu"
+    compiled = fused.used_on(device)
     none = np.empty(0, dtype=np.float32)
     # compiled: the layers so far, merged in order (sorted cells, their u and values)
     merged = (np.empty(0, dtype=np.int64), none, none) if compiled else None
@@ -255,7 +255,7 @@ def streak_kernels(b: int, length_px: float, width_px: float, angle: torch.Tenso
     value 1 peaks at ``opacity`` (one value, or ``[B]``: one per image), without their negligible
     tails (:func:`truncate`)."""
     dev = angle.device
-    if fused.available() and dev.type == "cpu":  # the same kernels in one compiled loop
+    if fused.used_on(dev):  # the same kernels in one compiled loop
         return torch.from_numpy(fused.streak_kernels(float(length_px), float(width_px), angle.float().contiguous().numpy(),
                                                      param_values(opacity, b, dev).contiguous().numpy(), size, TAIL))
     k = segment_kernels(torch.full((b,), length_px, device=dev), angle, torch.full((b,), width_px, device=dev), size)
@@ -299,7 +299,7 @@ def render_layers(
     split = is_split(h, w)
     out = torch.empty_like(x) if out is None else out
     stamping = not split and dev.type == "cpu" and circular_at(h, w, size)
-    if stamping and compiled is not None and fused.available() and all(
+    if stamping and compiled is not None and fused.used_on(dev) and all(
             stamp_work(sites, int((k != 0).any(dim=0).sum()), b, h * w) <= STAMP_BUDGET
             for (sites, _), k in zip(layers, kernels, strict=True)):
         return compiled(x, [fused.prepare(sites, vals, k, h, w) for (sites, vals), k in zip(layers, kernels, strict=True)],
